@@ -1,0 +1,41 @@
+"""Folders in Hugging Face Hub layout, and the one way we upload them.
+
+Every artefact (dataset, model, Space) is first written as a local folder that is
+byte-for-byte what the Hub repo will hold; pushing is then a single ``upload_folder``,
+and everything downstream loads the local folder and the Hub id through the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from datasets import DatasetDict
+from huggingface_hub import DatasetCard, HfApi
+
+logger = logging.getLogger(__name__)
+
+
+def save_dataset_folder(dataset: DatasetDict, folder: str | Path, card: DatasetCard) -> Path:
+    """Write ``dataset`` as Parquet shards plus its card, loadable by ``load_dataset(folder)``."""
+    folder = Path(folder)
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    for old in (folder / "data").glob("*.parquet"):
+        old.unlink()
+    for split, part in dataset.items():
+        part.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+    card.save(folder / "README.md")
+    return folder
+
+
+def push_folder(folder: str | Path, repo_id: str, repo_type: str = "model", private: bool = False) -> str:
+    """Create ``repo_id`` if needed and upload ``folder`` to it; returns the commit URL.
+
+    The token comes from ``HF_TOKEN`` or ``huggingface-cli login``'s cache, never from
+    arguments, so it is never echoed in logs or shell history.
+    """
+    api = HfApi()
+    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type)
+    logger.info("pushed %s to %s (%s)", folder, repo_id, commit.commit_url)
+    return commit.commit_url
