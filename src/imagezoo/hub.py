@@ -11,7 +11,9 @@ import logging
 from pathlib import Path
 
 from datasets import DatasetDict
-from huggingface_hub import DatasetCard, HfApi
+from huggingface_hub import DatasetCard, HfApi, ModelCard
+from timm.models import save_for_hf
+from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -28,14 +30,60 @@ def save_dataset_folder(dataset: DatasetDict, folder: str | Path, card: DatasetC
     return folder
 
 
-def push_folder(folder: str | Path, repo_id: str, repo_type: str = "model", private: bool = False) -> str:
+def save_model_folder(
+    model: nn.Module,
+    folder: str | Path,
+    label_names: list[str],
+    data_config: dict,
+    card: ModelCard | None = None,
+    extra_config: dict | None = None,
+) -> Path:
+    """Write timm's Hub format: ``config.json`` (architecture, labels, preprocessing) and ``model.safetensors``.
+
+    ``extra_config`` adds task facts to config.json (e.g. ``crop_context`` for cell crops).
+    The result loads with ``timm.create_model("local-dir:<folder>", pretrained=True)``
+    and, once pushed, ``timm.create_model("hf-hub:ORG/NAME", pretrained=True)``.
+    """
+    folder = Path(folder)
+    save_for_hf(
+        model,
+        str(folder),
+        model_config={"label_names": list(label_names), **(extra_config or {})},
+        safe_serialization=True,
+        data_config=data_config,
+    )
+    if card is not None:
+        card.save(folder / "README.md")
+    return folder
+
+
+def push_folder(
+    folder: str | Path, repo_id: str, repo_type: str = "model", private: bool = False, **create_kwargs
+) -> str:
     """Create ``repo_id`` if needed and upload ``folder`` to it; returns the commit URL.
 
     The token comes from ``HF_TOKEN`` or ``huggingface-cli login``'s cache, never from
     arguments, so it is never echoed in logs or shell history.
     """
     api = HfApi()
-    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-    commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type)
+    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **create_kwargs)
+    commit = api.upload_folder(
+        folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, ignore_patterns=["__pycache__/*", "*.pyc"]
+    )
     logger.info("pushed %s to %s (%s)", folder, repo_id, commit.commit_url)
+    return commit.commit_url
+
+
+def push_space(space_dir: str | Path, repo_id: str, private: bool = False) -> str:
+    """Upload a Gradio Space folder together with the ``imagezoo`` package its app imports."""
+    import imagezoo
+
+    push_folder(space_dir, repo_id, repo_type="space", private=private, space_sdk="gradio")
+    commit = HfApi().upload_folder(
+        folder_path=str(Path(imagezoo.__file__).parent),
+        path_in_repo="imagezoo",
+        repo_id=repo_id,
+        repo_type="space",
+        ignore_patterns=["__pycache__/*", "*.pyc"],
+    )
     return commit.commit_url

@@ -83,7 +83,7 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
                 raise ImageError(f"{name}: too large to decode safely ({err})") from err
             if image.width * image.height > max_pixels:
                 raise ImageError(
-                    f"{name}: {image.width}x{image.height} pixels exceeds the limit of {max_pixels:,}"
+                    f"{name}: too large to decode safely ({image.width}x{image.height} pixels, limit {max_pixels:,})"
                 )
             try:
                 image.load()

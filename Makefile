@@ -1,0 +1,50 @@
+# One command sets everything up and serves the demo; one runs the tests.
+#   make demo   venv + install, prepare LDC crops, train the quick model if missing, serve :7860
+#   make test   the test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+LDC_DIR ?= ../shared/data/ldc/Original Dataset
+MODEL := models/ldc-live-dead
+BASELINE := models/ldc-live-dead-seed-cnn
+SPACE ?= cells
+
+.PHONY: setup data model baseline demo test benchmark push-space clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,ray]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+data/ldc-crops/README.md: $(VENV)/.installed
+	$(PY) training/prepare_ldc.py --ldc-dir "$(LDC_DIR)" --out data/ldc-crops --examples-dir spaces/cells/examples
+
+data: data/ldc-crops/README.md
+
+$(MODEL)/model.safetensors: data/ldc-crops/README.md
+	$(PY) training/train_classifier.py --task ldc-live-dead
+
+model: $(MODEL)/model.safetensors
+
+# The seed CNN baseline (about 17 minutes on 2 CPU cores); retrain the main model afterwards
+# (rm -r $(MODEL) && make model) so its card lists the baseline beside it.
+baseline: data/ldc-crops/README.md
+	$(PY) training/train_classifier.py --task ldc-live-dead --arch seed-cnn
+
+demo: model
+	$(PY) spaces/$(SPACE)/app.py
+
+test: setup
+	$(PY) -m pytest
+
+benchmark: model
+	$(PY) benchmarks/bench_batch_predict.py
+
+push-space:
+	$(PY) -c "from imagezoo.hub import push_space; print(push_space('spaces/$(SPACE)', '$(REPO)'))"
+
+clean:
+	rm -rf data models outputs cache

@@ -1,0 +1,98 @@
+"""Live/dead cell classifier: a Gradio Space.
+
+Tab 1 scores one cell crop. Tab 2 takes a whole slide plus its Pascal-VOC boxes and
+reports every cell and the slide's viability. The model is ``$IMAGEZOO_MODEL`` (a Hub
+id such as ``hf-hub:imagezoo/ldc-live-dead`` or a local folder), defaulting to the
+repo's trained ``models/ldc-live-dead`` when present and to the Hub id otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+from imagezoo.data.voc import AnnotationError, read_voc
+from imagezoo.images import ImageError, load_image
+from imagezoo.inference import ImageClassifier
+from imagezoo.viability import score_boxes, viability
+
+HERE = Path(__file__).resolve().parent
+LOCAL_MODEL = HERE.parents[1] / "models" / "ldc-live-dead"
+HUB_MODEL = "hf-hub:imagezoo/ldc-live-dead"
+EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.png"))
+DISCLAIMER = (
+    "For teaching and exploration only: this model has not been validated for laboratory or clinical "
+    "decisions. Its accuracy on the LDC test split is in the model card; your microscope and stain may differ."
+)
+
+
+def default_model_id() -> str:
+    return os.environ.get("IMAGEZOO_MODEL") or (str(LOCAL_MODEL) if LOCAL_MODEL.is_dir() else HUB_MODEL)
+
+
+@lru_cache(maxsize=1)
+def classifier() -> ImageClassifier:
+    return ImageClassifier.from_pretrained(default_model_id())
+
+
+def classify_cell(image: Image.Image | None) -> dict[str, float]:
+    """Probabilities of ``dead`` and ``live`` for one cell crop."""
+    if image is None:
+        raise gr.Error("Upload a cell image first.")
+    try:
+        return classifier().predict([load_image(image)])[0]
+    except ImageError as err:
+        raise gr.Error(str(err)) from err
+
+
+def score_slide(image_path: str | None, xml_path: str | None):
+    """Every annotated cell of a slide, coloured by the model's answer, plus viability."""
+    if not image_path or not xml_path:
+        raise gr.Error("Upload both the slide image and its Pascal-VOC XML file.")
+    try:
+        image = load_image(image_path)
+        boxes = read_voc(xml_path)
+    except (ImageError, AnnotationError) as err:
+        raise gr.Error(str(err)) from err
+    scores = score_boxes(classifier(), image, boxes)
+    summary = viability([s.label for s in scores])
+    annotations = [((s.box.xmin, s.box.ymin, s.box.xmax, s.box.ymax), s.label) for s in scores]
+    if summary["viability"] is None:
+        text = "No annotated cell on this slide."
+    else:
+        text = (
+            f"**Viability {summary['viability']:.1%}**: {summary['n_live']} live, {summary['n_dead']} dead "
+            f"(of {len(scores)} annotated cells)."
+        )
+    return (image, annotations), text
+
+
+def build_demo() -> gr.Blocks:
+    with gr.Blocks(title="Live/dead cells") as demo:
+        gr.Markdown(f"# Live or dead? Microscopy cell viability\n\n{DISCLAIMER}\n\nModel: `{default_model_id()}`")
+        with gr.Tab("One cell"):
+            with gr.Row():
+                cell = gr.Image(type="pil", image_mode=None, label="Cell crop")
+                probabilities = gr.Label(num_top_classes=2, label="Prediction")
+            gr.Button("Classify", variant="primary").click(classify_cell, cell, probabilities, api_name="classify")
+            if EXAMPLES:
+                gr.Examples(EXAMPLES, inputs=cell, outputs=probabilities, fn=classify_cell)
+        with gr.Tab("Whole slide + VOC boxes"):
+            with gr.Row():
+                slide = gr.File(label="Slide image", file_types=["image"], type="filepath")
+                xml = gr.File(label="Pascal-VOC XML", file_types=[".xml"], type="filepath")
+            button = gr.Button("Score all cells", variant="primary")
+            annotated = gr.AnnotatedImage(label="Cells", color_map={"live": "#2ca02c", "dead": "#d62728"})
+            report = gr.Markdown()
+            button.click(score_slide, [slide, xml], [annotated, report], api_name="score_slide")
+    return demo
+
+
+demo = build_demo()
+
+if __name__ == "__main__":
+    demo.launch()

@@ -1,0 +1,190 @@
+"""Fine-tuning loop shared by every classification task.
+
+Small on purpose: timm builds the model, transforms, optimizer and schedule; this module
+only wires them to a Hugging Face dataset, weights the loss for class imbalance, logs
+every metric each epoch and keeps the weights of the best validation epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import timm
+import torch
+from PIL import Image
+from sklearn.utils.class_weight import compute_class_weight
+from timm.data import create_transform, resolve_data_config
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from imagezoo.evaluation import classification_metrics
+from imagezoo.tasks import Recipe
+from imagezoo.weights import create_pretrained
+
+logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class ImageLabelDataset(Dataset):
+    """Decoded PIL images and integer labels behind a (possibly random) transform."""
+
+    def __init__(self, images: Sequence[Image.Image], labels: Sequence[int], transform: Callable):
+        self.images, self.labels, self.transform = list(images), list(labels), transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        return self.transform(self.images[index].convert("RGB")), self.labels[index]
+
+
+def build_model(recipe: Recipe, num_classes: int) -> nn.Module:
+    """The recipe's architecture with a fresh ``num_classes`` head, on pretrained weights when they exist."""
+    kwargs = dict(num_classes=num_classes, drop_rate=recipe.drop_rate)
+    if recipe.pretrained:
+        return create_pretrained(recipe.arch, **kwargs)
+    return timm.create_model(recipe.arch, pretrained=False, **kwargs)
+
+
+def eval_data_config(model: nn.Module, img_size: int) -> dict:
+    """Preprocessing at ``img_size``: squash the whole crop (no centre crop cuts a cell off)."""
+    return resolve_data_config(
+        dict(input_size=(3, img_size, img_size), crop_pct=1.0, crop_mode="squash"), model=model
+    )
+
+
+def train_transform(data_config: dict, augment: bool) -> Callable:
+    """Random scale/aspect crops, both flips and mild colour jitter (microscopy has no up)."""
+    if not augment:
+        return create_transform(**data_config)
+    return create_transform(
+        input_size=data_config["input_size"],
+        is_training=True,
+        scale=(0.6, 1.0),
+        hflip=0.5,
+        vflip=0.5,
+        color_jitter=0.2,
+        interpolation=data_config["interpolation"],
+        mean=data_config["mean"],
+        std=data_config["std"],
+    )
+
+
+@torch.inference_mode()
+def predict_probs(model: nn.Module, loader: DataLoader, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities and labels for every batch of ``loader``."""
+    model.eval()
+    probs, labels = [], []
+    for images, targets in loader:
+        probs.append(model(images.to(device)).softmax(dim=-1).float().cpu().numpy())
+        labels.append(np.asarray(targets))
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    data_config: dict
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+
+
+def fit(
+    recipe: Recipe,
+    train: tuple[Sequence[Image.Image], Sequence[int]],
+    validation: tuple[Sequence[Image.Image], Sequence[int]],
+    label_names: Sequence[str],
+    seed: int = 42,
+    num_workers: int = 0,
+    device: str = "cpu",
+    log: Callable[[dict], None] | None = None,
+) -> FitResult:
+    """Fine-tune ``recipe.arch`` and return the model of the best validation epoch.
+
+    Selection is on validation balanced accuracy (ties broken by lower log loss), the
+    metric that matters when one class is rare.
+    """
+    seed_everything(seed)
+    model = build_model(recipe, len(label_names)).to(device)
+    data_config = eval_data_config(model, recipe.img_size)
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(
+        ImageLabelDataset(*train, train_transform(data_config, recipe.augment)),
+        batch_size=recipe.batch_size,
+        shuffle=True,
+        drop_last=len(train[0]) > recipe.batch_size,
+        num_workers=num_workers,
+        generator=generator,
+    )
+    val_loader = DataLoader(
+        ImageLabelDataset(*validation, create_transform(**data_config)),
+        batch_size=recipe.batch_size * 2,
+        num_workers=num_workers,
+    )
+    weight = None
+    if recipe.balance_classes:
+        classes = np.arange(len(label_names))
+        present = np.unique(train[1])
+        balanced = compute_class_weight("balanced", classes=present, y=np.asarray(train[1]))
+        weight = torch.ones(len(classes))
+        weight[present] = torch.as_tensor(balanced, dtype=torch.float32)
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=recipe.label_smoothing).to(device)
+    optimizer = create_optimizer_v2(model, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps_per_epoch = len(train_loader)
+    scheduler = CosineLRScheduler(
+        optimizer,
+        t_initial=recipe.epochs * steps_per_epoch,
+        warmup_t=recipe.warmup_epochs * steps_per_epoch,
+        warmup_lr_init=recipe.lr / 20,
+        lr_min=recipe.lr / 100,
+        t_in_epochs=False,
+    )
+    best_key, best_state, best_epoch, history = None, None, 0, []
+    for epoch in range(1, recipe.epochs + 1):
+        model.train()
+        running, seen = 0.0, 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{recipe.epochs}", unit="batch", leave=False)
+        for step, (images, targets) in enumerate(bar):
+            images, targets = images.to(device), targets.to(device)
+            loss = criterion(model(images), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step_update((epoch - 1) * steps_per_epoch + step + 1)
+            running += loss.item() * len(targets)
+            seen += len(targets)
+            bar.set_postfix(loss=f"{running / seen:.4f}")
+        probs, labels = predict_probs(model, val_loader, device)
+        val = classification_metrics(labels, probs, label_names)
+        row = {
+            "epoch": epoch,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": running / max(seen, 1),
+            **{f"val_{k}": val[k] for k in ("loss", "accuracy", "balanced_accuracy", "roc_auc", "ece") if k in val},
+            "val_loss": val["log_loss"],
+        }
+        history.append(row)
+        logger.info(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if log:
+            log(row)
+        key = (val["balanced_accuracy"], -val["log_loss"])
+        if best_key is None or key > best_key:
+            best_key, best_epoch = key, epoch
+            best_state = copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    model.cpu().eval()
+    logger.info("best epoch %d (validation balanced accuracy %.4f)", best_epoch, best_key[0])
+    return FitResult(model=model, data_config=data_config, best_epoch=best_epoch, history=history)

@@ -1,0 +1,67 @@
+"""Every image mode becomes the same RGB, and every bad input becomes a clear ImageError."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import LDC_SAMPLES
+from imagezoo.images import ImageError, load_image, to_rgb
+
+
+def test_16bit_is_scaled_linearly_not_clipped():
+    pixels = np.array([[0, 257 * 100, 65535]], dtype=np.uint16)
+    rgb = to_rgb(Image.fromarray(pixels, mode="I;16"))
+    assert rgb.mode == "RGB"
+    assert np.asarray(rgb)[0, :, 0].tolist() == [0, 100, 255]
+
+
+def test_transparency_is_flattened_onto_black():
+    rgba = Image.new("RGBA", (2, 1), (200, 100, 50, 255))
+    rgba.putpixel((1, 0), (200, 100, 50, 0))
+    assert np.asarray(to_rgb(rgba)).tolist() == [[[200, 100, 50], [0, 0, 0]]]
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "P", "RGBA", "I;16"])
+def test_real_ldc_slides_of_every_mode_load_as_rgb(ldc_dir, mode):
+    path = ldc_dir / LDC_SAMPLES[mode]
+    assert Image.open(path).mode == mode
+    image = load_image(path)
+    assert image.mode == "RGB" and image.size == Image.open(path).size
+    pixels = np.asarray(image)
+    assert (pixels == 255).mean() < 0.05, "a normalised slide must not be clipped to white"
+    if mode == "I;16":
+        raw = np.asarray(Image.open(path), dtype=np.float64)
+        assert np.abs(pixels[..., 0] - np.rint(raw / 257)).max() == 0
+
+
+def test_bytes_and_pil_inputs_match_the_file(ldc_dir):
+    path = ldc_dir / LDC_SAMPLES["I;16"]
+    from_file = np.asarray(load_image(path))
+    assert np.array_equal(from_file, np.asarray(load_image(path.read_bytes())))
+    assert np.array_equal(from_file, np.asarray(load_image(Image.open(path))))
+
+
+def test_file_without_extension_is_recognised_by_content(bad_files):
+    assert load_image(bad_files["no_extension"]).size == load_image(bad_files["good"]).size
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("truncated", "truncated"),
+        ("corrupt", "corrupt"),
+        ("empty", "0 bytes"),
+        ("text", "not a recognised image"),
+        ("bomb", "too large"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(bad_files, kind, message):
+    with pytest.raises(ImageError, match=message):
+        load_image(bad_files[kind])
+
+
+def test_missing_file_and_pixel_limit(tmp_path, bad_files):
+    with pytest.raises(ImageError, match="no such file"):
+        load_image(tmp_path / "absent.png")
+    with pytest.raises(ImageError, match="too large"):
+        load_image(bad_files["good"], max_pixels=100)

@@ -1,0 +1,71 @@
+"""The cells Space's functions on a real trained model and real LDC slides."""
+
+import importlib.util
+import sys
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+from conftest import LDC_SAMPLES, ROOT
+from imagezoo.data.voc import read_voc
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def app(trained_model, monkeypatch_module):
+    monkeypatch_module.setenv("IMAGEZOO_MODEL", str(trained_model))
+    spec = importlib.util.spec_from_file_location("cells_app", ROOT / "spaces" / "cells" / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["cells_app"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_single_cell_gives_probabilities_for_both_labels(app, ldc_crops):
+    for path in sorted((ldc_crops.parent / "examples").glob("*.png")):
+        probabilities = app.classify_cell(Image.open(path))
+        assert set(probabilities) == {"dead", "live"}
+        assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_16bit_upload_is_accepted(app, ldc_dir):
+    probabilities = app.classify_cell(Image.open(ldc_dir / LDC_SAMPLES["I;16"]))
+    assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_whole_slide_scores_every_box_and_reports_viability(app, ldc_dir):
+    image_path = ldc_dir / LDC_SAMPLES["RGB"]
+    xml_path = image_path.with_suffix(".xml")
+    (image, annotations), text = app.score_slide(str(image_path), str(xml_path))
+    assert len(annotations) == len(read_voc(xml_path)) > 0
+    assert {label for _, label in annotations} <= {"dead", "live"}
+    n_live = sum(label == "live" for _, label in annotations)
+    assert f"{n_live} live" in text and "Viability" in text
+
+
+def test_slide_without_cells_says_so(app, ldc_dir):
+    image_path = ldc_dir / LDC_SAMPLES["no_boxes"]
+    (_, annotations), text = app.score_slide(str(image_path), str(image_path.with_suffix(".xml")))
+    assert annotations == [] and "No annotated cell" in text
+
+
+def test_bad_inputs_become_gradio_errors(app, bad_files):
+    with pytest.raises(gr.Error):
+        app.classify_cell(None)
+    with pytest.raises(gr.Error, match="truncated"):
+        app.score_slide(str(bad_files["truncated"]), str(bad_files["text"]))
+    with pytest.raises(gr.Error, match="Upload both"):
+        app.score_slide(str(bad_files["good"]), None)
+
+
+def test_model_id_defaults_and_override(app, trained_model):
+    assert app.default_model_id() == str(trained_model)
+    assert app.classifier().model_id == str(trained_model)

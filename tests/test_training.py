@@ -1,0 +1,89 @@
+"""A short real fine-tuning run: beats chance, exports to timm's Hub format, reloads identically."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import timm
+import torch
+from datasets import load_dataset
+from safetensors.torch import load_file
+
+from imagezoo.inference import ImageClassifier
+from imagezoo.tasks import SEED_CNN_RECIPE, get_task
+from imagezoo.training import build_model
+
+pytestmark = pytest.mark.slow
+
+
+def test_short_run_beats_chance_on_held_out_crops(trained_model):
+    results = json.loads((trained_model / "eval_results.json").read_text())
+    metrics = results["metrics"]
+    assert metrics["n"] > 500
+    assert metrics["balanced_accuracy"] > 0.75  # chance is 0.5
+    assert metrics["roc_auc"] > 0.85
+    for key in ("accuracy", "ece", "log_loss", "confusion_matrix"):
+        assert key in metrics
+    assert set(metrics["per_class"]) == {"dead", "live"}
+    log = [json.loads(line) for line in (trained_model / "train_log.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in log] == [1, 2]
+    assert all("val_balanced_accuracy" in row and "train_loss" in row for row in log)
+
+
+def test_export_is_timm_hub_format_with_a_real_card(trained_model):
+    config = json.loads((trained_model / "config.json").read_text())
+    assert config["architecture"] == "tf_efficientnet_lite0"
+    assert config["num_classes"] == 2 and config["label_names"] == ["dead", "live"]
+    assert config["pretrained_cfg"]["input_size"] == [3, 64, 64]
+    assert config["crop_context"] == 0.5
+    assert not list(trained_model.glob("*.bin")) and not list(trained_model.glob("*.pth"))
+    card = (trained_model / "README.md").read_text()
+    metrics = json.loads((trained_model / "eval_results.json").read_text())["metrics"]
+    assert "model-index:" in card and "library_name: timm" in card and "license: apache-2.0" in card
+    assert f"{metrics['balanced_accuracy']:.4f}" in card
+    assert "python training/train_classifier.py" in card and "--max-train-samples 1200" in card
+    assert (trained_model / "confusion_matrix.png").stat().st_size > 1000
+
+
+def test_reload_gives_identical_outputs(trained_model, ldc_crops):
+    crops = load_dataset(str(ldc_crops), split="test").select(range(16))["image"]
+    ours = ImageClassifier.from_pretrained(str(trained_model))
+    batch = torch.stack([ours.preprocess(c) for c in crops])
+    with torch.inference_mode():
+        via_timm = timm.create_model(f"local-dir:{trained_model}", pretrained=True).eval()(batch).softmax(-1).numpy()
+    assert np.array_equal(ours.predict_tensor(batch), via_timm)
+    assert ours.label_names == ("dead", "live") and len(ours.revision) == 12
+    rebuilt = timm.create_model(f"local-dir:{trained_model}", pretrained=False)
+    rebuilt.load_state_dict(load_file(trained_model / "model.safetensors"))
+    with torch.inference_mode():
+        assert np.array_equal(rebuilt.eval()(batch).softmax(-1).numpy(), via_timm)
+
+
+def test_folder_with_only_pickled_weights_is_refused(trained_model, tmp_path):
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    shutil.copy(trained_model / "config.json", folder / "config.json")
+    torch.save(load_file(trained_model / "model.safetensors"), folder / "pytorch_model.bin")
+    with pytest.raises(FileNotFoundError, match="only safetensors"):
+        ImageClassifier.from_pretrained(str(folder))
+
+
+def test_seed_cnn_is_the_keras_architecture():
+    model = build_model(SEED_CNN_RECIPE, num_classes=2)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 64, 128]
+    assert model.fc1.in_features == 14 * 14 * 128 and model.fc1.out_features == 128
+    # Keras summary of the seed model: 896 + 18496 + 73856 + 3211392 + 129 (one sigmoid unit);
+    # our two-logit head has one extra 128+1 row.
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params == 896 + 18496 + 73856 + 3211392 + 2 * 129
+    assert model(torch.zeros(2, 3, 128, 128)).shape == (2, 2)
+    assert model.pretrained_cfg["mean"] == (0.0, 0.0, 0.0) and model.pretrained_cfg["std"] == (1.0, 1.0, 1.0)
+
+
+def test_arch_alias_selects_the_seed_recipe():
+    task = get_task("ldc-live-dead")
+    assert task.recipe("quick", "seed-cnn") == SEED_CNN_RECIPE
+    assert task.recipe("quick").arch == "tf_efficientnet_lite0"
+    assert task.recipe("quick", "tf_efficientnet_lite1").arch == "tf_efficientnet_lite1"

@@ -1,0 +1,175 @@
+"""Fine-tune, evaluate, export and card an image classifier for one registered task.
+
+    python training/train_classifier.py --task ldc-live-dead                 # quick CPU recipe
+    python training/train_classifier.py --task ldc-live-dead --recipe full   # GPU recipe
+    python training/train_classifier.py --task ldc-live-dead --arch seed-cnn # the seed baseline
+
+The output folder is in timm's Hub format (config.json, model.safetensors, README.md)
+plus eval_results.json, confusion_matrix.png and train_log.jsonl; ``--push-to-hub ORG/NAME``
+uploads it with huggingface_hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+from datasets import load_dataset
+from timm.data import create_transform
+
+from imagezoo.cards import model_card
+from imagezoo.evaluation import classification_metrics, save_confusion_matrix
+from imagezoo.hub import push_folder, save_model_folder
+from imagezoo.tasks import TASKS, get_task
+from imagezoo.training import ImageLabelDataset, fit, predict_probs
+
+logger = logging.getLogger("train_classifier")
+
+SPLIT_DESCRIPTION = "image-grouped test split (15% of slides, by content hash, seed 0)"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="ldc-live-dead", choices=sorted(TASKS))
+    parser.add_argument("--recipe", default="quick", help="recipe name in the task config (quick | full)")
+    parser.add_argument("--arch", default=None, help="timm architecture, or seed-cnn for the seed baseline")
+    parser.add_argument("--dataset", default=None, help="dataset folder or Hub id (default: the task's)")
+    parser.add_argument("--output-dir", default=None, help="default: models/<task>[-<arch alias>]")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--img-size", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--max-train-samples", type=int, default=None, help="subsample training crops (smoke runs)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None)
+    parser.add_argument("--hub-repo-id", default=None, help="repo id shown in the card (default: imagezoo/<folder>)")
+    return parser.parse_args(argv)
+
+
+def load_split(dataset, split: str, limit: int | None = None, seed: int = 0):
+    part = dataset[split]
+    if limit and limit < len(part):
+        part = part.shuffle(seed=seed).select(range(limit))
+    return list(part["image"]), list(part["label"])
+
+
+def sibling_results(output_dir: Path, task_name: str) -> list[dict]:
+    """eval_results.json of every other model of this task under the same parent folder."""
+    rows = []
+    for path in sorted(output_dir.parent.glob(f"{task_name}*/eval_results.json")):
+        if path.parent.resolve() != output_dir.resolve():
+            rows.append(json.loads(path.read_text()))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    task = get_task(args.task)
+    recipe = task.recipe(args.recipe, args.arch).with_overrides(
+        epochs=args.epochs, img_size=args.img_size, batch_size=args.batch_size, lr=args.lr
+    )
+    recipe_name = args.arch if args.arch and not args.arch.startswith(("tf_", "timm/")) else args.recipe
+    suffix = f"-{args.arch}" if args.arch else ""
+    output_dir = Path(args.output_dir or f"models/{task.name}{suffix}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    logger.info("task %s, recipe %s: %s", task.name, recipe_name, recipe)
+
+    dataset = load_dataset(args.dataset or task.dataset)
+    train = load_split(dataset, "train", args.max_train_samples, args.seed)
+    validation = load_split(dataset, "validation")
+    test = load_split(dataset, "test")
+
+    log_path = output_dir / "train_log.jsonl"
+    log_path.write_text("")
+
+    def log(row: dict) -> None:
+        with log_path.open("a") as fp:
+            fp.write(json.dumps(row) + "\n")
+
+    start = time.time()
+    result = fit(recipe, train, validation, task.label_names, args.seed, args.num_workers, args.device, log)
+    train_minutes = (time.time() - start) / 60
+
+    loader = torch.utils.data.DataLoader(
+        ImageLabelDataset(*test, create_transform(**result.data_config)), batch_size=128, num_workers=args.num_workers
+    )
+    probs, labels = predict_probs(result.model, loader)
+    metrics = classification_metrics(labels, probs, task.label_names)
+    logger.info(
+        "test: balanced accuracy %.4f, accuracy %.4f, ROC-AUC %.4f, ECE %.4f",
+        metrics["balanced_accuracy"], metrics["accuracy"], metrics["roc_auc"], metrics["ece"],
+    )
+    save_confusion_matrix(metrics, task.label_names, output_dir / "confusion_matrix.png", f"{task.name} ({recipe_name})")
+    summary = {
+        "name": output_dir.name,
+        "task": task.name,
+        "recipe": recipe_name,
+        "arch": recipe.arch,
+        "img_size": recipe.img_size,
+        "split": SPLIT_DESCRIPTION,
+        "best_epoch": result.best_epoch,
+        "train_minutes": round(train_minutes, 2),
+        "metrics": metrics,
+    }
+    (output_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
+
+    repo_id = args.push_to_hub or args.hub_repo_id or f"imagezoo/{output_dir.name}"
+    command = shlex.join(["python", "training/train_classifier.py", *(argv if argv is not None else sys.argv[1:])])
+    comparison = [summary, *sibling_results(output_dir, task.name)]
+    card = model_card(
+        task.card_template,
+        dict(
+            license="apache-2.0",
+            library_name="timm",
+            pipeline_tag="image-classification",
+            tags=["image-classification", "timm", "imagezoo", *task.card_facts.get("tags", [])],
+            datasets=[task.dataset_repo_id],
+            metrics=["accuracy", "balanced_accuracy", "roc_auc"],
+            model_name=output_dir.name,
+            base_model=f"timm/{recipe.arch}.in1k" if recipe.pretrained else None,
+        ),
+        results={k: metrics[k] for k in ("balanced_accuracy", "accuracy", "roc_auc", "ece")},
+        task_type="image-classification",
+        dataset_name=task.dataset_name,
+        dataset_type=task.dataset_repo_id,
+        **task.card_facts,
+        repo_id=repo_id,
+        local_dir=str(output_dir),
+        label_names=list(task.label_names),
+        metrics=metrics,
+        split_description=SPLIT_DESCRIPTION,
+        comparison=comparison,
+        has_baseline=any(row["arch"] == "seed_cnn" for row in comparison),
+        needs_imagezoo=not recipe.pretrained,
+        n_train=len(train[0]),
+        n_validation=len(validation[0]),
+        recipe=dataclasses.asdict(recipe),
+        recipe_name=recipe_name,
+        best_epoch=result.best_epoch,
+        seed=args.seed,
+        train_minutes=train_minutes,
+        hardware=torch.cuda.get_device_name() if args.device.startswith("cuda")
+        else f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
+        prepare_command=task.prepare_command,
+        command=command,
+    )
+    save_model_folder(result.model, output_dir, list(task.label_names), result.data_config, card, task.model_config)
+    logger.info("saved %s", output_dir)
+    if args.push_to_hub:
+        push_folder(output_dir, args.push_to_hub)
+    return output_dir
+
+
+if __name__ == "__main__":
+    main()
