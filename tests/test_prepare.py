@@ -4,7 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
-from datasets import load_dataset
+from imagezoo.data import load_splits
 
 from conftest import LDC_SAMPLES
 from imagezoo.data.ldc import LABEL_NAMES, assign_split, build_ldc_dataset, pixel_sha256
@@ -46,7 +46,7 @@ def test_labels_follow_the_voc_names(ldc_sample_dir):
 
 
 def test_splits_are_grouped_by_slide_content(ldc_crops):
-    dataset = load_dataset(str(ldc_crops))
+    dataset = load_splits(str(ldc_crops))
     groups = {split: set(dataset[split]["image_sha256"]) for split in dataset}
     assert groups["train"].isdisjoint(groups["validation"])
     assert groups["train"].isdisjoint(groups["test"])
@@ -104,3 +104,14 @@ def test_malformed_xml_is_a_clear_error(tmp_path):
     path.write_text("<annotation><object><name>Living Cell</name>")
     with pytest.raises(AnnotationError, match="not valid XML"):
         read_voc(path)
+
+
+def test_reloading_a_rewritten_folder_gives_the_new_rows(tmp_path, ldc_sample_dir):
+    import prepare_ldc
+
+    out = tmp_path / "crops"
+    prepare_ldc.main(["--ldc-dir", str(ldc_sample_dir), "--out", str(out), "--context", "0.5"])
+    first = [im.size for split in load_splits(str(out)).values() for im in split["image"]]
+    prepare_ldc.main(["--ldc-dir", str(ldc_sample_dir), "--out", str(out), "--context", "1.0"])
+    second = [im.size for split in load_splits(str(out)).values() for im in split["image"]]
+    assert len(first) == len(second) and all(b[0] > a[0] for a, b in zip(first, second))

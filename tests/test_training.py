@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from datasets import load_dataset
+from imagezoo.data import load_splits
 from safetensors.torch import load_file
 
 from imagezoo.inference import ImageClassifier
@@ -47,7 +47,7 @@ def test_export_is_timm_hub_format_with_a_real_card(trained_model):
 
 
 def test_reload_gives_identical_outputs(trained_model, ldc_crops):
-    crops = load_dataset(str(ldc_crops), split="test").select(range(16))["image"]
+    crops = load_splits(str(ldc_crops))["test"].select(range(16))["image"]
     ours = ImageClassifier.from_pretrained(str(trained_model))
     batch = torch.stack([ours.preprocess(c) for c in crops])
     with torch.inference_mode():

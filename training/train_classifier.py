@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 import torch
-from datasets import load_dataset
 from timm.data import create_transform
 
 from imagezoo.cards import model_card
+from imagezoo.data import load_splits
 from imagezoo.evaluation import classification_metrics, save_confusion_matrix
 from imagezoo.hub import push_folder, save_model_folder
 from imagezoo.tasks import TASKS, get_task
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     logger.info("task %s, recipe %s: %s", task.name, recipe_name, recipe)
 
-    dataset = load_dataset(args.dataset or task.dataset)
+    dataset = load_splits(args.dataset or task.dataset)
     train = load_split(dataset, "train", args.max_train_samples, args.seed)
     validation = load_split(dataset, "validation")
     test = load_split(dataset, "test")

@@ -51,16 +51,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, name: str | None = None) -> Image.Image:
     """Decode ``source`` (path, bytes or PIL image) to RGB or raise :class:`ImageError`.
 
     The pixel count is checked from the header before any decoding, so a
     decompression bomb costs nothing; truncated files raise instead of returning a
-    half-grey image.
+    half-grey image. ``name`` is how errors refer to the input (default: its path).
     """
     if isinstance(source, Image.Image):
         return to_rgb(source)
-    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    name = name or ("<bytes>" if isinstance(source, bytes) else str(source))
     if isinstance(source, bytes):
         if not source:
             raise ImageError(f"{name}: empty input (0 bytes)")

@@ -21,6 +21,7 @@ class Recipe:
     weight_decay: float = 0.01
     optimizer: str = "adamw"
     warmup_epochs: int = 0
+    schedule: str = "cosine"  # or "constant"
     augment: bool = True
     balance_classes: bool = True
     label_smoothing: float = 0.0
@@ -31,7 +32,8 @@ class Recipe:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
-#: The original project's Keras procedure: Adam, plain cross-entropy, no augmentation, 15 epochs.
+#: The original project's Keras procedure: Adam at a constant 1e-3, plain cross-entropy,
+#: no augmentation, 15 epochs.
 SEED_CNN_RECIPE = Recipe(
     arch="seed_cnn",
     img_size=128,
@@ -40,6 +42,7 @@ SEED_CNN_RECIPE = Recipe(
     lr=1e-3,
     weight_decay=0.0,
     optimizer="adam",
+    schedule="constant",
     augment=False,
     balance_classes=False,
     drop_rate=0.5,

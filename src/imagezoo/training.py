@@ -151,7 +151,7 @@ def fit(
         warmup_lr_init=recipe.lr / 20,
         lr_min=recipe.lr / 100,
         t_in_epochs=False,
-    )
+    ) if recipe.schedule == "cosine" else None
     best_key, best_state, best_epoch, history = None, None, 0, []
     for epoch in range(1, recipe.epochs + 1):
         model.train()
@@ -163,7 +163,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            scheduler.step_update((epoch - 1) * steps_per_epoch + step + 1)
+            if scheduler is not None:
+                scheduler.step_update((epoch - 1) * steps_per_epoch + step + 1)
             running += loss.item() * len(targets)
             seen += len(targets)
             bar.set_postfix(loss=f"{running / seen:.4f}")

@@ -1,0 +1,127 @@
+"""Batch job speed and memory, as ratios measured in one run on the same images.
+
+    python benchmarks/bench_batch_predict.py            # or: make benchmark
+
+1. bare forward: the model alone on preprocessed batches (the ceiling);
+2. end to end: ``run_job`` over a folder of real LDC slides (decode, resize, forward, Parquet);
+3. naive: one image at a time, decode -> transform -> forward, in a Python loop;
+4. peak memory (RSS of the job and its workers) of the CLI on 1k and on 10k images.
+
+Results go to ``benchmarks/results/batch_predict.json`` and are printed as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import torch
+
+from imagezoo.batch import run_job
+from imagezoo.images import load_image
+from imagezoo.inference import ImageClassifier
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(ROOT / "models" / "ldc-live-dead"))
+    parser.add_argument("--ldc-dir", default=str(ROOT.parent / "shared" / "data" / "ldc" / "Original Dataset"))
+    parser.add_argument("--n-throughput", type=int, default=2000, help="images for the end-to-end throughput run")
+    parser.add_argument("--n-naive", type=int, default=300)
+    parser.add_argument("--memory-sizes", type=int, nargs=2, default=[1000, 10000])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "batch_predict.json"))
+    return parser.parse_args()
+
+
+def make_folder(sources: list[Path], n: int, folder: Path) -> Path:
+    """``n`` distinct file names cycling over the real slides (symlinks, no copies)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        source = sources[i % len(sources)]
+        os.symlink(source, folder / f"{i:06d}{source.suffix}")
+    return folder
+
+
+def bare_forward(classifier: ImageClassifier, sources: list[Path], batch_size: int, seconds: float = 10.0) -> float:
+    batch = torch.stack([classifier.preprocess(p) for p in sources[:batch_size]])
+    classifier.predict_tensor(batch)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        classifier.predict_tensor(batch)
+        count += len(batch)
+    return count / (time.perf_counter() - start)
+
+
+def naive_loop(classifier: ImageClassifier, files: list[Path]) -> float:
+    transform = classifier.transform
+    start = time.perf_counter()
+    for path in files:
+        classifier.predict_tensor(transform(load_image(path)).unsqueeze(0))
+    return len(files) / (time.perf_counter() - start)
+
+
+def peak_rss_mb(command: list[str]) -> float:
+    """Peak summed RSS of a command and all its children, sampled every 20 ms."""
+    process = psutil.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = 0
+    while process.poll() is None:
+        try:
+            tree = [process, *process.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    if process.returncode != 0:
+        raise RuntimeError(f"{command} exited with {process.returncode}")
+    return peak / 2**20
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    sources = sorted(Path(args.ldc_dir).glob("*.png"))
+    classifier = ImageClassifier.from_pretrained(args.model)
+    results: dict = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
+        "model": args.model,
+        "input_size": list(classifier.data_config["input_size"]),
+        "batch_size": args.batch_size,
+        "images": f"real LDC slides (PNG, ~220x220, all modes), cycled to reach each count",
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        results["bare_forward_images_per_s"] = bare_forward(classifier, sources, args.batch_size)
+        folder = make_folder(sources, args.n_throughput, tmp / "throughput")
+        summary = run_job(folder, args.model, tmp / "throughput.parquet", batch_size=args.batch_size, progress=False)
+        results["end_to_end_images_per_s"] = summary.images_per_second
+        results["naive_images_per_s"] = naive_loop(classifier, sources[: args.n_naive])
+        for n in args.memory_sizes:
+            folder = make_folder(sources, n, tmp / f"memory-{n}")
+            command = [sys.executable, str(ROOT / "jobs" / "batch_predict.py"), "--dir", str(folder),
+                       "--model", args.model, "--out", str(tmp / f"memory-{n}.parquet"), "--no-progress",
+                       "--batch-size", str(args.batch_size)]
+            results[f"peak_rss_mb_{n}"] = peak_rss_mb(command)
+    small, large = args.memory_sizes
+    results["ratio_end_to_end_vs_bare_forward"] = results["end_to_end_images_per_s"] / results["bare_forward_images_per_s"]
+    results["ratio_end_to_end_vs_naive"] = results["end_to_end_images_per_s"] / results["naive_images_per_s"]
+    results["peak_rss_growth_mb"] = results[f"peak_rss_mb_{large}"] - results[f"peak_rss_mb_{small}"]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print("| measure | value |\n|---|---|")
+    for name, value in results.items():
+        print(f"| {name} | {value:.2f} |" if isinstance(value, float) else f"| {name} | {value} |")
+
+
+if __name__ == "__main__":
+    main()

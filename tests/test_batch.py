@@ -1,0 +1,189 @@
+"""The batch job on real LDC slides and on every kind of bad file."""
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import LDC_SAMPLES, ROOT
+from imagezoo.batch import discover, output_schema, run_job
+from imagezoo.data.voc import read_voc
+from imagezoo.images import load_image
+from imagezoo.inference import ImageClassifier
+from imagezoo.viability import score_boxes
+
+pytestmark = pytest.mark.slow
+JOB = [sys.executable, str(ROOT / "jobs" / "batch_predict.py")]
+
+
+def read_rows(path) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
+def key(row: dict) -> tuple:
+    return row["path"], -1 if row["box_index"] is None else row["box_index"]
+
+
+@pytest.fixture()
+def slides(tmp_path, ldc_sample_dir, bad_files):
+    """Real slides of every mode (with their XML) plus every kind of bad file, nested."""
+    folder = tmp_path / "slides"
+    shutil.copytree(ldc_sample_dir, folder)
+    (folder / "nested" / "deeper").mkdir(parents=True)
+    for kind, path in bad_files.items():
+        if kind != "good":
+            shutil.copy(path, folder / "nested" / "deeper" / path.name)
+    (folder / ".DS_Store").write_bytes(b"\x00\x01")
+    return folder
+
+
+def test_every_file_gets_a_row_and_bad_ones_an_error(trained_model, slides, tmp_path):
+    out = tmp_path / "out.parquet"
+    summary = run_job(slides, str(trained_model), out, progress=False)
+    rows = {r["path"]: r for r in read_rows(out)}
+    assert set(rows) == set(discover(slides)) and ".DS_Store" not in rows
+    assert not any(p.endswith(".xml") for p in rows), "VOC sidecars are annotations, not inputs"
+    bad = {"truncated.png": "truncated", "corrupt.png": "corrupt", "empty.png": "0 bytes",
+           "notes.png": "not a recognised image", "bomb.png": "too large"}
+    for name, message in bad.items():
+        row = rows[f"nested/deeper/{name}"]
+        assert message in row["error"] and row["label"] is None and row["width"] is None
+        assert str(tmp_path) not in row["error"], "errors name files relative to --dir"
+    for name in [*LDC_SAMPLES.values(), "nested/deeper/slide_without_extension"]:
+        row = rows[name]
+        assert row["error"] is None and row["label"] in {"dead", "live"}
+        assert row["prob_dead"] + row["prob_live"] == pytest.approx(1.0, abs=1e-5)
+        assert row["score"] == max(row["prob_dead"], row["prob_live"])
+        assert (row["width"], row["height"]) == load_image(slides / name).size
+        assert row["sha256"] == hashlib.sha256((slides / name).read_bytes()).hexdigest()
+    assert summary.errors == len(bad) and summary.scored == len(LDC_SAMPLES) + 1
+    assert pq.read_schema(out).equals(output_schema(["dead", "live"]), check_metadata=False)
+    assert not list(tmp_path.glob("out.parquet.*")), "no temp file or parts left behind"
+
+
+def test_scores_match_the_model_used_directly(trained_model, slides, tmp_path):
+    out = tmp_path / "out.parquet"
+    run_job(slides, str(trained_model), out, progress=False, num_workers=0)
+    classifier = ImageClassifier.from_pretrained(str(trained_model))
+    names = list(LDC_SAMPLES.values())
+    expected = classifier.predict([slides / n for n in names])
+    rows = {r["path"]: r for r in read_rows(out)}
+    for name, probs in zip(names, expected):
+        assert rows[name]["prob_live"] == pytest.approx(probs["live"], abs=1e-5)
+
+
+def test_boxes_voc_scores_each_cell_like_the_space(trained_model, ldc_sample_dir, tmp_path):
+    out = tmp_path / "cells.parquet"
+    run_job(ldc_sample_dir, str(trained_model), out, boxes="voc", progress=False)
+    rows = read_rows(out)
+    classifier = ImageClassifier.from_pretrained(str(trained_model))
+    for name in LDC_SAMPLES.values():
+        boxes = read_voc((ldc_sample_dir / name).with_suffix(".xml"))
+        per_box = sorted((r for r in rows if r["path"] == name and r["box_index"] is not None), key=key)
+        summary = [r for r in rows if r["path"] == name and r["box_index"] is None]
+        assert len(per_box) == len(boxes) and len(summary) == 1
+        assert [r["box_label"] for r in per_box] == [b.name for b in boxes]
+        assert [(r["box_xmin"], r["box_ymin"], r["box_xmax"], r["box_ymax"]) for r in per_box] == [
+            (b.xmin, b.ymin, b.xmax, b.ymax) for b in boxes
+        ]
+        direct = score_boxes(classifier, load_image(ldc_sample_dir / name), boxes)
+        assert [r["label"] for r in per_box] == [s.label for s in direct]
+        n_live = sum(r["label"] == "live" for r in per_box)
+        assert summary[0]["n_objects"] == len(boxes)
+        assert summary[0]["n_live"] == n_live and summary[0]["n_dead"] == len(boxes) - n_live
+        if boxes:
+            assert summary[0]["viability"] == pytest.approx(n_live / len(boxes))
+        else:
+            assert summary[0]["viability"] is None
+
+
+def test_empty_folder_is_a_clear_error(trained_model, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no files to score"):
+        run_job(empty, str(trained_model), tmp_path / "out.parquet", progress=False)
+    result = subprocess.run([*JOB, "--dir", str(empty), "--model", str(trained_model), "--out", str(tmp_path / "o.parquet")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "no files to score" in result.stderr
+
+
+@pytest.fixture()
+def many_slides(tmp_path, ldc_dir):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for path in sorted(ldc_dir.glob("*.png"))[:240]:
+        shutil.copy(path, folder / path.name)
+        shutil.copy(path.with_suffix(".xml"), folder / path.with_suffix(".xml").name)
+    return folder
+
+
+def test_resume_after_kill_loses_nothing_and_duplicates_nothing(trained_model, many_slides, tmp_path):
+    clean = tmp_path / "clean.parquet"
+    run_job(many_slides, str(trained_model), clean, boxes="voc", progress=False)
+    out = tmp_path / "killed.parquet"
+    args = [*JOB, "--dir", str(many_slides), "--model", str(trained_model), "--out", str(out), "--boxes", "voc",
+            "--batch-size", "8", "--rows-per-part", "16", "--num-workers", "1", "--no-progress"]
+    job = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    parts = out.with_name(out.name + ".parts")
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(parts.glob("*.parquet"))) < 6:
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    assert not out.exists(), "the output appears only when the job completes"
+    n_parts = len(list(parts.glob("*.parquet")))
+    assert n_parts >= 6
+    rows_before = sum(pq.read_metadata(p).num_rows for p in parts.glob("*.parquet"))
+
+    summary = run_job(many_slides, str(trained_model), out, boxes="voc", resume=True, progress=False)
+    assert summary.skipped > 0 and summary.scored < summary.files
+    resumed, reference = read_rows(out), read_rows(clean)
+    assert len({key(r) for r in resumed}) == len(resumed), "no duplicated rows"
+    assert sorted(map(key, resumed)) == sorted(map(key, reference))
+    by_key = {key(r): r for r in reference}
+    for row in resumed:
+        assert row["label"] == by_key[key(row)]["label"]
+        if row["prob_live"] is not None:
+            assert row["prob_live"] == pytest.approx(by_key[key(row)]["prob_live"], abs=1e-4)
+    assert rows_before >= 6 * 16 and not parts.exists()
+
+
+def test_resume_rescores_changed_files_and_drops_deleted_ones(trained_model, ldc_sample_dir, tmp_path):
+    folder = tmp_path / "slides"
+    shutil.copytree(ldc_sample_dir, folder)
+    out = tmp_path / "out.parquet"
+    run_job(folder, str(trained_model), out, progress=False)
+    first = {r["path"]: r for r in read_rows(out)}
+    shutil.copy(folder / LDC_SAMPLES["L"], folder / LDC_SAMPLES["RGB"])  # content changes, name stays
+    (folder / LDC_SAMPLES["P"]).unlink()
+    summary = run_job(folder, str(trained_model), out, resume=True, progress=False)
+    second = {r["path"]: r for r in read_rows(out)}
+    assert summary.scored == 1 and summary.skipped == len(LDC_SAMPLES) - 2
+    assert LDC_SAMPLES["P"] not in second
+    assert second[LDC_SAMPLES["RGB"]]["sha256"] == first[LDC_SAMPLES["L"]]["sha256"]
+    assert second[LDC_SAMPLES["L"]] == first[LDC_SAMPLES["L"]]
+
+
+def test_ray_engine_gives_the_same_rows_as_local(trained_model, slides, tmp_path):
+    pytest.importorskip("ray")
+    local, distributed = tmp_path / "local.parquet", tmp_path / "ray.parquet"
+    run_job(slides, str(trained_model), local, boxes="voc", progress=False)
+    summary = run_job(slides, str(trained_model), distributed, boxes="voc", engine="ray", progress=False)
+    a = sorted(read_rows(local), key=key)
+    b = sorted(read_rows(distributed), key=key)
+    assert pq.read_schema(local).equals(pq.read_schema(distributed))
+    assert [key(r) for r in a] == [key(r) for r in b]
+    for x, y in zip(a, b):
+        for column, value in x.items():
+            if isinstance(value, float):
+                assert y[column] == pytest.approx(value, abs=1e-4), column
+            else:
+                assert y[column] == value, column
+    assert summary.errors == 5
