@@ -2,6 +2,7 @@
 #   make demo   venv + install, prepare LDC crops, train the quick model if missing, serve :7860
 #   make test   the test suite (what CI runs)
 PYTHON ?= python3
+export GRADIO_ANALYTICS_ENABLED ?= False
 VENV ?= .venv
 PY := $(VENV)/bin/python
 LDC_DIR ?= ../shared/data/ldc/Original Dataset

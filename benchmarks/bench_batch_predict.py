@@ -97,7 +97,7 @@ def main() -> None:
         "model": args.model,
         "input_size": list(classifier.data_config["input_size"]),
         "batch_size": args.batch_size,
-        "images": f"real LDC slides (PNG, ~220x220, all modes), cycled to reach each count",
+        "images": "real LDC slides (PNG, ~220x220, all modes), cycled to reach each count",
     }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -8,11 +8,10 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import LDC_SAMPLES, ROOT
+
 from imagezoo.batch import discover, output_schema, run_job
 from imagezoo.data.voc import read_voc
 from imagezoo.images import load_image

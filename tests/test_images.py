@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import LDC_SAMPLES
 from PIL import Image
 
-from conftest import LDC_SAMPLES
 from imagezoo.images import ImageError, load_image, to_rgb
 
 

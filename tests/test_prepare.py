@@ -4,9 +4,9 @@ import shutil
 
 import numpy as np
 import pytest
-from imagezoo.data import load_splits
-
 from conftest import LDC_SAMPLES
+
+from imagezoo.data import load_splits
 from imagezoo.data.ldc import LABEL_NAMES, assign_split, build_ldc_dataset, pixel_sha256
 from imagezoo.data.voc import AnnotationError, read_voc
 from imagezoo.images import load_image

@@ -5,9 +5,9 @@ import sys
 
 import gradio as gr
 import pytest
+from conftest import LDC_SAMPLES, ROOT
 from PIL import Image
 
-from conftest import LDC_SAMPLES, ROOT
 from imagezoo.data.voc import read_voc
 
 pytestmark = pytest.mark.slow

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import timm
 import torch
-from imagezoo.data import load_splits
 from safetensors.torch import load_file
 
+from imagezoo.data import load_splits
 from imagezoo.inference import ImageClassifier
 from imagezoo.tasks import SEED_CNN_RECIPE, get_task
 from imagezoo.training import build_model
@@ -87,3 +87,18 @@ def test_arch_alias_selects_the_seed_recipe():
     assert task.recipe("quick", "seed-cnn") == SEED_CNN_RECIPE
     assert task.recipe("quick").arch == "tf_efficientnet_lite0"
     assert task.recipe("quick", "tf_efficientnet_lite1").arch == "tf_efficientnet_lite1"
+
+
+def test_seed_cnn_trains_exports_and_reloads_through_timm(tmp_path, ldc_crops, trained_model):
+    import train_classifier
+
+    out = tmp_path / "ldc-live-dead-seed-cnn"
+    train_classifier.main(["--dataset", str(ldc_crops), "--arch", "seed-cnn", "--epochs", "1",
+                           "--max-train-samples", "200", "--output-dir", str(out)])
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "seed_cnn" and config["pretrained_cfg"]["input_size"] == [3, 128, 128]
+    model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    reference = load_file(out / "model.safetensors")
+    assert torch.equal(model.fc1.weight, reference["fc1.weight"])
+    card = (out / "README.md").read_text()
+    assert "import imagezoo" in card and "constant schedule" in card and "no augmentation" in card

@@ -8,7 +8,12 @@ from PIL import Image
 from safetensors.torch import load_file
 from timm.data import ImageNetInfo, create_transform, resolve_data_config
 
-from imagezoo.weights import OFFLINE_WEIGHTS, convert_efficientnet_pytorch, create_pretrained, offline_weights_file
+from imagezoo.weights import (
+    OFFLINE_WEIGHTS,
+    convert_efficientnet_pytorch,
+    create_pretrained,
+    offline_weights_file,
+)
 
 skimage_data = pytest.importorskip("skimage.data")
 CAT_CLASSES = {"tiger cat", "Egyptian cat", "tabby, tabby cat"}

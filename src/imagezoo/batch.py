@@ -16,7 +16,6 @@ The work splits into three pieces that both engines (local DataLoader, Ray Data)
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -31,12 +30,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from timm.data import create_transform, resolve_data_config
+from timm.data import create_transform
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from imagezoo.data.voc import Box, crop_cell, read_voc, voc_sibling
-from imagezoo.images import load_image
+from imagezoo.images import file_sha256, load_image
 from imagezoo.inference import ImageClassifier
 from imagezoo.viability import DEFAULT_CONTEXT, viability
 
@@ -109,14 +108,6 @@ def discover(root: str | Path) -> list[str]:
     return found
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fp:
-        for chunk in iter(lambda: fp.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------- per-file work
 
 
@@ -146,10 +137,11 @@ class Preprocessor:
     _transform: object = field(default=None, repr=False)
 
     @classmethod
-    def for_model(cls, root: str | Path, config: dict, boxes: str | None = None, done=frozenset()) -> "Preprocessor":
-        data_config = resolve_data_config(pretrained_cfg=config["pretrained_cfg"])
-        context = config.get("crop_context", DEFAULT_CONTEXT)
-        return cls(str(root), data_config, context, boxes, frozenset(done))
+    def for_classifier(
+        cls, root: str | Path, classifier: ImageClassifier, boxes: str | None = None, done=frozenset()
+    ) -> "Preprocessor":
+        context = classifier.config.get("crop_context", DEFAULT_CONTEXT)
+        return cls(str(root), classifier.data_config, context, boxes, frozenset(done))
 
     @property
     def transform(self):
@@ -433,14 +425,14 @@ def run_job(
     if not resume:
         shutil.rmtree(parts_dir_for(out), ignore_errors=True)
     done = done_keys(reused_sources, schema, classifier.revision)
-    preprocess = Preprocessor.for_model(root, classifier.config, boxes, done)
+    preprocess = Preprocessor.for_classifier(root, classifier, boxes, done)
     writer = PartWriter(parts_dir_for(out), schema, rows_per_part)
     summary = JobSummary(files=len(files))
     start = time.perf_counter()
     if engine == "ray":
         from imagezoo.batch_ray import run_ray
 
-        reused = run_ray(model_id, classifier, preprocess, files, writer, summary, batch_size, progress)
+        reused = run_ray(classifier, preprocess, files, writer, summary, batch_size, progress)
     else:
         reused = run_local(classifier, preprocess, files, writer, summary, batch_size, num_workers, progress)
     writer.flush()

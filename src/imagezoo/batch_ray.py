@@ -91,7 +91,6 @@ class ScoreActor:
 
 
 def run_ray(
-    model_id: str,
     classifier: ImageClassifier,
     preprocess: Preprocessor,
     files: list[str],
@@ -114,7 +113,7 @@ def run_ray(
         .map(Prepare(preprocess))
         .map_batches(
             ScoreActor,
-            fn_constructor_kwargs=dict(model_id=model_id, batch_size=batch_size, threads=threads),
+            fn_constructor_kwargs=dict(model_id=classifier.model_id, batch_size=batch_size, threads=threads),
             batch_size=batch_size,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=actors),

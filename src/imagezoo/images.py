@@ -7,6 +7,7 @@ so a model sees identical pixels in training, in the demo and in bulk scoring.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 from pathlib import Path
@@ -23,6 +24,15 @@ MAX_PIXELS = 50_000_000
 
 class ImageError(ValueError):
     """An input that cannot be turned into an RGB image; the message says why."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB chunks (constant memory on any size)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fp:
+        for chunk in iter(lambda: fp.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -8,7 +8,6 @@ exact input the model was trained on.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from timm.data import create_transform, resolve_data_config
 from torch import nn
 
 import imagezoo  # noqa: F401  (registers imagezoo architectures with timm)
-from imagezoo.images import ImageSource, load_image
+from imagezoo.images import ImageSource, file_sha256, load_image
 
 WEIGHTS_NAME = "model.safetensors"
 HUB_PREFIX = "hf-hub:"
@@ -43,17 +42,15 @@ def resolve_model_folder(model_id: str, revision: str | None = None) -> tuple[Pa
                 model_id[len(HUB_PREFIX):], revision=revision, allow_patterns=["config.json", WEIGHTS_NAME, "*.md"]
             )
         )
-        return folder, folder.name
-    folder = Path(model_id.removeprefix(LOCAL_PREFIX))
+    else:
+        folder = Path(model_id.removeprefix(LOCAL_PREFIX))
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder}: no config.json; expected a model folder in timm's Hub format")
+        raise FileNotFoundError(f"{model_id}: no config.json; expected a model folder in timm's Hub format")
     if not (folder / WEIGHTS_NAME).is_file():
-        raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME} (only safetensors weights are loaded)")
-    digest = hashlib.sha256()
-    with (folder / WEIGHTS_NAME).open("rb") as fp:
-        for chunk in iter(lambda: fp.read(1 << 20), b""):
-            digest.update(chunk)
-    return folder, digest.hexdigest()[:12]
+        raise FileNotFoundError(f"{model_id}: no {WEIGHTS_NAME} (only safetensors weights are loaded)")
+    if model_id.startswith(HUB_PREFIX):
+        return folder, folder.name
+    return folder, file_sha256(folder / WEIGHTS_NAME)[:12]
 
 
 @dataclass
@@ -70,8 +67,6 @@ class ImageClassifier:
     @classmethod
     def from_pretrained(cls, model_id: str, revision: str | None = None) -> "ImageClassifier":
         folder, resolved_revision = resolve_model_folder(model_id, revision)
-        if not (folder / WEIGHTS_NAME).is_file():
-            raise FileNotFoundError(f"{model_id}: no {WEIGHTS_NAME} (only safetensors weights are loaded)")
         config = json.loads((folder / "config.json").read_text())
         model = timm.create_model(f"{LOCAL_PREFIX}{folder}", pretrained=False)
         model.load_state_dict(load_file(folder / WEIGHTS_NAME), strict=True)
