@@ -35,7 +35,8 @@ def test_export_is_timm_hub_format_with_a_real_card(trained_model):
     config = json.loads((trained_model / "config.json").read_text())
     assert config["architecture"] == "tf_efficientnet_lite0"
     assert config["num_classes"] == 2 and config["label_names"] == ["dead", "live"]
-    assert config["pretrained_cfg"]["input_size"] == [3, 64, 64]
+    size = get_task("ldc-live-dead").recipe().img_size
+    assert config["pretrained_cfg"]["input_size"] == [3, size, size]
     assert config["crop_context"] == 0.5
     assert not list(trained_model.glob("*.bin")) and not list(trained_model.glob("*.pth"))
     card = (trained_model / "README.md").read_text()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from imagezoo.cards import dataset_card
 from imagezoo.data.ldc import LABEL_NAMES, SPLITS, build_ldc_dataset
-from imagezoo.hub import push_folder, save_dataset_folder
+from imagezoo.hub import data_files_config, push_folder, save_dataset_folder
 
 logger = logging.getLogger("prepare_ldc")
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
             task_categories=["image-classification"],
             tags=["microscopy", "cell-viability", "imagezoo"],
             size_categories=["1K<n<10K"],
-            configs=[{"config_name": "default", "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in SPLITS]}],
+            configs=data_files_config(dataset),
         ),
         pretty_name="LDC live/dead cell crops",
         source=Path(args.ldc_dir).name,

@@ -38,6 +38,7 @@ def classification_metrics(y_true: Sequence[int], probs: np.ndarray, label_names
     """Accuracy, balanced accuracy, per-class P/R/F1, ROC-AUC, log loss, ECE and the confusion matrix."""
     y_true = np.asarray(y_true)
     probs = np.asarray(probs, dtype=np.float64)
+    probs = probs / probs.sum(axis=1, keepdims=True)  # float32 softmax rows sum to 1 only within ~1e-7
     labels = list(range(len(label_names)))
     y_pred = probs.argmax(axis=1)
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)

@@ -18,14 +18,24 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 
+def data_files_config(dataset: DatasetDict) -> list[dict]:
+    """The card's ``configs:`` entry for the non-empty splits (an empty split cannot be loaded)."""
+    files = [{"split": split, "path": f"data/{split}-*.parquet"} for split, part in dataset.items() if len(part)]
+    return [{"config_name": "default", "data_files": files}]
+
+
 def save_dataset_folder(dataset: DatasetDict, folder: str | Path, card: DatasetCard) -> Path:
-    """Write ``dataset`` as Parquet shards plus its card, loadable by ``load_dataset(folder)``."""
+    """Write ``dataset`` as Parquet shards plus its card, loadable by ``load_dataset(folder)``.
+
+    Empty splits are left out, as in :func:`data_files_config`.
+    """
     folder = Path(folder)
     (folder / "data").mkdir(parents=True, exist_ok=True)
     for old in (folder / "data").glob("*.parquet"):
         old.unlink()
     for split, part in dataset.items():
-        part.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+        if len(part):
+            part.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
     card.save(folder / "README.md")
     return folder
 
