@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--img-size", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--frozen", nargs="*", default=None, help="submodules to keep frozen, e.g. conv_stem bn1 blocks.0")
     parser.add_argument("--max-train-samples", type=int, default=None, help="subsample training crops (smoke runs)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--num-workers", type=int, default=0)
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     task = get_task(args.task)
     recipe = task.recipe(args.recipe, args.arch).with_overrides(
-        epochs=args.epochs, img_size=args.img_size, batch_size=args.batch_size, lr=args.lr
+        epochs=args.epochs, img_size=args.img_size, batch_size=args.batch_size, lr=args.lr,
+        frozen=tuple(args.frozen) if args.frozen is not None else None,
     )
     recipe_name = args.arch if args.arch and not args.arch.startswith(("tf_", "timm/")) else args.recipe
     suffix = f"-{args.arch}" if args.arch else ""

@@ -27,6 +27,7 @@ class Recipe:
     label_smoothing: float = 0.0
     drop_rate: float = 0.2
     pretrained: bool = True
+    frozen: tuple[str, ...] = ()  # submodules kept at their pretrained weights (and BN statistics)
 
     def with_overrides(self, **overrides) -> "Recipe":
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})

@@ -21,6 +21,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from timm.data import create_transform, resolve_data_config
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
+from timm.utils.model import freeze, unfreeze
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -52,11 +53,19 @@ class ImageLabelDataset(Dataset):
 
 
 def build_model(recipe: Recipe, num_classes: int) -> nn.Module:
-    """The recipe's architecture with a fresh ``num_classes`` head, on pretrained weights when they exist."""
+    """The recipe's architecture with a fresh ``num_classes`` head, on pretrained weights when they exist.
+
+    ``recipe.frozen`` submodules keep their pretrained weights and batch-norm statistics.
+    """
     kwargs = dict(num_classes=num_classes, drop_rate=recipe.drop_rate)
     if recipe.pretrained:
-        return create_pretrained(recipe.arch, **kwargs)
-    return timm.create_model(recipe.arch, pretrained=False, **kwargs)
+        model = create_pretrained(recipe.arch, **kwargs)
+    else:
+        model = timm.create_model(recipe.arch, pretrained=False, **kwargs)
+    if recipe.frozen:
+        # early high-resolution stages cost most of the backward pass on a CPU and change least
+        freeze(model, list(recipe.frozen))
+    return model
 
 
 def eval_data_config(model: nn.Module, img_size: int) -> dict:
@@ -186,6 +195,8 @@ def fit(
             best_key, best_epoch = key, epoch
             best_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
+    if recipe.frozen:
+        unfreeze(model, list(recipe.frozen))  # plain BatchNorm again, so the export loads into any timm model
     model.cpu().eval()
     logger.info("best epoch %d (validation balanced accuracy %.4f)", best_epoch, best_key[0])
     return FitResult(model=model, data_config=data_config, best_epoch=best_epoch, history=history)
