@@ -186,3 +186,17 @@ def test_ray_engine_gives_the_same_rows_as_local(trained_model, slides, tmp_path
             else:
                 assert y[column] == value, column
     assert summary.errors == 5
+
+
+def test_box_index_is_the_position_in_the_annotation_file(trained_model, ldc_sample_dir, tmp_path):
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    name = LDC_SAMPLES["RGB"]
+    shutil.copy(ldc_sample_dir / name, folder / name)
+    xml = (ldc_sample_dir / name).with_suffix(".xml").read_text()
+    outside = "<object><name>Dead Cell</name><bndbox><xmin>900</xmin><ymin>900</ymin><xmax>950</xmax><ymax>950</ymax></bndbox></object>"
+    (folder / name).with_suffix(".xml").write_text(xml.replace("<object>", outside + "<object>", 1))
+    out = tmp_path / "out.parquet"
+    run_job(folder, str(trained_model), out, boxes="voc", progress=False)
+    per_box = [r for r in read_rows(out) if r["box_index"] is not None]
+    assert [r["box_index"] for r in per_box] == list(range(1, len(read_voc((folder / name).with_suffix(".xml")))))

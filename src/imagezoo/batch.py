@@ -34,10 +34,10 @@ from timm.data import create_transform
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from imagezoo.data.voc import Box, crop_cell, read_voc, voc_sibling
+from imagezoo.data.voc import Box, read_voc, voc_sibling
 from imagezoo.images import file_sha256, load_image
 from imagezoo.inference import ImageClassifier
-from imagezoo.viability import DEFAULT_CONTEXT, viability
+from imagezoo.viability import DEFAULT_CONTEXT, cell_inputs, clip_boxes, viability
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ class Item:
     height: int | None = None
     inputs: torch.Tensor | None = None  # (k, C, H, W): k = 1, or one per box
     boxes: list[Box] | None = None  # None: whole image; []: annotation file without boxes
+    box_indices: list[int] | None = None  # each box's position in its annotation file
     error: str | None = None
     skipped: bool = False
 
@@ -161,12 +162,13 @@ class Preprocessor:
             item.width, item.height = image.size
             sidecar = voc_sibling(path) if self.boxes == "voc" else None
             if sidecar is not None and sidecar.is_file():
-                item.boxes = [b for box in read_voc(sidecar) if (b := box.clip(*image.size)) is not None]
-                crops = [crop_cell(image, box, self.crop_context) for box in item.boxes]
+                kept = clip_boxes(read_voc(sidecar), image)
+                item.box_indices = [index for index, _ in kept]
+                item.boxes = [box for _, box in kept]
+                if item.boxes:
+                    item.inputs = cell_inputs(image, item.boxes, self.transform, self.crop_context)
             else:
-                crops = [image]
-            if crops:
-                item.inputs = torch.stack([self.transform(crop) for crop in crops])
+                item.inputs = self.transform(image).unsqueeze(0)
         except Exception as err:  # noqa: BLE001 - any failure is this file's, recorded in its row
             item.error = f"{type(err).__name__}: {err}"
             item.inputs = None
@@ -190,7 +192,7 @@ def item_rows(item: Item, probs: np.ndarray | None, label_names: tuple[str, ...]
     if item.boxes is None:
         return [{**base, **prediction(probs[0])}]
     rows, predicted = [], []
-    for index, (box, row) in enumerate(zip(item.boxes, probs if probs is not None else [])):
+    for index, box, row in zip(item.box_indices, item.boxes, probs if probs is not None else []):
         scored = prediction(row)
         predicted.append(scored["label"])
         rows.append({

@@ -40,7 +40,8 @@ def item_to_row(item: Item) -> dict:
         "height": item.height,
         "error": item.error,
         "skipped": item.skipped,
-        "boxes": None if item.boxes is None else json.dumps([list(vars(b).values()) for b in item.boxes]),
+        "boxes": None if item.boxes is None
+        else json.dumps([[i, *vars(b).values()] for i, b in zip(item.box_indices, item.boxes)]),
         "inputs": inputs.astype(np.float32).tobytes(),
         "n_inputs": 0 if item.inputs is None else len(item.inputs),
     }
@@ -49,11 +50,13 @@ def item_to_row(item: Item) -> dict:
 def row_to_item(row: dict, input_shape: tuple[int, ...]) -> Item:
     n = int(row["n_inputs"])
     inputs = torch.from_numpy(np.frombuffer(row["inputs"], np.float32).reshape(n, *input_shape).copy()) if n else None
-    boxes = None if row["boxes"] is None else [Box(*b) for b in json.loads(row["boxes"])]
+    boxes = None if row["boxes"] is None else json.loads(row["boxes"])
     as_int = lambda v: None if v is None or v != v else int(v)  # noqa: E731 - Arrow nulls arrive as None/NaN
     return Item(
         path=row["path"], sha256=row["sha256"], width=as_int(row["width"]), height=as_int(row["height"]),
-        inputs=inputs, boxes=boxes, error=row["error"], skipped=bool(row["skipped"]),
+        inputs=inputs, error=row["error"], skipped=bool(row["skipped"]),
+        boxes=None if boxes is None else [Box(*b[1:]) for b in boxes],
+        box_indices=None if boxes is None else [b[0] for b in boxes],
     )
 
 

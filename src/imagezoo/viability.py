@@ -26,16 +26,25 @@ class CellScore:
     probabilities: dict[str, float]
 
 
+def clip_boxes(boxes: list[Box], image: Image.Image) -> list[tuple[int, Box]]:
+    """(index in the annotation, box clipped to the image) for every box that overlaps the image."""
+    return [(i, clipped) for i, box in enumerate(boxes) if (clipped := box.clip(image.width, image.height)) is not None]
+
+
+def cell_inputs(image: Image.Image, boxes: list[Box], transform, context: float = DEFAULT_CONTEXT) -> torch.Tensor:
+    """Model inputs (one per box) cropped exactly as the training crops were."""
+    return torch.stack([transform(crop_cell(image, box, context)) for box in boxes])
+
+
 def score_boxes(classifier: ImageClassifier, image: Image.Image, boxes: list[Box], batch_size: int = 128) -> list[CellScore]:
     """Classify the crop around each box (boxes outside the image are dropped)."""
     context = classifier.config.get("crop_context", DEFAULT_CONTEXT)
-    kept = [clipped for box in boxes if (clipped := box.clip(image.width, image.height)) is not None]
+    kept = [box for _, box in clip_boxes(boxes, image)]
     transform = classifier.transform
     scores = []
     for start in range(0, len(kept), batch_size):
         chunk = kept[start:start + batch_size]
-        batch = torch.stack([transform(crop_cell(image, box, context)) for box in chunk])
-        for box, row in zip(chunk, classifier.predict_tensor(batch)):
+        for box, row in zip(chunk, classifier.predict_tensor(cell_inputs(image, chunk, transform, context))):
             best = int(row.argmax())
             probabilities = dict(zip(classifier.label_names, map(float, row)))
             scores.append(CellScore(box, classifier.label_names[best], float(row[best]), probabilities))
