@@ -33,3 +33,17 @@ def test_ece_is_zero_when_confidence_matches_accuracy_and_large_when_overconfide
     overconfident = np.tile([0.01, 0.99], (1000, 1))
     labels = np.array([1] * 600 + [0] * 400)
     assert expected_calibration_error(labels, overconfident) == pytest.approx(0.39, abs=1e-6)
+
+
+def test_paired_bootstrap_interval_brackets_the_difference():
+    from imagezoo.evaluation import paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 600)
+    better = np.where(rng.uniform(size=600) < 0.95, y, 1 - y)
+    worse = np.where(rng.uniform(size=600) < 0.75, y, 1 - y)
+    result = paired_bootstrap(y, better, worse, n_resamples=500)
+    low, high = result["ci95"]
+    assert low < result["difference"] < high and low > 0.1
+    same = paired_bootstrap(y, better, better, n_resamples=100)
+    assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0]

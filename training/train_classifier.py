@@ -26,8 +26,9 @@ from timm.data import create_transform
 
 from imagezoo.cards import model_card
 from imagezoo.data import load_splits
-from imagezoo.evaluation import classification_metrics, save_confusion_matrix
+from imagezoo.evaluation import classification_metrics, paired_bootstrap, save_confusion_matrix
 from imagezoo.hub import push_folder, save_model_folder
+from imagezoo.inference import ImageClassifier
 from imagezoo.tasks import TASKS, get_task
 from imagezoo.training import ImageLabelDataset, fit, predict_probs
 
@@ -64,12 +65,16 @@ def load_split(dataset, split: str, limit: int | None = None, seed: int = 0):
     return list(part["image"]), list(part["label"])
 
 
-def sibling_results(output_dir: Path, task_name: str) -> list[dict]:
-    """eval_results.json of every other model of this task under the same parent folder."""
+def compare_with_siblings(output_dir: Path, task_name: str, images, labels, predicted) -> list[dict]:
+    """eval_results.json of every other model of this task beside ``output_dir``, each with a
+    paired bootstrap of this model's balanced accuracy minus its own on the same test crops."""
     rows = []
     for path in sorted(output_dir.parent.glob(f"{task_name}*/eval_results.json")):
-        if path.parent.resolve() != output_dir.resolve():
-            rows.append(json.loads(path.read_text()))
+        if path.parent.resolve() == output_dir.resolve():
+            continue
+        other = ImageClassifier.from_pretrained(str(path.parent))
+        versus = paired_bootstrap(labels, predicted, other.predict_images(images).argmax(axis=1))
+        rows.append({**json.loads(path.read_text()), "versus": versus})
     return rows
 
 
@@ -128,7 +133,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     repo_id = args.push_to_hub or args.hub_repo_id or f"imagezoo/{output_dir.name}"
     command = shlex.join(["python", "training/train_classifier.py", *(argv if argv is not None else sys.argv[1:])])
-    comparison = [summary, *sibling_results(output_dir, task.name)]
+    comparison = [summary, *compare_with_siblings(output_dir, task.name, test[0], labels, probs.argmax(axis=1))]
     card = model_card(
         task.card_template,
         dict(

@@ -75,3 +75,22 @@ def save_confusion_matrix(metrics: dict, label_names: Sequence[str], path: str |
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def paired_bootstrap(
+    y_true: Sequence[int], pred_a: Sequence[int], pred_b: Sequence[int], n_resamples: int = 2000, seed: int = 0
+) -> dict:
+    """Balanced accuracy of A minus B with a 95% percentile interval, resampling the same examples for both."""
+    y_true, pred_a, pred_b = map(np.asarray, (y_true, pred_a, pred_b))
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_resamples):
+        index = rng.integers(0, len(y_true), len(y_true))
+        if len(np.unique(y_true[index])) < 2:
+            continue
+        diffs.append(
+            balanced_accuracy_score(y_true[index], pred_a[index]) - balanced_accuracy_score(y_true[index], pred_b[index])
+        )
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    difference = balanced_accuracy_score(y_true, pred_a) - balanced_accuracy_score(y_true, pred_b)
+    return {"difference": float(difference), "ci95": [float(low), float(high)], "n_resamples": len(diffs)}

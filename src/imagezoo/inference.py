@@ -90,6 +90,14 @@ class ImageClassifier:
         """Class probabilities, shape (batch, n_classes), for already preprocessed inputs."""
         return self.model(batch).softmax(dim=-1).float().numpy()
 
+    def predict_images(self, images: Sequence[ImageSource], batch_size: int = 256) -> np.ndarray:
+        """Class probabilities, shape (n, n_classes), for many images in batches."""
+        transform = self.transform
+        return np.concatenate([
+            self.predict_tensor(torch.stack([transform(load_image(im)) for im in images[i:i + batch_size]]))
+            for i in range(0, len(images), batch_size)
+        ])
+
     def predict(self, images: Sequence[ImageSource]) -> list[dict[str, float]]:
         """``{label: probability}`` for each image."""
         transform = self.transform
