@@ -4,7 +4,8 @@
 
 1. bare forward: the model alone on preprocessed batches (the ceiling);
 2. end to end: ``run_job`` over a folder of real LDC slides (decode, resize, forward, Parquet);
-3. naive: one image at a time, decode -> transform -> forward, in a Python loop;
+3. naive: the loop one writes first: ``timm.create_model`` + ``Image.open`` + the model's transform,
+   one image at a time under ``torch.no_grad``;
 4. peak memory (RSS of the job and its workers) of the CLI on 1k and on 10k images.
 
 Results go to ``benchmarks/results/batch_predict.json`` and are printed as a table.
@@ -12,21 +13,29 @@ Results go to ``benchmarks/results/batch_predict.json`` and are printed as a tab
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import subprocess
 import sys
+
+# the same setting as jobs/batch_predict.py, so bare forward and end to end run alike; the naive
+# loop (--naive-only, a child process) keeps the default a user has
+if "--naive-only" not in sys.argv:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
+import timm
 import torch
+from PIL import Image
+from timm.data import create_transform, resolve_data_config
 
 from imagezoo.batch import run_job
-from imagezoo.images import load_image
 from imagezoo.inference import ImageClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,8 +48,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n-throughput", type=int, default=2000, help="images for the end-to-end throughput run")
     parser.add_argument("--n-naive", type=int, default=300)
     parser.add_argument("--memory-sizes", type=int, nargs=2, default=[1000, 10000])
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "batch_predict.json"))
+    parser.add_argument("--naive-only", action="store_true", help="print the naive loop's images/s and exit")
     return parser.parse_args()
 
 
@@ -63,11 +73,17 @@ def bare_forward(classifier: ImageClassifier, sources: list[Path], batch_size: i
     return count / (time.perf_counter() - start)
 
 
-def naive_loop(classifier: ImageClassifier, files: list[Path]) -> float:
-    transform = classifier.transform
+def naive_loop(model_id: str, files: list[Path]) -> float:
+    """What one writes first: timm's own loader, then one image at a time under no_grad.
+
+    Runs in a child process with the environment a user has (no OMP_WAIT_POLICY), see main().
+    """
+    model = timm.create_model(f"local-dir:{model_id}", pretrained=True).eval()
+    transform = create_transform(**resolve_data_config({}, model=model))
     start = time.perf_counter()
-    for path in files:
-        classifier.predict_tensor(transform(load_image(path)).unsqueeze(0))
+    with torch.no_grad():
+        for path in files:
+            model(transform(Image.open(path).convert("RGB")).unsqueeze(0)).softmax(-1)
     return len(files) / (time.perf_counter() - start)
 
 
@@ -91,6 +107,9 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     sources = sorted(Path(args.ldc_dir).glob("*.png"))
+    if args.naive_only:
+        print(naive_loop(args.model, sources[: args.n_naive]))
+        return
     classifier = ImageClassifier.from_pretrained(args.model)
     results: dict = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
@@ -105,7 +124,13 @@ def main() -> None:
         folder = make_folder(sources, args.n_throughput, tmp / "throughput")
         summary = run_job(folder, args.model, tmp / "throughput.parquet", batch_size=args.batch_size, progress=False)
         results["end_to_end_images_per_s"] = summary.images_per_second
-        results["naive_images_per_s"] = naive_loop(classifier, sources[: args.n_naive])
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        naive = subprocess.run(
+            [sys.executable, __file__, "--naive-only", "--model", args.model, "--ldc-dir", args.ldc_dir,
+             "--n-naive", str(args.n_naive)],
+            env=env, check=True, capture_output=True, text=True,
+        )
+        results["naive_images_per_s"] = float(naive.stdout.strip().splitlines()[-1])
         for n in args.memory_sizes:
             folder = make_folder(sources, n, tmp / f"memory-{n}")
             command = [sys.executable, str(ROOT / "jobs" / "batch_predict.py"), "--dir", str(folder),

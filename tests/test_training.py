@@ -103,3 +103,14 @@ def test_seed_cnn_trains_exports_and_reloads_through_timm(tmp_path, ldc_crops, t
     assert torch.equal(model.fc1.weight, reference["fc1.weight"])
     card = (out / "README.md").read_text()
     assert "import imagezoo" in card and "constant schedule" in card and "no augmentation" in card
+
+
+def test_evaluate_script_reproduces_the_card_numbers(trained_model, ldc_crops, tmp_path):
+    import evaluate_classifier
+
+    report = evaluate_classifier.main(["--model", str(trained_model), "--compare", str(trained_model),
+                                       "--dataset", str(ldc_crops), "--out", str(tmp_path / "r.json")])
+    saved = json.loads((trained_model / "eval_results.json").read_text())["metrics"]
+    assert report["metrics"][str(trained_model)]["balanced_accuracy"] == pytest.approx(saved["balanced_accuracy"], abs=1e-3)
+    assert report["comparisons"][str(trained_model)]["difference"] == 0
+    assert json.loads((tmp_path / "r.json").read_text())["split"] == "test"

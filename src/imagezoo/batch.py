@@ -119,7 +119,7 @@ class Item:
     sha256: str | None = None
     width: int | None = None
     height: int | None = None
-    inputs: torch.Tensor | None = None  # (k, C, H, W): k = 1, or one per box
+    inputs: torch.Tensor | None = None  # uint8 (k, C, H, W): k = 1, or one per box
     boxes: list[Box] | None = None  # None: whole image; []: annotation file without boxes
     box_indices: list[int] | None = None  # each box's position in its annotation file
     error: str | None = None
@@ -146,8 +146,9 @@ class Preprocessor:
 
     @property
     def transform(self):
+        """Resize/crop to a uint8 tensor; normalisation happens per batch in the model's process."""
         if self._transform is None:
-            self._transform = create_transform(**self.data_config)
+            self._transform = create_transform(**self.data_config, use_prefetcher=True)
         return self._transform
 
     def __call__(self, relative: str) -> Item:
@@ -315,7 +316,8 @@ class JobSummary:
 
 
 def default_num_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    """One decoding process per core (measured best on 2 cores: 248 vs 229 img/s with one), at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 class PreprocessedFiles(torch.utils.data.Dataset):
@@ -341,7 +343,10 @@ def forward_items(classifier: ImageClassifier, items: list[Item], batch_size: in
     if not tensors:
         return [None] * len(items)
     stacked = torch.cat(tensors)
-    probs = np.concatenate([classifier.predict_tensor(stacked[i:i + batch_size]) for i in range(0, len(stacked), batch_size)])
+    probs = np.concatenate([
+        classifier.predict_tensor(classifier.normalize(stacked[i:i + batch_size]))
+        for i in range(0, len(stacked), batch_size)
+    ])
     out, offset = [], 0
     for item in items:
         if item.inputs is None:
@@ -358,7 +363,7 @@ def run_local(
     files: list[str],
     writer: PartWriter,
     summary: JobSummary,
-    batch_size: int = 64,
+    batch_size: int = 32,
     num_workers: int | None = None,
     progress: bool = True,
 ) -> set[tuple[str, str]]:
@@ -404,7 +409,7 @@ def run_job(
     boxes: str | None = None,
     resume: bool = False,
     engine: str = "local",
-    batch_size: int = 64,
+    batch_size: int = 32,
     num_workers: int | None = None,
     rows_per_part: int = 1024,
     threads: int | None = None,

@@ -31,8 +31,8 @@ REUSED = "_reused"
 
 
 def item_to_row(item: Item) -> dict:
-    """An :class:`Item` as flat, Arrow-friendly columns (inputs as float32 bytes)."""
-    inputs = item.inputs.numpy() if item.inputs is not None else np.zeros((0,), np.float32)
+    """An :class:`Item` as flat, Arrow-friendly columns (inputs as uint8 bytes)."""
+    inputs = item.inputs.numpy() if item.inputs is not None else np.zeros((0,), np.uint8)
     return {
         "path": item.path,
         "sha256": item.sha256,
@@ -42,14 +42,14 @@ def item_to_row(item: Item) -> dict:
         "skipped": item.skipped,
         "boxes": None if item.boxes is None
         else json.dumps([[i, *vars(b).values()] for i, b in zip(item.box_indices, item.boxes)]),
-        "inputs": inputs.astype(np.float32).tobytes(),
+        "inputs": inputs.astype(np.uint8).tobytes(),
         "n_inputs": 0 if item.inputs is None else len(item.inputs),
     }
 
 
 def row_to_item(row: dict, input_shape: tuple[int, ...]) -> Item:
     n = int(row["n_inputs"])
-    inputs = torch.from_numpy(np.frombuffer(row["inputs"], np.float32).reshape(n, *input_shape).copy()) if n else None
+    inputs = torch.from_numpy(np.frombuffer(row["inputs"], np.uint8).reshape(n, *input_shape).copy()) if n else None
     boxes = None if row["boxes"] is None else json.loads(row["boxes"])
     as_int = lambda v: None if v is None or v != v else int(v)  # noqa: E731 - Arrow nulls arrive as None/NaN
     return Item(
@@ -99,7 +99,7 @@ def run_ray(
     files: list[str],
     writer: PartWriter,
     summary: JobSummary,
-    batch_size: int = 64,
+    batch_size: int = 32,
     progress: bool = True,
     actors: int = 1,
 ) -> set[tuple[str, str]]:

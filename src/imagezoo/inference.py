@@ -70,7 +70,8 @@ class ImageClassifier:
         config = json.loads((folder / "config.json").read_text())
         model = timm.create_model(f"{LOCAL_PREFIX}{folder}", pretrained=False)
         model.load_state_dict(load_file(folder / WEIGHTS_NAME), strict=True)
-        model.eval()
+        # channels-last convolutions are ~1.4x faster on CPU for these networks; outputs are unchanged
+        model.to(memory_format=torch.channels_last).eval()
         label_names = config.get("label_names") or [str(i) for i in range(config["num_classes"])]
         if isinstance(label_names, dict):
             label_names = [label_names[str(i)] for i in range(config["num_classes"])]
@@ -81,6 +82,18 @@ class ImageClassifier:
     def transform(self):
         return create_transform(**self.data_config)
 
+    @property
+    def uint8_transform(self):
+        """The same resize/crop as :attr:`transform` but stopping at a uint8 tensor (timm's prefetcher
+        convention): 4x less to move between processes; :meth:`normalize` finishes a whole batch."""
+        return create_transform(**self.data_config, use_prefetcher=True)
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, C, H, W) from :attr:`uint8_transform` -> the float input :attr:`transform` gives."""
+        mean = torch.tensor(self.data_config["mean"]).view(1, -1, 1, 1) * 255
+        std = torch.tensor(self.data_config["std"]).view(1, -1, 1, 1) * 255
+        return (batch.float() - mean) / std
+
     def preprocess(self, image: ImageSource) -> torch.Tensor:
         """Decode (any mode, any source) and transform one image to a model input tensor."""
         return self.transform(load_image(image))
@@ -88,6 +101,7 @@ class ImageClassifier:
     @torch.inference_mode()
     def predict_tensor(self, batch: torch.Tensor) -> np.ndarray:
         """Class probabilities, shape (batch, n_classes), for already preprocessed inputs."""
+        batch = batch.contiguous(memory_format=torch.channels_last)
         return self.model(batch).softmax(dim=-1).float().numpy()
 
     def predict_images(self, images: Sequence[ImageSource], batch_size: int = 256) -> np.ndarray:
