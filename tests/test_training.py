@@ -47,14 +47,34 @@ def test_export_is_timm_hub_format_with_a_real_card(trained_model):
     assert (trained_model / "confusion_matrix.png").stat().st_size > 1000
 
 
-def test_reload_gives_identical_outputs(trained_model, ldc_crops):
+def test_export_round_trip_gives_identical_outputs(tmp_path, ldc_crops):
+    from imagezoo.hub import save_model_folder
+    from imagezoo.training import eval_data_config
+
+    task = get_task("ldc-live-dead")
+    model = build_model(task.recipe(), num_classes=2).eval()
+    data_config = eval_data_config(model, 96)
+    folder = save_model_folder(model, tmp_path / "exported", list(task.label_names), data_config)
+    crops = load_splits(str(ldc_crops))["test"].select(range(16))["image"]
+    ours = ImageClassifier.from_pretrained(str(folder))
+    batch = torch.stack([ours.preprocess(c) for c in crops])
+    with torch.inference_mode():
+        before = model(batch).softmax(-1).numpy()
+        reloaded = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+        assert np.array_equal(reloaded(batch).softmax(-1).numpy(), before)  # bit for bit
+    # our loader runs channels-last (faster on CPU): same numbers up to float summation order
+    assert np.allclose(ours.predict_tensor(batch), before, atol=1e-5)
+    assert ours.label_names == ("dead", "live") and len(ours.revision) == 12
+
+
+def test_trained_folder_reloads_with_its_preprocessing(trained_model, ldc_crops):
     crops = load_splits(str(ldc_crops))["test"].select(range(16))["image"]
     ours = ImageClassifier.from_pretrained(str(trained_model))
     batch = torch.stack([ours.preprocess(c) for c in crops])
     with torch.inference_mode():
         via_timm = timm.create_model(f"local-dir:{trained_model}", pretrained=True).eval()(batch).softmax(-1).numpy()
-    assert np.array_equal(ours.predict_tensor(batch), via_timm)
-    assert ours.label_names == ("dead", "live") and len(ours.revision) == 12
+    assert np.allclose(ours.predict_tensor(batch), via_timm, atol=1e-5)
+    assert ours.data_config["input_size"] == (3, 96, 96) and ours.data_config["crop_mode"] == "squash"
     rebuilt = timm.create_model(f"local-dir:{trained_model}", pretrained=False)
     rebuilt.load_state_dict(load_file(trained_model / "model.safetensors"))
     with torch.inference_mode():

@@ -29,7 +29,7 @@ from imagezoo.data import load_splits
 from imagezoo.evaluation import classification_metrics, paired_bootstrap, save_confusion_matrix
 from imagezoo.hub import push_folder, save_model_folder
 from imagezoo.inference import ImageClassifier
-from imagezoo.tasks import TASKS, get_task
+from imagezoo.tasks import ARCH_RECIPES, TASKS, get_task
 from imagezoo.training import ImageLabelDataset, fit, predict_probs
 
 logger = logging.getLogger("train_classifier")
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> Path:
         epochs=args.epochs, img_size=args.img_size, batch_size=args.batch_size, lr=args.lr,
         frozen=tuple(args.frozen) if args.frozen is not None else None,
     )
-    recipe_name = args.arch if args.arch and not args.arch.startswith(("tf_", "timm/")) else args.recipe
+    recipe_name = args.arch if args.arch in ARCH_RECIPES else args.recipe
     suffix = f"-{args.arch}" if args.arch else ""
     output_dir = Path(args.output_dir or f"models/{task.name}{suffix}")
     output_dir.mkdir(parents=True, exist_ok=True)
