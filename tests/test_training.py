@@ -52,6 +52,7 @@ def test_export_round_trip_gives_identical_outputs(tmp_path, ldc_crops):
     from imagezoo.training import eval_data_config
 
     task = get_task("ldc-live-dead")
+    torch.manual_seed(0)
     model = build_model(task.recipe(), num_classes=2).eval()
     data_config = eval_data_config(model, 96)
     folder = save_model_folder(model, tmp_path / "exported", list(task.label_names), data_config)
@@ -63,7 +64,7 @@ def test_export_round_trip_gives_identical_outputs(tmp_path, ldc_crops):
         reloaded = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
         assert np.array_equal(reloaded(batch).softmax(-1).numpy(), before)  # bit for bit
     # our loader runs channels-last (faster on CPU): same numbers up to float summation order
-    assert np.allclose(ours.predict_tensor(batch), before, atol=1e-5)
+    assert np.allclose(ours.predict_tensor(batch), before, atol=1e-4)
     assert ours.label_names == ("dead", "live") and len(ours.revision) == 12
 
 
@@ -73,7 +74,7 @@ def test_trained_folder_reloads_with_its_preprocessing(trained_model, ldc_crops)
     batch = torch.stack([ours.preprocess(c) for c in crops])
     with torch.inference_mode():
         via_timm = timm.create_model(f"local-dir:{trained_model}", pretrained=True).eval()(batch).softmax(-1).numpy()
-    assert np.allclose(ours.predict_tensor(batch), via_timm, atol=1e-5)
+    assert np.allclose(ours.predict_tensor(batch), via_timm, atol=1e-4)
     assert ours.data_config["input_size"] == (3, 96, 96) and ours.data_config["crop_mode"] == "squash"
     rebuilt = timm.create_model(f"local-dir:{trained_model}", pretrained=False)
     rebuilt.load_state_dict(load_file(trained_model / "model.safetensors"))
