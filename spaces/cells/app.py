@@ -80,13 +80,7 @@ def build_demo() -> gr.Blocks:
                 probabilities = gr.Label(num_top_classes=2, label="Prediction")
             gr.Button("Classify", variant="primary").click(classify_cell, cell, probabilities, api_name="classify")
             if EXAMPLES:
-                gr.Examples(
-                    EXAMPLES,
-                    inputs=cell,
-                    outputs=probabilities,
-                    fn=classify_cell,
-                    example_labels=[f"annotated {Path(p).stem.split('_')[0]}" for p in EXAMPLES],
-                )
+                gr.Examples(EXAMPLES, inputs=cell, outputs=probabilities, fn=classify_cell)
         with gr.Tab("Whole slide + VOC boxes"):
             with gr.Row():
                 slide = gr.File(label="Slide image", file_types=["image"], type="filepath")
