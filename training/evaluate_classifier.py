@@ -13,7 +13,6 @@ import argparse
 import json
 from pathlib import Path
 
-
 from imagezoo.data import load_splits
 from imagezoo.evaluation import classification_metrics, paired_bootstrap
 from imagezoo.inference import ImageClassifier

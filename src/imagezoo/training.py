@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import random
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -21,6 +20,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from timm.data import create_transform, resolve_data_config
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
+from timm.utils import random_seed
 from timm.utils.model import freeze, unfreeze
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -31,12 +31,6 @@ from imagezoo.tasks import Recipe
 from imagezoo.weights import create_pretrained
 
 logger = logging.getLogger(__name__)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 class ImageLabelDataset(Dataset):
@@ -126,7 +120,7 @@ def fit(
     Selection is on validation balanced accuracy (ties broken by lower log loss), the
     metric that matters when one class is rare.
     """
-    seed_everything(seed)
+    random_seed(seed)
     model = build_model(recipe, len(label_names)).to(device)
     data_config = eval_data_config(model, recipe.img_size)
     generator = torch.Generator().manual_seed(seed)
