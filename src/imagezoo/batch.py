@@ -240,19 +240,23 @@ def parts_dir_for(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
-def previous_sources(out: Path) -> list[Path]:
-    """Parquet files a resumed job can reuse: the last complete output and unmerged parts."""
+def previous_sources(out: Path, schema: pa.Schema) -> list[Path]:
+    """Parquet files a resumed job can reuse: the last complete output and unmerged parts
+    written with ``schema`` (files of another model or schema are left out, their rows redone)."""
     parts = sorted(parts_dir_for(out).glob("part-*.parquet")) if parts_dir_for(out).is_dir() else []
-    return ([out] if out.is_file() else []) + parts
+    sources = []
+    for source in ([out] if out.is_file() else []) + parts:
+        if pq.read_schema(source) == schema:
+            sources.append(source)
+        else:
+            logger.warning("%s was written for another model or schema; its rows will be redone", source)
+    return sources
 
 
-def done_keys(sources: list[Path], schema: pa.Schema, revision: str) -> set[tuple[str, str]]:
+def done_keys(sources: list[Path], revision: str) -> set[tuple[str, str]]:
     """(path, sha256) already scored without error by this model revision."""
     keys = set()
     for source in sources:
-        if pq.read_schema(source) != schema:
-            logger.warning("%s was written for another model or schema; its rows will be redone", source)
-            continue
         table = pq.read_table(source, columns=["path", "sha256", "model_revision", "error"])
         for path, sha, rev, err in zip(*(table[c].to_pylist() for c in table.column_names)):
             if rev == revision and err is None:
@@ -261,12 +265,13 @@ def done_keys(sources: list[Path], schema: pa.Schema, revision: str) -> set[tupl
 
 
 def finalize(out: Path, schema: pa.Schema, reused: list[Path], keep: set[tuple[str, str]], new_parts: list[Path]) -> None:
-    """Merge reused rows (only those in ``keep``) and this run's parts into ``out``, atomically."""
+    """Merge reused rows (only those in ``keep``) and this run's parts into ``out``, atomically.
+
+    ``reused`` holds only files written with ``schema`` (see :func:`previous_sources`).
+    """
     tmp = out.with_name(out.name + ".tmp")
     with pq.ParquetWriter(tmp, schema) as writer:
         for source in reused:
-            if pq.read_schema(source) != schema:
-                continue
             parquet = pq.ParquetFile(source)
             for group in range(parquet.num_row_groups):
                 table = parquet.read_row_group(group)
@@ -428,10 +433,10 @@ def run_job(
     classifier = ImageClassifier.from_pretrained(model_id)
     schema = output_schema(classifier.label_names)
     out.parent.mkdir(parents=True, exist_ok=True)
-    reused_sources = previous_sources(out) if resume else []
+    reused_sources = previous_sources(out, schema) if resume else []
     if not resume:
         shutil.rmtree(parts_dir_for(out), ignore_errors=True)
-    done = done_keys(reused_sources, schema, classifier.revision)
+    done = done_keys(reused_sources, classifier.revision)
     preprocess = Preprocessor.for_classifier(root, classifier, boxes, done)
     writer = PartWriter(parts_dir_for(out), schema, rows_per_part)
     summary = JobSummary(files=len(files))
