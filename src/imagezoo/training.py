@@ -177,7 +177,7 @@ def fit(
             "epoch": epoch,
             "lr": optimizer.param_groups[0]["lr"],
             "train_loss": running / max(seen, 1),
-            **{f"val_{k}": val[k] for k in ("loss", "accuracy", "balanced_accuracy", "roc_auc", "ece") if k in val},
+            **{f"val_{k}": val[k] for k in ("accuracy", "balanced_accuracy", "roc_auc", "ece")},
             "val_loss": val["log_loss"],
         }
         history.append(row)
