@@ -2,8 +2,10 @@
 
     python benchmarks/bench_batch_predict.py            # or: make benchmark
 
-1. bare forward: the model alone on preprocessed batches (the ceiling);
-2. end to end: ``run_job`` over a folder of real LDC slides (decode, resize, forward, Parquet);
+1. bare forward: the model alone on one preprocessed batch, in a loop (the ceiling), measured two
+   ways and the faster one taken: one process using every core, and one single-threaded process
+   per core running side by side (how the job runs its replicas);
+2. end to end: ``run_job`` over a folder of real LDC slides (hash, decode, resize, forward, Parquet);
 3. naive: the loop one writes first: ``timm.create_model`` + ``Image.open`` + the model's transform,
    one image at a time under ``torch.no_grad``;
 4. peak memory (RSS of the job and its workers) of the CLI on 1k and on 10k images.
@@ -15,19 +17,13 @@ reported: this shared 2-core machine swings by 30% between runs. Results go to
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import platform
+import statistics
+import subprocess
 import sys
-
-# the same setting as jobs/batch_predict.py, so bare forward and end to end run alike; the naive
-# loop (--naive-only, a child process) keeps the default a user has
-if "--naive-only" not in sys.argv:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile
 import time
 from pathlib import Path
@@ -48,13 +44,14 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "models" / "ldc-live-dead"))
     parser.add_argument("--ldc-dir", default=str(ROOT.parent / "shared" / "data" / "ldc" / "Original Dataset"))
-    parser.add_argument("--n-throughput", type=int, default=2000, help="images for the end-to-end throughput run")
+    parser.add_argument("--n-throughput", type=int, default=4000, help="images for the end-to-end throughput run")
     parser.add_argument("--n-naive", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds (medians reported)")
     parser.add_argument("--memory-sizes", type=int, nargs=2, default=[1000, 10000])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "batch_predict.json"))
     parser.add_argument("--naive-only", action="store_true", help="print the naive loop's images/s and exit")
+    parser.add_argument("--bare-only", type=int, metavar="THREADS", help="print bare forward images/s with THREADS threads and exit")
     return parser.parse_args()
 
 
@@ -68,6 +65,7 @@ def make_folder(sources: list[Path], n: int, folder: Path) -> Path:
 
 
 def bare_forward(classifier: ImageClassifier, sources: list[Path], batch_size: int, seconds: float = 10.0) -> float:
+    """Images/s of ``predict_tensor`` on one preprocessed batch, in this process, after one warm-up call."""
     batch = torch.stack([classifier.preprocess(p) for p in sources[:batch_size]])
     classifier.predict_tensor(batch)
     count, start = 0, time.perf_counter()
@@ -77,10 +75,16 @@ def bare_forward(classifier: ImageClassifier, sources: list[Path], batch_size: i
     return count / (time.perf_counter() - start)
 
 
+def bare_forward_replicas(command: list[str], replicas: int) -> float:
+    """Summed images/s of ``replicas`` single-threaded bare-forward processes running side by side."""
+    processes = [subprocess.Popen([*command, "--bare-only", "1"], stdout=subprocess.PIPE, text=True) for _ in range(replicas)]
+    return sum(float(p.communicate()[0].strip().splitlines()[-1]) for p in processes)
+
+
 def naive_loop(model_id: str, files: list[Path]) -> float:
     """What one writes first: timm's own loader, then one image at a time under no_grad.
 
-    Runs in a child process with the environment a user has (no OMP_WAIT_POLICY), see main().
+    Runs in a child process, like a user's script.
     """
     model = timm.create_model(f"local-dir:{model_id}", pretrained=True).eval()
     transform = create_transform(**resolve_data_config({}, model=model))
@@ -109,12 +113,16 @@ def peak_rss_mb(command: list[str]) -> float:
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
     sources = sorted(Path(args.ldc_dir).glob("*.png"))
     if args.naive_only:
         print(naive_loop(args.model, sources[: args.n_naive]))
         return
     classifier = ImageClassifier.from_pretrained(args.model)
+    if args.bare_only:
+        torch.set_num_threads(args.bare_only)
+        print(bare_forward(classifier, sources, args.batch_size))
+        return
+    cores = os.cpu_count() or 1
     results: dict = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
         "model": args.model,
@@ -125,18 +133,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         folder = make_folder(sources, args.n_throughput, tmp / "throughput")
-        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-        naive_command = [sys.executable, __file__, "--naive-only", "--model", args.model, "--ldc-dir", args.ldc_dir,
-                         "--n-naive", str(args.n_naive)]
+        child = [sys.executable, __file__, "--model", args.model, "--ldc-dir", args.ldc_dir,
+                 "--batch-size", str(args.batch_size)]
         rounds = []
         for _ in range(args.rounds):  # interleaved, so each ratio compares measurements taken side by side
-            bare = bare_forward(classifier, sources, args.batch_size)
+            torch.set_num_threads(cores)
+            one_process = bare_forward(classifier, sources, args.batch_size)
+            replicas = bare_forward_replicas(child, cores)
             summary = run_job(folder, args.model, tmp / "throughput.parquet", batch_size=args.batch_size, progress=False)
-            naive = subprocess.run(naive_command, env=env, check=True, capture_output=True, text=True)
-            rounds.append({"bare_forward": bare, "end_to_end": summary.images_per_second,
+            naive = subprocess.run([*child, "--naive-only", "--n-naive", str(args.n_naive)],
+                                   check=True, capture_output=True, text=True)
+            rounds.append({"bare_forward_one_process": one_process, "bare_forward_replicas": replicas,
+                           "bare_forward": max(one_process, replicas), "end_to_end": summary.images_per_second,
                            "naive": float(naive.stdout.strip().splitlines()[-1])})
         results["rounds"] = rounds
-        for key in ("bare_forward", "end_to_end", "naive"):
+        for key in ("bare_forward_one_process", "bare_forward_replicas", "bare_forward", "end_to_end", "naive"):
             results[f"{key}_images_per_s"] = statistics.median(r[key] for r in rounds)
         results["ratio_end_to_end_vs_bare_forward"] = statistics.median(r["end_to_end"] / r["bare_forward"] for r in rounds)
         results["ratio_end_to_end_vs_naive"] = statistics.median(r["end_to_end"] / r["naive"] for r in rounds)

@@ -13,16 +13,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
-# Decoding workers and torch's OpenMP threads share the cores: OpenMP threads that sleep
-# instead of spinning between batches leave those cycles to the decoders (~15% faster on 2 cores).
-# Must be set before torch is imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from imagezoo.batch import BOX_MODES, ENGINES, run_job  # noqa: E402
+from imagezoo.batch import BOX_MODES, ENGINES, run_job
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = str(ROOT / "models" / "ldc-live-dead") if (ROOT / "models" / "ldc-live-dead").is_dir() else "hf-hub:imagezoo/ldc-live-dead"
@@ -39,8 +33,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="reuse rows of a previous (possibly killed) run")
     parser.add_argument("--engine", choices=ENGINES, default="local")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--num-workers", type=int, default=None, help="decoding workers (default: cores, at most 8)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for the model (default: cores)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="worker processes, each decoding and scoring its own batches with a model replica "
+                             "(default: one per core; 0: score in the main process)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per replica (default: 1 with workers, all cores without)")
     parser.add_argument("--rows-per-part", type=int, default=1024, help="rows per Parquet row group")
     parser.add_argument("--masks-dir", default=None, help="write instance masks as PNG (segmentation models)")
     parser.add_argument("--no-progress", action="store_true")

@@ -78,6 +78,22 @@ def test_scores_match_the_model_used_directly(trained_model, slides, tmp_path):
         assert rows[name]["prob_live"] == pytest.approx(probs["live"], abs=1e-5)
 
 
+def test_worker_replicas_give_the_same_rows_as_one_process(trained_model, slides, tmp_path):
+    """Forked single-threaded replicas, a spawned two-thread replica and the main process agree."""
+    runs = {}
+    for workers, threads in [(0, None), (2, 1), (1, 2)]:
+        out = tmp_path / f"{workers}-{threads}.parquet"
+        run_job(slides, str(trained_model), out, boxes="voc", batch_size=4, num_workers=workers, threads=threads, progress=False)
+        runs[workers, threads] = sorted(read_rows(out), key=key)
+    reference = runs.pop((0, None))
+    for rows in runs.values():
+        assert [key(r) for r in rows] == [key(r) for r in reference]
+        for row, expected in zip(rows, reference):
+            floats = sorted(k for k, v in expected.items() if isinstance(v, float))
+            assert {k: v for k, v in row.items() if k not in floats} == {k: v for k, v in expected.items() if k not in floats}
+            assert [row[k] for k in floats] == pytest.approx([expected[k] for k in floats], abs=1e-5)
+
+
 def test_boxes_voc_scores_each_cell_like_the_space(trained_model, ldc_sample_dir, tmp_path):
     out = tmp_path / "cells.parquet"
     run_job(ldc_sample_dir, str(trained_model), out, boxes="voc", progress=False)

@@ -22,13 +22,12 @@ import time
 from pathlib import Path
 
 import torch
-from timm.data import create_transform
 
 from imagezoo.cards import model_card
 from imagezoo.data import load_splits
 from imagezoo.evaluation import classification_metrics, paired_bootstrap, save_confusion_matrix
 from imagezoo.hub import push_folder, save_model_folder
-from imagezoo.inference import ImageClassifier
+from imagezoo.inference import ImageClassifier, eval_transform
 from imagezoo.tasks import ARCH_RECIPES, TASKS, get_task
 from imagezoo.training import ImageLabelDataset, fit, predict_probs
 
@@ -109,7 +108,7 @@ def main(argv: list[str] | None = None) -> Path:
     train_minutes = (time.time() - start) / 60
 
     loader = torch.utils.data.DataLoader(
-        ImageLabelDataset(*test, create_transform(**result.data_config)), batch_size=128, num_workers=args.num_workers
+        ImageLabelDataset(*test, eval_transform(result.data_config)), batch_size=128, num_workers=args.num_workers
     )
     probs, labels = predict_probs(result.model, loader)
     metrics = classification_metrics(labels, probs, task.label_names)

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from imagezoo.evaluation import classification_metrics
+from imagezoo.inference import eval_transform
 from imagezoo.tasks import Recipe
 from imagezoo.weights import create_pretrained
 
@@ -72,7 +73,7 @@ def eval_data_config(model: nn.Module, img_size: int) -> dict:
 def train_transform(data_config: dict, augment: bool) -> Callable:
     """Random scale/aspect crops, both flips and mild colour jitter (microscopy has no up)."""
     if not augment:
-        return create_transform(**data_config)
+        return eval_transform(data_config)
     return create_transform(
         input_size=data_config["input_size"],
         is_training=True,
@@ -133,7 +134,7 @@ def fit(
         generator=generator,
     )
     val_loader = DataLoader(
-        ImageLabelDataset(*validation, create_transform(**data_config)),
+        ImageLabelDataset(*validation, eval_transform(data_config)),
         batch_size=recipe.batch_size * 2,
         num_workers=num_workers,
     )

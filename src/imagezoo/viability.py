@@ -40,11 +40,11 @@ def score_boxes(classifier: ImageClassifier, image: Image.Image, boxes: list[Box
     """Classify the crop around each box (boxes outside the image are dropped)."""
     context = classifier.config.get("crop_context", DEFAULT_CONTEXT)
     kept = [box for _, box in clip_boxes(boxes, image)]
-    transform = classifier.transform
+    transform = classifier.uint8_transform
     scores = []
     for start in range(0, len(kept), batch_size):
         chunk = kept[start:start + batch_size]
-        for box, row in zip(chunk, classifier.predict_tensor(cell_inputs(image, chunk, transform, context))):
+        for box, row in zip(chunk, classifier.predict_tensor(classifier.normalize(cell_inputs(image, chunk, transform, context)))):
             best = int(row.argmax())
             probabilities = dict(zip(classifier.label_names, map(float, row)))
             scores.append(CellScore(box, classifier.label_names[best], float(row[best]), probabilities))
