@@ -12,11 +12,13 @@ from imagezoo.images import load_image
 from imagezoo.inference import ImageClassifier, eval_transform, uint8_eval_transform
 
 CONFIGS = {
-    "squash 96 bicubic (ldc-live-dead)": dict(input_size=(3, 96, 96), interpolation="bicubic", crop_pct=1.0, crop_mode="squash"),
-    "centre crop 0.875 bilinear": dict(input_size=(3, 64, 64), interpolation="bilinear", crop_pct=0.875, crop_mode="center"),
-    "non-square squash": dict(input_size=(3, 48, 80), interpolation="bicubic", crop_pct=1.0, crop_mode="squash"),
+    "squash 96 bicubic (ldc-live-dead)":
+        {"input_size": (3, 96, 96), "interpolation": "bicubic", "crop_pct": 1.0, "crop_mode": "squash"},
+    "centre crop 0.875 bilinear":
+        {"input_size": (3, 64, 64), "interpolation": "bilinear", "crop_pct": 0.875, "crop_mode": "center"},
+    "non-square squash": {"input_size": (3, 48, 80), "interpolation": "bicubic", "crop_pct": 1.0, "crop_mode": "squash"},
 }
-MEAN_STD = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+MEAN_STD = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
 
 def sample_images(ldc_dir) -> list[Image.Image]:
@@ -38,7 +40,7 @@ def test_tensor_path_is_within_one_grey_level_of_timm_pil(ldc_dir, config):
 
 
 def test_steps_without_a_tensor_twin_fall_back_to_timm_exactly(ldc_dir):
-    config = dict(input_size=(3, 64, 64), interpolation="bicubic", crop_pct=1.0, crop_mode="border", **MEAN_STD)
+    config = {"input_size": (3, 64, 64), "interpolation": "bicubic", "crop_pct": 1.0, "crop_mode": "border", **MEAN_STD}
     fast, reference = uint8_eval_transform(config), create_transform(**config, use_prefetcher=True)
     for image in sample_images(ldc_dir):
         assert torch.equal(fast(image), reference(image))
