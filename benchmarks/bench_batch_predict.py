@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 from timm.data import create_transform, resolve_data_config
 
-from imagezoo.batch import run_job
+from imagezoo.batch import available_cpus, run_job
 from imagezoo.inference import ImageClassifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,9 +122,9 @@ def main() -> None:
         torch.set_num_threads(args.bare_only)
         print(bare_forward(classifier, sources, args.batch_size))
         return
-    cores = os.cpu_count() or 1
+    cores = available_cpus()
     results: dict = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
+        "machine": f"{platform.machine()}, {cores} CPU cores, torch {torch.__version__}",
         "model": args.model,
         "input_size": list(classifier.data_config["input_size"]),
         "batch_size": args.batch_size,

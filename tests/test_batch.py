@@ -94,6 +94,16 @@ def test_worker_replicas_give_the_same_rows_as_one_process(trained_model, slides
             assert [row[k] for k in floats] == pytest.approx([expected[k] for k in floats], abs=1e-5)
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_replicas_follow_the_cpus_the_job_may_use():
+    def pin_to_first_cpu():
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+    code = "from imagezoo.batch import default_num_workers; print(default_num_workers())"
+    pinned = subprocess.run([sys.executable, "-c", code], preexec_fn=pin_to_first_cpu, capture_output=True, text=True, check=True)
+    assert pinned.stdout.strip() == "1"
+
+
 def test_boxes_voc_scores_each_cell_like_the_space(trained_model, ldc_sample_dir, tmp_path):
     out = tmp_path / "cells.parquet"
     run_job(ldc_sample_dir, str(trained_model), out, boxes="voc", progress=False)

@@ -321,9 +321,15 @@ class JobSummary:
         )
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (a container's or ``taskset``'s cpuset),
+    not the host's count, so a job pinned to 4 of 64 cores starts 4 replicas, not 64."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_num_workers() -> int:
-    """One model replica per core (see :func:`run_local`)."""
-    return os.cpu_count() or 1
+    """One model replica per available core (see :func:`run_local`)."""
+    return available_cpus()
 
 
 def forward_items(classifier: ImageClassifier, items: list[Item], batch_size: int) -> list[np.ndarray | None]:
@@ -398,7 +404,7 @@ def run_local(
     previous run scored them.
     """
     num_workers = default_num_workers() if num_workers is None else num_workers
-    threads = threads or (1 if num_workers else os.cpu_count() or 1)
+    threads = threads or (1 if num_workers else available_cpus())
     if not num_workers:
         torch.set_num_threads(threads)
     loader = DataLoader(
