@@ -99,7 +99,7 @@ def test_replicas_follow_the_cpus_the_job_may_use():
     def pin_to_first_cpu():
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
-    code = "from imagezoo.batch import default_num_workers; print(default_num_workers())"
+    code = "from imagezoo.batch import available_cpus; print(available_cpus())"
     pinned = subprocess.run([sys.executable, "-c", code], preexec_fn=pin_to_first_cpu, capture_output=True, text=True, check=True)
     assert pinned.stdout.strip() == "1"
 

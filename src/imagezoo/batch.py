@@ -7,7 +7,7 @@ The work splits into three pieces that both engines (local DataLoader, Ray Data)
   workers. A bad file becomes an item carrying an ``error``, never an exception.
 * :func:`item_rows` - model outputs of one file -> its output rows (one per image, or
   one per box plus a per-image summary with viability in ``--boxes voc`` mode);
-  :func:`score_files` runs both, plus the forward pass, on a chunk of files.
+  :func:`score_items` runs the forward pass and this on a batch of items.
 * :class:`PartWriter` / :func:`finalize` - rows go to complete Parquet "parts" (one row
   group each, written to a temp name and renamed) as the job runs; at the end they are
   merged into the output through a temp file and an atomic rename. A killed job keeps
@@ -327,11 +327,6 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def default_num_workers() -> int:
-    """One model replica per available core (see :func:`run_local`)."""
-    return available_cpus()
-
-
 def forward_items(classifier: ImageClassifier, items: list[Item], batch_size: int) -> list[np.ndarray | None]:
     """Run the model over every input of ``items`` in chunks of ``batch_size``; split back per item."""
     tensors = [item.inputs for item in items if item.inputs is not None]
@@ -352,9 +347,8 @@ def forward_items(classifier: ImageClassifier, items: list[Item], batch_size: in
     return out
 
 
-def score_files(classifier: ImageClassifier, preprocess: Preprocessor, files: list[str], batch_size: int) -> list[tuple[Item, list[dict]]]:
-    """Preprocess and score ``files``: each item (inputs dropped) with its output rows (none if skipped)."""
-    items = [preprocess(relative) for relative in files]
+def score_items(classifier: ImageClassifier, items: list[Item], batch_size: int) -> list[tuple[Item, list[dict]]]:
+    """Each item (inputs dropped once scored) with its output rows (none if skipped)."""
     scored = []
     for item, probs in zip(items, forward_items(classifier, items, batch_size)):
         rows = [] if item.skipped else item_rows(item, probs, classifier.label_names, classifier.model_id, classifier.revision)
@@ -374,7 +368,8 @@ class ScoredChunks(torch.utils.data.Dataset):
         return len(self.chunks)
 
     def __getitem__(self, index: int) -> list[tuple[Item, list[dict]]]:
-        return score_files(self.classifier, self.preprocess, self.chunks[index], self.batch_size)
+        items = [self.preprocess(relative) for relative in self.chunks[index]]
+        return score_items(self.classifier, items, self.batch_size)
 
 
 def set_worker_threads(threads: int, worker_id: int) -> None:
@@ -403,7 +398,7 @@ def run_local(
     stays here; workers send back rows only. Returns the (path, sha256) keys skipped because a
     previous run scored them.
     """
-    num_workers = default_num_workers() if num_workers is None else num_workers
+    num_workers = available_cpus() if num_workers is None else num_workers
     threads = threads or (1 if num_workers else available_cpus())
     if not num_workers:
         torch.set_num_threads(threads)

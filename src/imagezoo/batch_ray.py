@@ -20,9 +20,8 @@ from imagezoo.batch import (
     JobSummary,
     PartWriter,
     Preprocessor,
-    forward_items,
-    item_rows,
     output_schema,
+    score_items,
 )
 from imagezoo.data.voc import Box
 from imagezoo.inference import ImageClassifier
@@ -83,13 +82,11 @@ class ScoreActor:
     def __call__(self, batch: pa.Table) -> pa.Table:
         items = [row_to_item(row, self.input_shape) for row in batch.to_pylist()]
         rows = []
-        for item, probs in zip(items, forward_items(self.classifier, items, self.batch_size)):
+        for item, scored in score_items(self.classifier, items, self.batch_size):
             if item.skipped:
                 rows.append({"path": item.path, "sha256": item.sha256, REUSED: True})
-                continue
-            for row in item_rows(item, probs, self.classifier.label_names, self.classifier.model_id,
-                                 self.classifier.revision):
-                rows.append({**row, REUSED: False})
+            else:
+                rows.extend({**row, REUSED: False} for row in scored)
         return pa.Table.from_pylist(rows, schema=self.schema)
 
 
