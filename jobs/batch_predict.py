@@ -4,6 +4,7 @@
     python jobs/batch_predict.py --dir "../shared/data/ldc/Original Dataset" --boxes voc --out ldc.parquet
     python jobs/batch_predict.py --dir slides/ --out predictions.parquet --resume      # after a kill
     python jobs/batch_predict.py --dir slides/ --out predictions.parquet --engine ray  # Ray Data
+    python jobs/batch_predict.py --dir nuclei/ --model models/nuclei-unet --masks-dir labels/ --out nuclei.parquet
 
 Files are recognised by content; unreadable ones get a row with an ``error``. The output
 schema is documented in the README ("Batch job") and in the Parquet field metadata.
@@ -39,7 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per replica (default: 1 with workers, all cores without)")
     parser.add_argument("--rows-per-part", type=int, default=1024, help="rows per Parquet row group")
-    parser.add_argument("--masks-dir", default=None, help="write instance masks as PNG (segmentation models)")
+    parser.add_argument("--masks-dir", default=None,
+                        help="segmentation models: write DIR/<input path>.png (uint16 instance labels), "
+                             "DIR/<input path>.objects.csv and DIR/objects.csv (one row per object)")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -47,16 +50,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.masks_dir:
-        logger.error("--masks-dir needs a segmentation model; %s is an image classifier", args.model)
-        return 2
     try:
         summary = run_job(
             args.dir, args.model, args.out, boxes=args.boxes, resume=args.resume, engine=args.engine,
             batch_size=args.batch_size, num_workers=args.num_workers, rows_per_part=args.rows_per_part,
-            threads=args.threads, progress=not args.no_progress,
+            threads=args.threads, progress=not args.no_progress, masks_dir=args.masks_dir,
         )
-    except (NotADirectoryError, FileNotFoundError, ValueError) as err:
+    except (NotADirectoryError, FileNotFoundError, ValueError, KeyError) as err:
         logger.error("%s", err)
         return 2
     logger.info("%s", summary.text())

@@ -3,20 +3,21 @@
 Weights are read only from ``model.safetensors``: a repo or folder holding just a
 pickled checkpoint is refused rather than unpickled. The preprocessing comes from the
 model's own ``config.json``, so the Space, the batch job and user code all see the
-exact input the model was trained on.
+exact input the model was trained on. :class:`ImageClassifier` is the ``"classifier"``
+:class:`~imagezoo.predictors.Predictor`: whole images, or one crop per box of a
+Pascal-VOC file (``--boxes voc``) with a per-image viability summary for live/dead models.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import timm
 import torch
-from huggingface_hub import snapshot_download
+from PIL import Image
 from safetensors.torch import load_file
 from timm.data import create_transform, resolve_data_config
 from timm.data.transforms import MaybePILToTensor
@@ -24,11 +25,20 @@ from torch import nn
 from torchvision.transforms import CenterCrop, Resize, v2
 
 import imagezoo  # noqa: F401  (registers imagezoo architectures with timm)
-from imagezoo.images import ImageSource, file_sha256, load_image
+from imagezoo.data.voc import DEFAULT_CONTEXT, cell_inputs, clip_boxes, read_voc, voc_sibling
+from imagezoo.images import ImageSource, load_image
+from imagezoo.predictors.base import (
+    LOCAL_PREFIX,
+    WEIGHTS_NAME,
+    Item,
+    JobOptions,
+    Predictor,
+    prob_column,
+    register_predictor,
+)
+from imagezoo.viability import viability
 
-WEIGHTS_NAME = "model.safetensors"
-HUB_PREFIX = "hf-hub:"
-LOCAL_PREFIX = "local-dir:"
+BOX_MODES = ("voc",)
 
 #: timm's eval steps -> torchvision v2 steps with the same parameters. v2 resizes uint8 tensors with
 #: SIMD kernels: ~4x faster than Pillow's bicubic on a 220 px slide, within one grey level of it.
@@ -62,33 +72,42 @@ def eval_transform(data_config: dict):
     ])
 
 
-def resolve_model_folder(model_id: str, revision: str | None = None) -> tuple[Path, str]:
-    """Local folder holding ``config.json`` + ``model.safetensors``, and its revision.
-
-    ``model_id`` is ``hf-hub:ORG/NAME``, ``local-dir:PATH`` or a plain path. For the Hub
-    the revision is the commit hash; for a folder, the first 12 hex digits of the
-    weights' SHA-256 (so two runs with different weights never share a revision).
-    """
-    if model_id.startswith(HUB_PREFIX):
-        folder = Path(
-            snapshot_download(
-                model_id[len(HUB_PREFIX):], revision=revision, allow_patterns=["config.json", WEIGHTS_NAME, "*.md"]
-            )
-        )
-    else:
-        folder = Path(model_id.removeprefix(LOCAL_PREFIX))
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{model_id}: no config.json; expected a model folder in timm's Hub format")
-    if not (folder / WEIGHTS_NAME).is_file():
-        raise FileNotFoundError(f"{model_id}: no {WEIGHTS_NAME} (only safetensors weights are loaded)")
-    if model_id.startswith(HUB_PREFIX):
-        return folder, folder.name
-    return folder, file_sha256(folder / WEIGHTS_NAME)[:12]
-
-
 @dataclass
-class ImageClassifier:
+class CropPreparer:
+    """Worker-side step of the classifier: the whole image, or one crop per VOC box, as uint8 inputs.
+
+    Built from the config alone (cheap to pickle into workers); normalisation happens per
+    batch next to the model (:meth:`ImageClassifier.normalize`).
+    """
+
+    data_config: dict
+    crop_context: float = DEFAULT_CONTEXT
+    boxes: str | None = None
+    _transform: object = field(default=None, repr=False)
+
+    @property
+    def transform(self):
+        if self._transform is None:
+            self._transform = uint8_eval_transform(self.data_config)
+        return self._transform
+
+    def __call__(self, image: Image.Image, path: Path, item: Item) -> None:
+        sidecar = voc_sibling(path) if self.boxes == "voc" else None
+        if sidecar is None or not sidecar.is_file():
+            item.inputs = self.transform(image).unsqueeze(0)
+            return
+        kept = clip_boxes(read_voc(sidecar), image)
+        item.context["boxes"] = [[index, box.name, box.xmin, box.ymin, box.xmax, box.ymax] for index, box in kept]
+        if kept:
+            item.inputs = cell_inputs(image, [box for _, box in kept], self.transform, self.crop_context)
+
+
+@register_predictor
+@dataclass
+class ImageClassifier(Predictor):
     """A timm classifier plus its labels, preprocessing, provenance and full ``config.json``."""
+
+    kind = "classifier"
 
     model: nn.Module
     label_names: tuple[str, ...]
@@ -98,9 +117,7 @@ class ImageClassifier:
     config: dict
 
     @classmethod
-    def from_pretrained(cls, model_id: str, revision: str | None = None) -> "ImageClassifier":
-        folder, resolved_revision = resolve_model_folder(model_id, revision)
-        config = json.loads((folder / "config.json").read_text())
+    def from_folder(cls, folder: Path, config: dict, model_id: str, revision: str) -> "ImageClassifier":
         model = timm.create_model(f"{LOCAL_PREFIX}{folder}", pretrained=False)
         model.load_state_dict(load_file(folder / WEIGHTS_NAME), strict=True)
         # channels-last convolutions are ~1.4x faster on CPU for these networks; outputs are unchanged
@@ -109,7 +126,7 @@ class ImageClassifier:
         if isinstance(label_names, dict):
             label_names = [label_names[str(i)] for i in range(config["num_classes"])]
         data_config = resolve_data_config({}, model=model)
-        return cls(model, tuple(label_names), data_config, model_id, resolved_revision, config)
+        return cls(model, tuple(label_names), data_config, model_id, revision, config)
 
     @property
     def uint8_transform(self):
@@ -144,3 +161,53 @@ class ImageClassifier:
     def predict(self, images: Sequence[ImageSource]) -> list[dict[str, float]]:
         """``{label: probability}`` for each image."""
         return [dict(zip(self.label_names, map(float, row))) for row in self.predict_images(images)]
+
+    # ---------------------------------------------------------------- the batch job's interface
+
+    def check_options(self, options: JobOptions) -> None:
+        if options.boxes not in (None, *BOX_MODES):
+            raise ValueError(f"--boxes must be one of {BOX_MODES}, not {options.boxes!r}")
+        if options.masks_dir:
+            raise ValueError(f"--masks-dir needs a segmentation model; {self.model_id} is an image classifier")
+
+    def preparer(self, options: JobOptions) -> CropPreparer:
+        return CropPreparer(self.data_config, self.config.get("crop_context", DEFAULT_CONTEXT), options.boxes)
+
+    def forward(self, items: Sequence[Item], batch_size: int) -> list[np.ndarray | None]:
+        """Probabilities of every input of ``items``, run in chunks of ``batch_size`` across items."""
+        tensors = [item.inputs for item in items if item.inputs is not None]
+        if not tensors:
+            return [None] * len(items)
+        stacked = torch.cat(tensors)
+        probs = np.concatenate([
+            self.predict_tensor(self.normalize(stacked[i:i + batch_size])) for i in range(0, len(stacked), batch_size)
+        ])
+        out, offset = [], 0
+        for item in items:
+            if item.inputs is None:
+                out.append(None)
+            else:
+                out.append(probs[offset:offset + len(item.inputs)])
+                offset += len(item.inputs)
+        return out
+
+    def rows(self, item: Item, output: np.ndarray | None) -> list[dict]:
+        """One row per image; with boxes, one per box plus a per-image summary (viability for live/dead)."""
+
+        def prediction(row: np.ndarray) -> dict:
+            best = int(row.argmax())
+            return {"label": self.label_names[best], "score": float(row[best]),
+                    **{prob_column(n): float(p) for n, p in zip(self.label_names, row)}}
+
+        boxes = item.context.get("boxes")
+        if boxes is None:
+            return [prediction(output[0])]
+        rows = [
+            {**prediction(row), "box_index": index, "box_label": name or None,
+             "box_xmin": xmin, "box_ymin": ymin, "box_xmax": xmax, "box_ymax": ymax}
+            for (index, name, xmin, ymin, xmax, ymax), row in zip(boxes, output if output is not None else [])
+        ]
+        summary = {"n_objects": len(boxes)}
+        if {"live", "dead"} <= set(self.label_names):
+            summary.update(viability([row["label"] for row in rows]))
+        return [summary, *rows]

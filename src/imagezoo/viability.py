@@ -8,14 +8,14 @@ per-cell answers the model card's numbers describe.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image
 
-from imagezoo.data.voc import Box, crop_cell
-from imagezoo.inference import ImageClassifier
+from imagezoo.data.voc import DEFAULT_CONTEXT, Box, cell_inputs, clip_boxes
 
-DEFAULT_CONTEXT = 0.5
+if TYPE_CHECKING:  # the classifier's batch rows use viability(); a runtime import would be circular
+    from imagezoo.inference import ImageClassifier
 
 
 @dataclass(frozen=True)
@@ -26,17 +26,7 @@ class CellScore:
     probabilities: dict[str, float]
 
 
-def clip_boxes(boxes: list[Box], image: Image.Image) -> list[tuple[int, Box]]:
-    """(index in the annotation, box clipped to the image) for every box that overlaps the image."""
-    return [(i, clipped) for i, box in enumerate(boxes) if (clipped := box.clip(image.width, image.height)) is not None]
-
-
-def cell_inputs(image: Image.Image, boxes: list[Box], transform, context: float = DEFAULT_CONTEXT) -> torch.Tensor:
-    """Model inputs (one per box) cropped exactly as the training crops were."""
-    return torch.stack([transform(crop_cell(image, box, context)) for box in boxes])
-
-
-def score_boxes(classifier: ImageClassifier, image: Image.Image, boxes: list[Box], batch_size: int = 128) -> list[CellScore]:
+def score_boxes(classifier: "ImageClassifier", image: Image.Image, boxes: list[Box], batch_size: int = 128) -> list[CellScore]:
     """Classify the crop around each box (boxes outside the image are dropped)."""
     context = classifier.config.get("crop_context", DEFAULT_CONTEXT)
     kept = [box for _, box in clip_boxes(boxes, image)]

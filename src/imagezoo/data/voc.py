@@ -7,7 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+
+#: margin around a box, in box sides, when a cell is cropped (``prepare_ldc.py --context``)
+DEFAULT_CONTEXT = 0.5
 
 
 class AnnotationError(ValueError):
@@ -59,7 +63,7 @@ def voc_sibling(image_path: str | Path) -> Path:
     return image_path.with_name(image_path.stem + ".xml") if image_path.suffix else Path(f"{image_path}.xml")
 
 
-def crop_cell(image: Image.Image, box: Box, context: float = 0.5) -> Image.Image:
+def crop_cell(image: Image.Image, box: Box, context: float = DEFAULT_CONTEXT) -> Image.Image:
     """Square crop centred on ``box``, ``context`` x its longer side wider on each side.
 
     Near the slide's edge the missing part is mirrored in rather than cut off, so every
@@ -77,3 +81,13 @@ def crop_cell(image: Image.Image, box: Box, context: float = 0.5) -> Image.Image
     padded = np.pad(pixels, pad, mode="symmetric")
     top, left = top + pad[0][0], left + pad[1][0]
     return Image.fromarray(padded[top:bottom + pad[0][0], left:right + pad[1][0]])
+
+
+def clip_boxes(boxes: list[Box], image: Image.Image) -> list[tuple[int, Box]]:
+    """(index in the annotation, box clipped to the image) for every box that overlaps the image."""
+    return [(i, clipped) for i, box in enumerate(boxes) if (clipped := box.clip(image.width, image.height)) is not None]
+
+
+def cell_inputs(image: Image.Image, boxes: list[Box], transform, context: float = DEFAULT_CONTEXT) -> torch.Tensor:
+    """Model inputs (one per box) cropped exactly as the training crops were."""
+    return torch.stack([transform(crop_cell(image, box, context)) for box in boxes])

@@ -1,0 +1,28 @@
+"""Which files under a folder the batch job scores."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+
+def discover(root: str | Path) -> list[str]:
+    """Every file under ``root`` (recursively, sorted) that could be an image.
+
+    Files are judged by content later, so nothing is filtered by extension, except
+    hidden files and Pascal-VOC sidecars (``x.xml`` next to another ``x.*``), which
+    annotate an image rather than being one.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: not a directory")
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        stems = Counter(Path(f).stem for f in files)
+        for name in sorted(files):
+            if name.startswith(".") or (name.lower().endswith(".xml") and stems[Path(name).stem] > 1):
+                continue
+            found.append(Path(folder, name).relative_to(root).as_posix())
+    return found

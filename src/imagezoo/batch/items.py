@@ -1,0 +1,71 @@
+"""Per-file work shared by every engine: prepare a file, then score a batch of prepared files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from imagezoo.images import file_sha256, load_image
+from imagezoo.predictors import Item, JobOptions, Predictor, Preparer
+
+
+@dataclass
+class Preprocessor:
+    """Path -> :class:`Item`: hash, skip if already done, decode (any mode), then the model's preparer.
+
+    Picklable and model-free, so it runs in DataLoader workers and Ray tasks. A bad file
+    becomes an item carrying an ``error``, never an exception.
+    """
+
+    root: str
+    prepare: Preparer
+    done: frozenset = frozenset()  # (path, sha256) pairs to skip
+
+    def __call__(self, relative: str) -> Item:
+        item = Item(relative)
+        path = Path(self.root, relative)
+        try:
+            item.sha256 = file_sha256(path)
+            if (relative, item.sha256) in self.done:
+                item.skipped = True
+                return item
+            image = load_image(path, name=relative)
+            item.width, item.height = image.size
+            self.prepare(image, path, item)
+        except Exception as err:  # noqa: BLE001 - any failure is this file's, recorded in its row
+            item.error = f"{type(err).__name__}: {err}"
+            item.inputs = None
+        return item
+
+
+def base_row(item: Item, predictor: Predictor) -> dict:
+    """The provenance columns every row of a file carries."""
+    return dict(
+        path=item.path, sha256=item.sha256, width=item.width, height=item.height,
+        model_id=predictor.model_id, model_revision=predictor.revision, error=item.error,
+    )
+
+
+def score_items(
+    predictor: Predictor, items: Sequence[Item], batch_size: int, options: JobOptions
+) -> list[tuple[Item, list[dict]]]:
+    """Each item (inputs dropped once scored) with its output rows (none if skipped).
+
+    A failure while scoring or writing one file's outputs becomes that file's error row.
+    """
+    scored = []
+    for item, output in zip(items, predictor.forward(items, batch_size)):
+        rows = []
+        if not item.skipped:
+            base = base_row(item, predictor)
+            if item.error is None:
+                try:
+                    predictor.write_outputs(item, output, options)
+                    rows = [{**base, **row} for row in predictor.rows(item, output)]
+                except Exception as err:  # noqa: BLE001 - recorded in the file's row
+                    base["error"] = f"{type(err).__name__}: {err}"
+            rows = rows or [base]
+        item.inputs = None
+        scored.append((item, rows))
+    return scored

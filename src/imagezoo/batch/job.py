@@ -1,0 +1,77 @@
+"""``run_job``: discover files, load the model as its predictor, run an engine, merge the output."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import pyarrow.parquet as pq
+
+from imagezoo.batch.discovery import discover
+from imagezoo.batch.items import Preprocessor
+from imagezoo.batch.local_engine import run_local
+from imagezoo.batch.output import PartWriter, done_keys, finalize, output_schema, parts_dir_for, previous_sources
+from imagezoo.batch.ray_engine import run_ray
+from imagezoo.batch.run import JobRun, JobSummary
+from imagezoo.inference import BOX_MODES
+from imagezoo.predictors import JobOptions, load_predictor
+
+logger = logging.getLogger(__name__)
+
+#: engine name -> ``run(job) -> reused keys``; ``ray`` imports Ray only when it runs
+ENGINES: dict[str, Callable[[JobRun], set[tuple[str, str]]]] = {"local": run_local, "ray": run_ray}
+
+
+def run_job(
+    directory: str | Path,
+    model_id: str,
+    out: str | Path,
+    boxes: str | None = None,
+    resume: bool = False,
+    engine: str = "local",
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    rows_per_part: int = 1024,
+    threads: int | None = None,
+    progress: bool = True,
+    masks_dir: str | Path | None = None,
+) -> JobSummary:
+    """Score every file under ``directory`` with ``model_id`` (any predictor) into the Parquet file ``out``."""
+    if engine not in ENGINES:
+        raise ValueError(f"--engine must be one of {sorted(ENGINES)}, not {engine!r}")
+    root, out = Path(directory), Path(out)
+    files = discover(root)
+    if not files:
+        raise ValueError(f"{root}: no files to score (the folder is empty)")
+    predictor = load_predictor(model_id)
+    options = JobOptions(boxes=boxes, masks_dir=None if masks_dir is None else str(Path(masks_dir).resolve()))
+    predictor.check_options(options)
+    schema = output_schema(predictor.label_names)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    reused_sources = previous_sources(out, schema) if resume else []
+    if not resume:
+        shutil.rmtree(parts_dir_for(out), ignore_errors=True)
+    done = done_keys(reused_sources, predictor.revision)
+    job = JobRun(
+        predictor=predictor,
+        preprocess=Preprocessor(str(root), predictor.preparer(options), frozenset(done)),
+        files=files,
+        writer=PartWriter(parts_dir_for(out), schema, rows_per_part),
+        summary=JobSummary(files=len(files)),
+        options=options,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        threads=threads,
+        progress=progress,
+    )
+    start = time.perf_counter()
+    reused = ENGINES[engine](job)
+    job.writer.flush()
+    job.summary.seconds = time.perf_counter() - start
+    finalize(out, schema, reused_sources, reused, job.writer.written)
+    scored = pq.read_table(out, columns=["path", "error"]).to_pylist()
+    predictor.finish_outputs(options, sorted({row["path"] for row in scored if row["error"] is None}))
+    return job.summary

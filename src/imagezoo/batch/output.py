@@ -1,0 +1,134 @@
+"""The output: one Parquet schema for every model, parts written as the job runs, an atomic merge.
+
+Rows go to complete Parquet "parts" (one row group each, written to a temp name and
+renamed) as the job runs; at the end they are merged into the output through a temp file
+and an atomic rename. A killed job keeps every finished part, and ``--resume`` skips files
+whose (path, sha256) already has a row for the same model revision.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from imagezoo.predictors import prob_column
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+#: Columns every output has, in order; ``prob_<label>`` columns follow ``score``.
+BASE_COLUMNS: list[tuple[str, pa.DataType, str]] = [
+    ("path", pa.string(), "file path relative to --dir, '/'-separated"),
+    ("sha256", pa.string(), "SHA-256 of the file's bytes"),
+    ("width", pa.int32(), "image width in pixels (null when unreadable)"),
+    ("height", pa.int32(), "image height in pixels"),
+    ("box_index", pa.int32(), "index of the box in its annotation file; null for whole-image rows"),
+    ("box_xmin", pa.int32(), "box left edge (pixels)"),
+    ("box_ymin", pa.int32(), "box top edge"),
+    ("box_xmax", pa.int32(), "box right edge"),
+    ("box_ymax", pa.int32(), "box bottom edge"),
+    ("box_label", pa.string(), "the annotation's own label for the box, if any"),
+    ("label", pa.string(), "predicted label (null on per-image summary rows of --boxes mode)"),
+    ("score", pa.float32(), "probability of the predicted label"),
+]
+TAIL_COLUMNS: list[tuple[str, pa.DataType, str]] = [
+    ("n_objects", pa.int32(), "segmentation: objects found; --boxes: boxes scored"),
+    ("foreground_fraction", pa.float32(), "segmentation: share of foreground pixels"),
+    ("mask_rle", pa.string(), "segmentation: foreground mask as COCO RLE JSON {size: [h, w], counts} (pycocotools)"),
+    ("n_live", pa.int32(), "viability: cells predicted live on the image"),
+    ("n_dead", pa.int32(), "viability: cells predicted dead on the image"),
+    ("viability", pa.float32(), "viability: n_live / (n_live + n_dead)"),
+    ("model_id", pa.string(), "the --model argument"),
+    ("model_revision", pa.string(), "Hub commit hash, or the first 12 hex digits of the weights' SHA-256"),
+    ("error", pa.string(), "why the file could not be scored; null on success"),
+]
+
+
+def output_schema(label_names: Iterable[str]) -> pa.Schema:
+    """The Parquet schema for a model with ``label_names`` (documented in field metadata)."""
+    columns = BASE_COLUMNS + [(prob_column(n), pa.float32(), f"probability of '{n}'") for n in label_names]
+    columns += TAIL_COLUMNS
+    fields = [pa.field(name, kind, metadata={"description": doc}) for name, kind, doc in columns]
+    return pa.schema(fields, metadata={"imagezoo_schema_version": SCHEMA_VERSION})
+
+
+class PartWriter:
+    """Buffers rows and writes them as complete Parquet parts of ``rows_per_part`` rows."""
+
+    def __init__(self, parts_dir: Path, schema: pa.Schema, rows_per_part: int = 1024):
+        self.parts_dir, self.schema, self.rows_per_part = parts_dir, schema, rows_per_part
+        self.run = uuid.uuid4().hex[:8]
+        self.buffer: list[dict] = []
+        self.written: list[Path] = []
+        parts_dir.mkdir(parents=True, exist_ok=True)
+
+    def add(self, rows: list[dict]) -> None:
+        self.buffer.extend(rows)
+        if len(self.buffer) >= self.rows_per_part:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        table = pa.Table.from_pylist(self.buffer, schema=self.schema)
+        target = self.parts_dir / f"part-{self.run}-{len(self.written):06d}.parquet"
+        tmp = target.with_suffix(".tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, target)
+        self.written.append(target)
+        self.buffer = []
+
+
+def parts_dir_for(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def previous_sources(out: Path, schema: pa.Schema) -> list[Path]:
+    """Parquet files a resumed job can reuse: the last complete output and unmerged parts
+    written with ``schema`` (files of another model or schema are left out, their rows redone)."""
+    parts = sorted(parts_dir_for(out).glob("part-*.parquet")) if parts_dir_for(out).is_dir() else []
+    sources = []
+    for source in ([out] if out.is_file() else []) + parts:
+        if pq.read_schema(source) == schema:
+            sources.append(source)
+        else:
+            logger.warning("%s was written for another model or schema; its rows will be redone", source)
+    return sources
+
+
+def done_keys(sources: list[Path], revision: str) -> set[tuple[str, str]]:
+    """(path, sha256) already scored without error by this model revision."""
+    keys = set()
+    for source in sources:
+        table = pq.read_table(source, columns=["path", "sha256", "model_revision", "error"])
+        for path, sha, rev, err in zip(*(table[c].to_pylist() for c in table.column_names)):
+            if rev == revision and err is None:
+                keys.add((path, sha))
+    return keys
+
+
+def finalize(out: Path, schema: pa.Schema, reused: list[Path], keep: set[tuple[str, str]], new_parts: list[Path]) -> None:
+    """Merge reused rows (only those in ``keep``) and this run's parts into ``out``, atomically.
+
+    ``reused`` holds only files written with ``schema`` (see :func:`previous_sources`).
+    """
+    tmp = out.with_name(out.name + ".tmp")
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for source in reused:
+            parquet = pq.ParquetFile(source)
+            for group in range(parquet.num_row_groups):
+                table = parquet.read_row_group(group)
+                mask = [(p, s) in keep for p, s in zip(table["path"].to_pylist(), table["sha256"].to_pylist())]
+                if any(mask):
+                    writer.write_table(table.filter(pa.array(mask)))
+        for part in new_parts:
+            writer.write_table(pq.read_table(part))
+    os.replace(tmp, out)
+    shutil.rmtree(parts_dir_for(out), ignore_errors=True)

@@ -1,0 +1,31 @@
+"""One interface for every servable model: ``load_predictor`` picks the class from the folder's config.
+
+    from imagezoo.predictors import load_predictor
+    predictor = load_predictor("models/nuclei-unet")      # or a classifier folder, or "hf-hub:ORG/NAME"
+"""
+
+from __future__ import annotations
+
+from imagezoo.predictors.base import (
+    CONFIG_KEY,
+    PREDICTORS,
+    Item,
+    JobOptions,
+    Predictor,
+    Preparer,
+    predictor_class,
+    prob_column,
+    register_predictor,
+    resolve_model_folder,
+)
+
+
+def load_predictor(model_id: str, revision: str | None = None) -> Predictor:
+    """The model in ``model_id`` (folder, ``local-dir:`` or ``hf-hub:`` id) as its registered predictor."""
+    return Predictor.from_pretrained(model_id, revision)
+
+
+__all__ = [
+    "CONFIG_KEY", "PREDICTORS", "Item", "JobOptions", "Predictor", "Preparer", "load_predictor",
+    "predictor_class", "prob_column", "register_predictor", "resolve_model_folder",
+]

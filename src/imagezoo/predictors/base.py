@@ -1,0 +1,166 @@
+"""The one interface every servable model implements, and the registry that picks it.
+
+A model folder's ``config.json`` names its predictor (``_imagezoo.predictor``; timm
+classifier folders, which predate the key, default to ``"classifier"``), so the batch job,
+the Spaces and evaluation load any model with :func:`load_predictor` and never branch on
+what kind of model it is.
+
+The batch job talks to a predictor in three steps, split so that the expensive one can
+run wherever the model lives:
+
+* :meth:`Predictor.preparer` - a small picklable callable, built from the config only,
+  that turns one decoded image into uint8 model inputs (and per-file facts such as boxes)
+  inside DataLoader workers or Ray tasks;
+* :meth:`Predictor.forward` - model outputs for a list of prepared items;
+* :meth:`Predictor.rows` / :meth:`Predictor.write_outputs` - one file's output rows, and
+  any files it writes beside them (label images for segmenters).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+from huggingface_hub import snapshot_download
+from PIL import Image
+
+from imagezoo.images import file_sha256
+
+WEIGHTS_NAME = "model.safetensors"
+HUB_PREFIX = "hf-hub:"
+LOCAL_PREFIX = "local-dir:"
+CONFIG_KEY = "_imagezoo"  # smp ignores config keys starting with "_" when it builds the model
+
+
+@dataclass
+class Item:
+    """One file on its way through the batch job: model inputs, or the reason there are none."""
+
+    path: str
+    sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+    inputs: torch.Tensor | None = None  # uint8 (k, C, H, W): k = 1, or one per box
+    context: dict = field(default_factory=dict)  # the predictor's per-file facts, JSON-serialisable
+    error: str | None = None
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What the batch job asks of a model beyond scoring whole images."""
+
+    boxes: str | None = None  # "voc": score each box of an annotation file beside the image
+    masks_dir: str | None = None  # write per-image label images and object tables here
+
+
+def prob_column(label: str) -> str:
+    """The batch output's column holding the probability of ``label``."""
+    return f"prob_{label}"
+
+
+#: ``prepare(image, path, item)`` fills ``item.inputs`` (and ``item.context``) for one decoded image.
+Preparer = Callable[[Image.Image, Path, Item], None]
+
+
+def resolve_model_folder(model_id: str, revision: str | None = None) -> tuple[Path, str]:
+    """Local folder holding ``config.json`` + ``model.safetensors``, and its revision.
+
+    ``model_id`` is ``hf-hub:ORG/NAME``, ``local-dir:PATH`` or a plain path. For the Hub
+    the revision is the commit hash; for a folder, the first 12 hex digits of the
+    weights' SHA-256 (so two runs with different weights never share a revision).
+    """
+    if model_id.startswith(HUB_PREFIX):
+        folder = Path(
+            snapshot_download(
+                model_id[len(HUB_PREFIX):], revision=revision, allow_patterns=["config.json", WEIGHTS_NAME, "*.md"]
+            )
+        )
+    else:
+        folder = Path(model_id.removeprefix(LOCAL_PREFIX))
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{model_id}: no config.json; expected a model folder in timm's or smp's Hub format")
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"{model_id}: no {WEIGHTS_NAME} (only safetensors weights are loaded)")
+    if model_id.startswith(HUB_PREFIX):
+        return folder, folder.name
+    return folder, file_sha256(folder / WEIGHTS_NAME)[:12]
+
+
+class Predictor(ABC):
+    """A loaded model with its labels, preprocessing and provenance, servable by the batch job."""
+
+    #: registry name, written to config.json as ``_imagezoo.predictor``
+    kind: ClassVar[str]
+    #: classes with a ``prob_<label>`` column in the batch output (empty for segmenters)
+    label_names: tuple[str, ...]
+    model_id: str
+    revision: str
+    config: dict
+
+    @classmethod
+    @abstractmethod
+    def from_folder(cls, folder: Path, config: dict, model_id: str, revision: str) -> "Predictor":
+        """Build from a resolved model folder (``config.json`` already read)."""
+
+    @classmethod
+    def from_pretrained(cls, model_id: str, revision: str | None = None) -> "Predictor":
+        """Load a model folder or ``hf-hub:`` id; called on :class:`Predictor` itself, the
+        folder's config picks the class."""
+        folder, resolved = resolve_model_folder(model_id, revision)
+        config = json.loads((folder / "config.json").read_text())
+        target = predictor_class(config) if cls is Predictor else cls
+        return target.from_folder(folder, config, model_id, resolved)
+
+    def check_options(self, options: JobOptions) -> None:
+        """Raise ``ValueError`` naming what this model cannot do of ``options``."""
+
+    @abstractmethod
+    def preparer(self, options: JobOptions) -> Preparer:
+        """The worker-side step: decoded image -> uint8 inputs; picklable and model-free."""
+
+    @abstractmethod
+    def forward(self, items: Sequence[Item], batch_size: int) -> list[Any]:
+        """One output per item (``None`` for items without inputs)."""
+
+    @abstractmethod
+    def rows(self, item: Item, output: Any) -> list[dict]:
+        """The prediction columns of one file's output rows (provenance columns are added by the job)."""
+
+    def write_outputs(self, item: Item, output: Any, options: JobOptions) -> None:
+        """Files written beside the rows (e.g. label images), in the worker; nothing by default."""
+
+    def finish_outputs(self, options: JobOptions, paths: list[str]) -> None:
+        """Once the job's output is complete: combine per-file outputs of ``paths`` (the files
+        scored without error, resumed ones included); nothing by default."""
+
+
+PREDICTORS: dict[str, type[Predictor]] = {}
+#: the module that registers each built-in predictor, imported on first use (a classifier never loads smp)
+BUILTIN_PREDICTORS = {"classifier": "imagezoo.inference", "segmenter": "imagezoo.predictors.segmenter"}
+
+
+def register_predictor(cls: type[Predictor]) -> type[Predictor]:
+    PREDICTORS[cls.kind] = cls
+    return cls
+
+
+def predictor_name(config: dict) -> str:
+    """The predictor a model folder's config asks for; timm folders without the key are classifiers."""
+    return (config.get(CONFIG_KEY) or {}).get("predictor") or "classifier"
+
+
+def predictor_class(config: dict) -> type[Predictor]:
+    name = predictor_name(config)
+    if name not in PREDICTORS and name in BUILTIN_PREDICTORS:
+        importlib.import_module(BUILTIN_PREDICTORS[name])
+    try:
+        return PREDICTORS[name]
+    except KeyError:
+        known = sorted({*PREDICTORS, *BUILTIN_PREDICTORS})
+        raise KeyError(f"unknown predictor {name!r} in config.json; known: {known}") from None

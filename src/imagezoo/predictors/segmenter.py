@@ -1,0 +1,149 @@
+"""The ``"segmenter"`` predictor: an smp U-Net folder -> instance labels, counts, RLE masks, object tables.
+
+The network predicts two channels (nucleus body and border); instances come from a
+marker-controlled watershed on them (:mod:`imagezoo.instances`). Images of any size go
+through :func:`imagezoo.segmentation.predict_probabilities` (padding to the encoder's
+stride, overlapping tiles with Gaussian blending for large ones), so the Space, the batch
+job and evaluation all segment alike.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import torch
+from PIL import Image
+from torch import nn
+
+from imagezoo.images import ImageSource, load_image
+from imagezoo.instances import OBJECT_COLUMNS, encode_rle, object_table, postprocess
+from imagezoo.predictors.base import Item, JobOptions, Predictor, register_predictor
+from imagezoo.segmentation import SegmenterConfig, load_unet, predict_probabilities
+
+OBJECTS_CSV = "objects.csv"
+
+
+@dataclass
+class Segmentation:
+    """One image's result: instance labels (0 background, 1..N), the network's probabilities
+    (body, border) and one row per object."""
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+
+    @property
+    def n_objects(self) -> int:
+        return int(self.labels.max(initial=0))
+
+    @property
+    def foreground_fraction(self) -> float:
+        return float((self.labels > 0).mean())
+
+
+def image_tensor(image: Image.Image, path: Path | None = None, item: Item | None = None) -> torch.Tensor:
+    """Whole RGB image as uint8 (1, 3, H, W); also the segmenter's worker-side preparer."""
+    tensor = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).unsqueeze(0)
+    if item is not None:
+        item.inputs = tensor
+    return tensor
+
+
+def mask_paths(masks_dir: str, relative: str) -> tuple[Path, Path]:
+    """Where one input's label image and object table go: the input tree mirrored under ``masks_dir``."""
+    base = Path(masks_dir, relative)
+    return base.with_name(base.name + ".png"), base.with_name(base.name + ".objects.csv")
+
+
+def write_atomically(target: Path, write) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, target)
+
+
+@register_predictor
+@dataclass
+class InstanceSegmenter(Predictor):
+    """An smp U-Net with its post-processing settings (``config.json["_imagezoo"]``) and provenance."""
+
+    kind = "segmenter"
+
+    model: nn.Module
+    settings: SegmenterConfig
+    model_id: str
+    revision: str
+    config: dict
+    label_names: tuple[str, ...] = ()
+
+    @classmethod
+    def from_folder(cls, folder: Path, config: dict, model_id: str, revision: str) -> "InstanceSegmenter":
+        model, settings = load_unet(folder)
+        return cls(model, settings, model_id, revision, config)
+
+    def probabilities(self, image: ImageSource | torch.Tensor) -> np.ndarray:
+        """Sigmoid (body, border) maps, float32 (2, H, W), for an image of any size."""
+        tensor = image if isinstance(image, torch.Tensor) else image_tensor(load_image(image))[0]
+        return predict_probabilities(self.model, tensor, self.settings)
+
+    def instances(self, probabilities: np.ndarray, threshold: float | None = None, min_size: int | None = None) -> np.ndarray:
+        """Instance labels from probabilities; ``None`` keeps the model's tuned setting."""
+        settings = replace(self.settings, **{k: v for k, v in dict(threshold=threshold, min_size=min_size).items() if v is not None})
+        return postprocess(settings.postprocess, probabilities, threshold=settings.threshold, min_size=settings.min_size)
+
+    def segment(self, image: ImageSource, threshold: float | None = None, min_size: int | None = None) -> Segmentation:
+        probabilities = self.probabilities(image)
+        return Segmentation(self.instances(probabilities, threshold, min_size), probabilities)
+
+    def predict(self, images: Sequence[ImageSource]) -> list[Segmentation]:
+        return [self.segment(image) for image in images]
+
+    # ---------------------------------------------------------------- the batch job's interface
+
+    def check_options(self, options: JobOptions) -> None:
+        if options.boxes:
+            raise ValueError(f"--boxes needs an image classifier; {self.model_id} is a segmentation model")
+
+    def preparer(self, options: JobOptions):
+        return image_tensor
+
+    def forward(self, items: Sequence[Item], batch_size: int) -> list[Segmentation | None]:
+        """Images differ in size, so each is segmented on its own (large ones in tiles)."""
+        return [None if item.inputs is None else self.segment(item.inputs[0]) for item in items]
+
+    def rows(self, item: Item, output: Segmentation) -> list[dict]:
+        return [{
+            "n_objects": output.n_objects,
+            "foreground_fraction": output.foreground_fraction,
+            "mask_rle": encode_rle(output.labels > 0),
+        }]
+
+    def write_outputs(self, item: Item, output: Segmentation, options: JobOptions) -> None:
+        """``DIR/<input>.png`` (uint16 labels) and ``DIR/<input>.objects.csv`` (one row per object)."""
+        if not options.masks_dir:
+            return
+        if output.n_objects > np.iinfo(np.uint16).max:
+            raise ValueError(f"{output.n_objects} objects do not fit a 16-bit label image")
+        png, csv = mask_paths(options.masks_dir, item.path)
+        labels = Image.fromarray(output.labels.astype(np.uint16))
+        write_atomically(png, lambda tmp: labels.save(tmp, format="PNG"))
+        objects = object_table(output.labels, item.inputs[0].permute(1, 2, 0).numpy())
+        table = pa.Table.from_pylist(
+            [{"image": item.path, **row} for row in objects],
+            schema=pa.schema([("image", pa.string())] + [(c, pa.float64()) for c in OBJECT_COLUMNS]),
+        )
+        write_atomically(csv, lambda tmp: pacsv.write_csv(table, tmp))
+
+    def finish_outputs(self, options: JobOptions, paths: list[str]) -> None:
+        """``DIR/objects.csv``: every object of every scored file, in path order (resumed files included)."""
+        if not options.masks_dir:
+            return
+        tables = [pacsv.read_csv(csv) for path in paths if (csv := mask_paths(options.masks_dir, path)[1]).is_file()]
+        if tables:
+            merged = pa.concat_tables(tables, promote_options="permissive")
+            write_atomically(Path(options.masks_dir, OBJECTS_CSV), lambda tmp: pacsv.write_csv(merged, tmp))
