@@ -1,16 +1,19 @@
 # One command sets everything up and serves the demo; one runs the tests.
 #   make demo   venv + install, prepare LDC crops, train the quick model if missing, serve :7860
 #   make test   the test suite (what CI runs)
+#   make nuclei-demo   the same for the nuclei U-Net (prepare DSB2018, train, serve)
 PYTHON ?= python3
 export GRADIO_ANALYTICS_ENABLED ?= False
 VENV ?= .venv
 PY := $(VENV)/bin/python
 LDC_DIR ?= ../shared/data/ldc/Original Dataset
+DSB_DIR ?= ../shared/data/dsb2018/stage1_train
 MODEL := models/ldc-live-dead
 BASELINE := models/ldc-live-dead-seed-cnn
+NUCLEI := models/nuclei-unet
 SPACE ?= cells
 
-.PHONY: setup data model baseline demo test benchmark push-space clean
+.PHONY: setup data model baseline demo test benchmark push-space clean nuclei-data nuclei-model nuclei-demo nuclei-benchmark
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +40,23 @@ baseline: data/ldc-crops/README.md
 
 demo: model
 	$(PY) spaces/$(SPACE)/app.py
+
+data/dsb2018-nuclei/README.md: $(VENV)/.installed
+	$(PY) training/prepare_dsb2018.py --dsb-dir "$(DSB_DIR)" --out data/dsb2018-nuclei --examples-dir spaces/nuclei/examples
+
+nuclei-data: data/dsb2018-nuclei/README.md
+
+# quick CPU recipe (about 15 minutes on 2 cores); `--recipe full` on a GPU
+$(NUCLEI)/model.safetensors: data/dsb2018-nuclei/README.md
+	$(PY) training/train_segmenter.py --task nuclei-unet
+
+nuclei-model: $(NUCLEI)/model.safetensors
+
+nuclei-demo: nuclei-model
+	$(PY) spaces/nuclei/app.py
+
+nuclei-benchmark: nuclei-model
+	$(PY) benchmarks/bench_segmenter.py
 
 test: setup
 	$(PY) -m pytest

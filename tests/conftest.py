@@ -1,4 +1,4 @@
-"""Shared fixtures: real LDC files from ../shared/data and one short real training run."""
+"""Shared fixtures: real LDC and DSB2018 files from ../shared/data and short real training runs."""
 
 from __future__ import annotations
 
@@ -24,6 +24,19 @@ LDC_SAMPLES = {
     "I;16": "image1552.png",
     "no_boxes": "cell (285).png",
 }
+
+DSB_DIR = SHARED_DATA / "dsb2018" / "stage1_train"
+# small DSB2018 samples of every image type: fluorescence, H&E histology, bright-field
+DSB_SAMPLES = [
+    "003cee89357d9fe13516167fd67b609a164651b21934585648c740d2c3d86dc1",
+    "0280fa8f60f6bcae0f97d93c28f60be194f9309ff610dc5845e60455b0f87c21",
+    "03398329ced0c23b9ac3fac84dd53a87d9ffe4d9d10f1b5fe8df8fac12380776",
+    "0121d6759c5adb290c8e828fc882f37dfaf3663ec885c663859948c154a443ed",
+    "01d44a26f6680c42ba94c9bc6339228579a95d0e2695b149b7cc0c9592b21baf",
+    "0bf33d3db4282d918ec3da7112d0bf0427d4eafe74b3ee0bb419770eefe8d7d6",
+    "1a11552569160f0b1ea10bedbd628ce6c14f29edec5092034c2309c556df833e",
+    "1b44d22643830cd4f23c9deadb0bd499fb392fb2cd9526d81547d93077d983df",
+]
 
 sys.path.insert(0, str(ROOT / "training"))
 
@@ -68,6 +81,37 @@ def trained_model(tmp_path_factory, ldc_crops) -> Path:
     train_classifier.main(
         ["--dataset", str(ldc_crops), "--epochs", "2", "--max-train-samples", "1200", "--output-dir", str(out)]
     )
+    return out
+
+
+@pytest.fixture(scope="session")
+def dsb_dir() -> Path:
+    if not DSB_DIR.is_dir():
+        pytest.skip(f"DSB2018 data not found at {DSB_DIR} (set IMAGEZOO_SHARED_DATA)")
+    return DSB_DIR
+
+
+@pytest.fixture(scope="session")
+def dsb_sample_ids(dsb_dir) -> list[str]:
+    return DSB_SAMPLES
+
+
+@pytest.fixture(scope="session")
+def nuclei_model(tmp_path_factory, dsb_dir) -> Path:
+    """A short real run of the prep and training scripts on the DSB samples (1 epoch, 128 px crops)."""
+    import prepare_dsb2018
+    import train_segmenter
+
+    root = tmp_path_factory.mktemp("nuclei")
+    samples = root / "stage1_train"
+    for sample in DSB_SAMPLES:
+        shutil.copytree(dsb_dir / sample, samples / sample)
+    dataset, out = root / "dsb2018-nuclei", root / "nuclei-unet"
+    prepare_dsb2018.main(["--dsb-dir", str(samples), "--out", str(dataset)])
+    train_segmenter.main([
+        "--dataset", str(dataset), "--output-dir", str(out), "--epochs", "1", "--crop-size", "128",
+        "--batch-size", "4", "--thresholds", "0.4", "0.5", "--min-sizes", "10",
+    ])
     return out
 
 

@@ -87,6 +87,19 @@ def train_transform(data_config: dict, augment: bool) -> Callable:
     )
 
 
+def cosine_schedule(optimizer: torch.optim.Optimizer, recipe, steps_per_epoch: int) -> CosineLRScheduler:
+    """timm's cosine decay per step to lr/100 after a linear warm-up from lr/20 (``recipe.warmup_epochs``);
+    call ``step_update(global_step)`` after every optimizer step."""
+    return CosineLRScheduler(
+        optimizer,
+        t_initial=recipe.epochs * steps_per_epoch,
+        warmup_t=recipe.warmup_epochs * steps_per_epoch,
+        warmup_lr_init=recipe.lr / 20,
+        lr_min=recipe.lr / 100,
+        t_in_epochs=False,
+    )
+
+
 @torch.inference_mode()
 def predict_probs(model: nn.Module, loader: DataLoader, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities and labels for every batch of ``loader``."""
@@ -148,14 +161,7 @@ def fit(
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=recipe.label_smoothing).to(device)
     optimizer = create_optimizer_v2(model, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = len(train_loader)
-    scheduler = CosineLRScheduler(
-        optimizer,
-        t_initial=recipe.epochs * steps_per_epoch,
-        warmup_t=recipe.warmup_epochs * steps_per_epoch,
-        warmup_lr_init=recipe.lr / 20,
-        lr_min=recipe.lr / 100,
-        t_in_epochs=False,
-    ) if recipe.schedule == "cosine" else None
+    scheduler = cosine_schedule(optimizer, recipe, steps_per_epoch) if recipe.schedule == "cosine" else None
     best_key, best_state, best_epoch, history = None, None, 0, []
     for epoch in range(1, recipe.epochs + 1):
         model.train()

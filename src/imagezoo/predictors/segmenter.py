@@ -27,6 +27,10 @@ from imagezoo.predictors.base import Item, JobOptions, Predictor, register_predi
 from imagezoo.segmentation import SegmenterConfig, load_unet, predict_probabilities
 
 OBJECTS_CSV = "objects.csv"
+OBJECTS_SCHEMA = pa.schema(
+    [("image", pa.string())]
+    + [(name, pa.float64() if name.startswith(("centroid", "mean")) else pa.int64()) for name in OBJECT_COLUMNS]
+)
 
 
 @dataclass
@@ -61,10 +65,26 @@ def mask_paths(masks_dir: str, relative: str) -> tuple[Path, Path]:
 
 
 def write_atomically(target: Path, write) -> None:
+    """``write(tmp)`` then rename, so a killed job never leaves a half-written file under its final name."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     write(tmp)
     os.replace(tmp, target)
+
+
+def write_label_image(target: Path, labels: np.ndarray) -> None:
+    """Instance labels as a 16-bit grey PNG (0 background, k nucleus k), as Fiji and CellProfiler read them."""
+    if labels.max(initial=0) > np.iinfo(np.uint16).max:
+        raise ValueError(f"{int(labels.max())} objects do not fit a 16-bit label image")
+    image = Image.fromarray(labels.astype(np.uint16))
+    write_atomically(target, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def write_objects_csv(target: Path, image_name: str, labels: np.ndarray, image: np.ndarray) -> None:
+    """One row per object (:data:`~imagezoo.instances.OBJECT_COLUMNS`), the image's name first."""
+    rows = [{"image": image_name, **row} for row in object_table(labels, image)]
+    table = pa.Table.from_pylist(rows, schema=OBJECTS_SCHEMA)
+    write_atomically(target, lambda tmp: pacsv.write_csv(table, tmp))
 
 
 @register_predictor
@@ -127,23 +147,19 @@ class InstanceSegmenter(Predictor):
         """``DIR/<input>.png`` (uint16 labels) and ``DIR/<input>.objects.csv`` (one row per object)."""
         if not options.masks_dir:
             return
-        if output.n_objects > np.iinfo(np.uint16).max:
-            raise ValueError(f"{output.n_objects} objects do not fit a 16-bit label image")
         png, csv = mask_paths(options.masks_dir, item.path)
-        labels = Image.fromarray(output.labels.astype(np.uint16))
-        write_atomically(png, lambda tmp: labels.save(tmp, format="PNG"))
-        objects = object_table(output.labels, item.inputs[0].permute(1, 2, 0).numpy())
-        table = pa.Table.from_pylist(
-            [{"image": item.path, **row} for row in objects],
-            schema=pa.schema([("image", pa.string())] + [(c, pa.float64()) for c in OBJECT_COLUMNS]),
-        )
-        write_atomically(csv, lambda tmp: pacsv.write_csv(table, tmp))
+        write_label_image(png, output.labels)
+        write_objects_csv(csv, item.path, output.labels, item.inputs[0].permute(1, 2, 0).numpy())
 
     def finish_outputs(self, options: JobOptions, paths: list[str]) -> None:
         """``DIR/objects.csv``: every object of every scored file, in path order (resumed files included)."""
         if not options.masks_dir:
             return
-        tables = [pacsv.read_csv(csv) for path in paths if (csv := mask_paths(options.masks_dir, path)[1]).is_file()]
+        convert = pacsv.ConvertOptions(column_types=OBJECTS_SCHEMA)
+        tables = [
+            pacsv.read_csv(csv, convert_options=convert)
+            for path in paths if (csv := mask_paths(options.masks_dir, path)[1]).is_file()
+        ]
         if tables:
-            merged = pa.concat_tables(tables, promote_options="permissive")
+            merged = pa.concat_tables(tables)
             write_atomically(Path(options.masks_dir, OBJECTS_CSV), lambda tmp: pacsv.write_csv(merged, tmp))

@@ -1,0 +1,99 @@
+"""Nuclei segmentation: a Gradio Space.
+
+Upload a microscopy image (fluorescence, bright-field or H&E): every nucleus is found,
+separated from its neighbours, counted and shown in its own colour. The threshold slider
+re-runs only the post-processing (the network's probabilities are kept per session), and
+the label image (16-bit PNG) and the per-nucleus table (CSV) can be downloaded for Fiji or
+CellProfiler. The model is ``$IMAGEZOO_MODEL`` (a Hub id such as ``hf-hub:imagezoo/nuclei-unet``
+or a local folder), defaulting to the repo's ``models/nuclei-unet`` when present.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from imagezoo.images import ImageError, load_image
+from imagezoo.instances import overlay
+from imagezoo.predictors import load_predictor
+from imagezoo.predictors.segmenter import InstanceSegmenter, write_label_image, write_objects_csv
+
+HERE = Path(__file__).resolve().parent
+LOCAL_MODEL = HERE.parents[1] / "models" / "nuclei-unet"
+HUB_MODEL = "hf-hub:imagezoo/nuclei-unet"
+EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.png"))
+DISCLAIMER = (
+    "For teaching and exploration only: not validated for laboratory or clinical decisions. "
+    "The model card reports its measured accuracy per image type; check it on images of your own first."
+)
+
+
+def default_model_id() -> str:
+    return os.environ.get("IMAGEZOO_MODEL") or (str(LOCAL_MODEL) if LOCAL_MODEL.is_dir() else HUB_MODEL)
+
+
+@lru_cache(maxsize=1)
+def segmenter() -> InstanceSegmenter:
+    return load_predictor(default_model_id())
+
+
+def render(image: np.ndarray, probabilities: np.ndarray, threshold: float):
+    """Overlay, summary and downloadable files for one threshold."""
+    labels = segmenter().instances(probabilities, threshold=threshold)
+    folder = Path(tempfile.mkdtemp(prefix="nuclei-"))
+    label_png, table_csv = folder / "labels.png", folder / "objects.csv"
+    write_label_image(label_png, labels)
+    write_objects_csv(table_csv, "upload", labels, image)
+    n = int(labels.max(initial=0))
+    text = f"**{n} nuclei** (threshold {threshold:.2f}); foreground {float((labels > 0).mean()):.1%} of the image."
+    return overlay(image, labels), text, [str(label_png), str(table_csv)]
+
+
+def segment(image_path: str | None, threshold: float):
+    """Segment an upload; keep the image and probabilities in the session for the slider."""
+    if not image_path:
+        raise gr.Error("Upload a microscopy image first.")
+    try:
+        image = np.asarray(load_image(image_path))
+    except ImageError as err:
+        raise gr.Error(str(err)) from err
+    probabilities = segmenter().probabilities(Image.fromarray(image))
+    return *render(image, probabilities, threshold), (image, probabilities)
+
+
+def rethreshold(threshold: float, state):
+    """Re-run only the post-processing at a new threshold."""
+    if state is None:
+        raise gr.Error("Segment an image first.")
+    image, probabilities = state
+    return *render(image, probabilities, threshold), state
+
+
+def build_demo() -> gr.Blocks:
+    with gr.Blocks(title="Nuclei segmentation") as demo:
+        gr.Markdown(f"# Find and count cell nuclei\n\n{DISCLAIMER}\n\nModel: `{default_model_id()}`")
+        state = gr.State(None)
+        with gr.Row():
+            upload = gr.Image(type="filepath", image_mode=None, label="Microscopy image")
+            result = gr.Image(label="Nuclei (one colour each)", format="png")
+        threshold = gr.Slider(0.05, 0.95, value=segmenter().settings.threshold, step=0.05, label="Foreground threshold")
+        summary = gr.Markdown()
+        files = gr.File(label="Label image (16-bit PNG) and per-nucleus table (CSV)", file_count="multiple")
+        outputs = [result, summary, files, state]
+        gr.Button("Segment", variant="primary").click(segment, [upload, threshold], outputs, api_name="segment")
+        threshold.release(rethreshold, [threshold, state], outputs, api_name="rethreshold")
+        if EXAMPLES:
+            gr.Examples(EXAMPLES, inputs=upload)
+    return demo
+
+
+demo = build_demo()
+
+if __name__ == "__main__":
+    demo.launch()

@@ -1,0 +1,170 @@
+"""Nuclei U-Nets (segmentation-models-pytorch) on our ImageNet encoders: build, save, load, predict.
+
+Serving code: the batch job, the Space and evaluation all call :func:`predict_probabilities`,
+so every path pads, tiles and blends alike. smp and MONAI take seconds to import and are
+imported where they are used; a folder holds smp's own format (``config.json`` +
+``model.safetensors``) with our settings under ``config.json["_imagezoo"]``, so
+``smp.from_pretrained(folder)`` loads it without imagezoo.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import timm
+import torch
+from huggingface_hub import ModelCard
+from torch import nn
+
+from imagezoo.predictors.base import CONFIG_KEY, WEIGHTS_NAME
+from imagezoo.weights import create_pretrained
+
+if TYPE_CHECKING:
+    import segmentation_models_pytorch as smp
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """What serving needs beyond the network: input normalisation, tiling and post-processing.
+
+    ``channels`` name the network's outputs: ``body`` (nucleus foreground) and ``border``
+    (nucleus boundaries and contacts); the watershed grows body-minus-border seeds.
+    ``threshold`` and ``min_size`` are the post-processing settings tuned on validation.
+    """
+
+    predictor: str = "segmenter"
+    channels: tuple[str, ...] = ("body", "border")
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    threshold: float = 0.5
+    min_size: int = 10
+    postprocess: str = "watershed-border"
+    tile_size: int = 1024  # larger images go through overlapping tiles
+    tile_overlap: float = 0.5
+    stride: int = 32  # the encoder's total downsampling: inputs are padded to a multiple of it
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "SegmenterConfig":
+        """From ``config.json`` (JSON turns tuples into lists)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def encoder_normalization(encoder: str) -> dict[str, tuple[float, ...]]:
+    """``mean`` and ``std`` the timm ``encoder`` was pretrained with (0.5/0.5 for tf_ EfficientNet-Lite)."""
+    cfg = timm.get_pretrained_cfg(encoder.removeprefix("tu-"))
+    return dict(mean=tuple(cfg.mean), std=tuple(cfg.std))
+
+
+def load_encoder_weights(model: "smp.Unet", encoder: str) -> None:
+    """Copy ImageNet weights into ``model.encoder.model``; every encoder tensor must be filled.
+
+    The weights come from the whole classifier (``create_pretrained``: the Hub, else our
+    offline copy), which timm loads strictly; timm's own ``features_only`` loading is
+    non-strict and would skip a misnamed tensor silently.
+    """
+    state = create_pretrained(encoder).state_dict()
+    missing, _ = model.encoder.model.load_state_dict(state, strict=False)  # the rest is the classifier head
+    if missing:
+        raise RuntimeError(f"ImageNet weights of {encoder} lack {len(missing)} encoder tensors: {missing[:5]}")
+
+
+def build_unet(encoder: str, pretrained: bool = True, **unet_kwargs) -> "smp.Unet":
+    """An smp ``Unet`` on the timm ``encoder`` (``tf_efficientnet_lite0`` or ``tu-tf_efficientnet_lite0``).
+
+    Built with ``encoder_weights=None`` so that its saved config never asks the Hub;
+    ``pretrained`` copies the ImageNet weights in afterwards. ``unet_kwargs`` go to
+    ``smp.Unet`` (``classes``, ``decoder_channels``...).
+    """
+    import segmentation_models_pytorch as smp
+
+    encoder = encoder.removeprefix("tu-")
+    model = smp.Unet(f"tu-{encoder}", encoder_weights=None, **unet_kwargs)
+    if pretrained:
+        load_encoder_weights(model, encoder)
+    return model
+
+
+def save_unet(model: "smp.Unet", config: SegmenterConfig, folder: str | Path, card: ModelCard | None = None) -> Path:
+    """smp's ``save_pretrained`` with ``config`` stored as ``config.json["_imagezoo"]``, and our card.
+
+    smp itself adds ``_model_class`` to the config the same way; keys starting with ``_``
+    are dropped before they reach ``smp.Unet``.
+    """
+    folder = Path(folder)
+    model.config[CONFIG_KEY] = asdict(config)
+    try:
+        model.save_pretrained(folder)
+    finally:
+        model.config.pop(CONFIG_KEY, None)
+    if card is not None:
+        card.save(folder / "README.md")  # replaces smp's generic card
+    return folder
+
+
+def load_unet(folder: str | Path) -> tuple[nn.Module, SegmenterConfig]:
+    """A saved U-Net in eval mode and its settings; only safetensors weights are ever read."""
+    import segmentation_models_pytorch as smp
+
+    folder = Path(folder)
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME} (pickled checkpoints are never loaded)")
+    settings = json.loads((folder / "config.json").read_text()).get(CONFIG_KEY)
+    if settings is None:
+        raise ValueError(f"{folder}/config.json has no {CONFIG_KEY!r} settings; save the model with save_unet")
+    model = smp.from_pretrained(str(folder)).eval().to(memory_format=torch.channels_last)  # faster on a CPU
+    return model, SegmenterConfig.from_dict(settings)
+
+
+def _as_batch(images: np.ndarray | torch.Tensor) -> np.ndarray:
+    """uint8 (B, H, W, 3) from RGB arrays (H, W, 3) / (B, H, W, 3) or tensors (3, H, W) / (B, 3, H, W)."""
+    if isinstance(images, torch.Tensor):
+        images = images.cpu().numpy()
+        images = np.moveaxis(images, -3, -1)
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.shape[-1] != 3:
+        raise ValueError(f"expected uint8 RGB images, got {images.dtype} {images.shape}")
+    return images if images.ndim == 4 else images[None]
+
+
+@torch.inference_mode()
+def predict_probabilities_batch(model: nn.Module, images: np.ndarray | torch.Tensor, config: SegmenterConfig) -> np.ndarray:
+    """Sigmoid maps, float32 (B, channels, H, W), for same-sized uint8 RGB images of any size.
+
+    Inputs are mirrored at the bottom/right edge up to a multiple of ``config.stride`` (and
+    at least one tile) and cropped back. Images up to ``tile_size`` go through the network
+    whole; larger ones in ``tile_size`` tiles overlapping by ``tile_overlap``, blended with
+    a Gaussian that down-weights tile borders, where the network sees least context.
+    """
+    batch = _as_batch(images)
+    height, width = batch.shape[1:3]
+    tiled = max(height, width) > config.tile_size
+    minimum = config.tile_size if tiled else 0
+    padded_height = max(height + (-height) % config.stride, minimum)
+    padded_width = max(width + (-width) % config.stride, minimum)
+    # numpy's reflect handles pads wider than the image (torch's does not)
+    batch = np.pad(batch, ((0, 0), (0, padded_height - height), (0, padded_width - width), (0, 0)), mode="reflect")
+    device = next(model.parameters()).device
+    x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float().div_(255)  # channels-last, as the model
+    mean = torch.tensor(config.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(config.std, device=device).view(1, -1, 1, 1)
+    x = (x - mean) / std
+    model.eval()
+    if tiled:
+        from monai.inferers import sliding_window_inference
+
+        probs = sliding_window_inference(
+            x, config.tile_size, sw_batch_size=1, predictor=lambda tile: model(tile).sigmoid(),
+            overlap=config.tile_overlap, mode="gaussian",
+        )
+    else:
+        probs = model(x).sigmoid()
+    return probs[:, :, :height, :width].float().cpu().numpy()
+
+
+def predict_probabilities(model: nn.Module, image: np.ndarray | torch.Tensor, config: SegmenterConfig) -> np.ndarray:
+    """Sigmoid maps, float32 (channels, H, W), for one uint8 RGB image: (H, W, 3) array or (3, H, W) tensor."""
+    return predict_probabilities_batch(model, image, config)[0]

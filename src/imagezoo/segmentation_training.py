@@ -1,0 +1,264 @@
+"""Training loop of the nuclei U-Net.
+
+Small on purpose: smp builds the network and the losses, torchvision's v2 transforms move
+each image and its targets through one random pipeline (``tv_tensors.Mask`` keeps the
+targets crisp), timm supplies the optimizer and schedule. Validation scores whole images
+through the serving path (:func:`~imagezoo.segmentation.predict_probabilities` plus the
+model's post-processing), so the epoch we keep is chosen on the numbers we publish.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np
+import segmentation_models_pytorch as smp
+import torch
+from timm.optim import create_optimizer_v2
+from timm.utils import random_seed
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from tqdm.auto import tqdm
+
+from imagezoo.instances import overlay, postprocess
+from imagezoo.segmentation import SegmenterConfig, build_unet, predict_probabilities
+from imagezoo.segmentation_metrics import dsb_score, segmentation_metrics
+from imagezoo.tasks import SegmentationRecipe
+from imagezoo.training import cosine_schedule
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class NucleiImages:
+    """Decoded dataset rows: uint8 RGB images (H, W, 3), int32 instance labels, uint8 (body, border)
+    targets (2, H, W) in {0, 1}, and each image's type (fluorescence, brightfield, histology)."""
+
+    ids: list[str]
+    image_types: list[str]
+    images: list[np.ndarray]
+    labels: list[np.ndarray]
+    targets: list[np.ndarray]
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[dict]) -> "NucleiImages":
+        data = cls([], [], [], [], [])
+        for row in rows:
+            data.ids.append(row["id"])
+            data.image_types.append(row["image_type"])
+            data.images.append(np.array(row["image"].convert("RGB")))
+            data.labels.append(np.asarray(row["instances"]).astype(np.int32))
+            data.targets.append(np.stack([np.asarray(row["mask"]) > 0, np.asarray(row["border"]) > 0]).astype(np.uint8))
+        return data
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class NucleiCrops(Dataset):
+    """A random crop of image ``index``, as (image, target) tensors."""
+
+    def __init__(self, data: NucleiImages, transform: Callable):
+        self.images = [tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)) for image in data.images]
+        self.targets = [tv_tensors.Mask(torch.from_numpy(target)) for target in data.targets]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, target = self.transform(self.images[index], self.targets[index])
+        return image, target.float()
+
+
+def type_sampler(image_types: Sequence[str], balance: float, num_samples: int, seed: int) -> WeightedRandomSampler:
+    """Draw images with weight (images of their type) ** -balance: 0 uniform, 1 every type equally
+    often (bright-field is 2% of DSB2018, fluorescence 82%)."""
+    counts = Counter(image_types)
+    weights = [counts[image_type] ** -balance for image_type in image_types]
+    return WeightedRandomSampler(weights, num_samples, generator=torch.Generator().manual_seed(seed))
+
+
+def train_transform(crop_size: int, config: SegmenterConfig) -> v2.Compose:
+    """One joint pipeline for image and targets (geometry moves both, colour only the image).
+
+    Scale: a crop 1.25x the final size is zoomed 0.8-1.25x about its centre and its middle
+    kept, so nuclei appear at 0.8-1.25x their size whatever the image size. An affine zoom,
+    not ``RandomResizedCrop``: that resizes masks with legacy nearest-neighbour sampling, half
+    a pixel off the image. Flips with a random 90-degree turn give all eight right-angle
+    orientations (microscopy has no up). Colour jitter, grayscale and inversion make
+    fluorescence (bright nuclei on black), bright-field and H&E (dark nuclei on light) look
+    like one another.
+    """
+    return v2.Compose([
+        v2.RandomCrop(round(crop_size * 1.25), pad_if_needed=True, padding_mode="reflect"),
+        v2.RandomAffine(degrees=0, scale=(0.8, 1.25), interpolation=v2.InterpolationMode.BILINEAR),
+        v2.CenterCrop(crop_size),
+        v2.RandomHorizontalFlip(),
+        v2.RandomVerticalFlip(),
+        v2.RandomApply([v2.RandomRotation((90, 90))]),
+        v2.RandomApply([v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05)], p=0.8),
+        v2.RandomGrayscale(p=0.2),
+        v2.RandomInvert(p=0.2),
+        v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+        v2.Normalize(config.mean, config.std),
+    ])
+
+
+def predict_all(model: nn.Module, images: Sequence[np.ndarray], config: SegmenterConfig) -> list[np.ndarray]:
+    """(body, border) probabilities of every whole image, through the serving path."""
+    return [predict_probabilities(model, image, config) for image in images]
+
+
+def instance_metrics(
+    probabilities: Sequence[np.ndarray], data: NucleiImages, method: str, threshold: float, min_size: int
+) -> dict:
+    """:func:`segmentation_metrics` of ``method``'s instances, overall and per image type."""
+    pairs = [
+        (labels, postprocess(method, probs, threshold=threshold, min_size=min_size))
+        for probs, labels in zip(probabilities, data.labels)
+    ]
+    return segmentation_metrics(pairs, groups=data.image_types)
+
+
+def tune_postprocessing(
+    probabilities: Sequence[np.ndarray],
+    data: NucleiImages,
+    method: str,
+    thresholds: Sequence[float],
+    min_sizes: Sequence[int],
+) -> tuple[dict, dict]:
+    """The (threshold, min_size) of ``method`` with the best DSB score on ``data`` (validation
+    images only), and its metrics."""
+    best_params, best_metrics = None, None
+    for threshold, min_size in itertools.product(thresholds, min_sizes):
+        metrics = instance_metrics(probabilities, data, method, threshold, min_size)
+        logger.info("%s threshold %.2f min_size %d: DSB %.4f", method, threshold, min_size, metrics["overall"]["dsb_score"])
+        if best_metrics is None or metrics["overall"]["dsb_score"] > best_metrics["overall"]["dsb_score"]:
+            best_params, best_metrics = dict(threshold=threshold, min_size=min_size), metrics
+    return best_params, best_metrics
+
+
+@dataclass
+class SegmenterFitResult:
+    model: nn.Module
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+
+
+def fit_segmenter(
+    recipe: SegmentationRecipe,
+    train: NucleiImages,
+    validation: NucleiImages,
+    config: SegmenterConfig,
+    seed: int = 42,
+    device: str = "cpu",
+    log: Callable[[dict], None] | None = None,
+) -> SegmenterFitResult:
+    """Train a U-Net with one output per ``config.channels`` and return the best validation epoch's.
+
+    Loss: Dice + BCE on both channels (Dice copes with the small foreground fraction, BCE keeps
+    thin borders sharp). Selection is on the validation DSB score of ``config.postprocess`` at
+    ``config.threshold`` / ``config.min_size``, ties broken by foreground IoU.
+    """
+    random_seed(seed)
+    model = build_unet(
+        recipe.encoder, recipe.pretrained, classes=len(config.channels), decoder_channels=recipe.decoder_channels
+    ).to(device, memory_format=torch.channels_last)  # about 20% faster on a CPU
+    loader = DataLoader(
+        NucleiCrops(train, train_transform(recipe.crop_size, config)),
+        batch_size=recipe.batch_size,
+        sampler=type_sampler(train.image_types, recipe.type_balance, len(train) * recipe.crops_per_image, seed),
+        drop_last=True,
+        num_workers=recipe.num_workers,
+        persistent_workers=recipe.num_workers > 0,
+    )
+    dice = smp.losses.DiceLoss(smp.losses.MULTILABEL_MODE, from_logits=True)
+    bce = smp.losses.SoftBCEWithLogitsLoss()
+    optimizer = create_optimizer_v2(model, opt="adamw", lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps_per_epoch = len(loader)
+    scheduler = cosine_schedule(optimizer, recipe, steps_per_epoch)
+    best_key, best_state, best_epoch, history = None, None, 0, []
+    for epoch in range(1, recipe.epochs + 1):
+        start = time.time()
+        model.train()
+        sums, seen = {"dice": 0.0, "bce": 0.0}, 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{recipe.epochs}", unit="batch", leave=False)
+        for step, (images, targets) in enumerate(bar):
+            images = images.to(device, memory_format=torch.channels_last)
+            targets = targets.to(device)
+            logits = model(images)
+            dice_loss, bce_loss = dice(logits, targets), bce(logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            (dice_loss + bce_loss).backward()
+            optimizer.step()
+            scheduler.step_update((epoch - 1) * steps_per_epoch + step + 1)
+            sums["dice"] += dice_loss.item() * len(images)
+            sums["bce"] += bce_loss.item() * len(images)
+            seen += len(images)
+            bar.set_postfix(loss=f"{(sums['dice'] + sums['bce']) / seen:.4f}")
+        train_seconds = time.time() - start
+        probabilities = predict_all(model, validation.images, config)
+        val = instance_metrics(probabilities, validation, config.postprocess, config.threshold, config.min_size)["overall"]
+        row = {
+            "epoch": epoch,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": (sums["dice"] + sums["bce"]) / seen,
+            "train_dice_loss": sums["dice"] / seen,
+            "train_bce_loss": sums["bce"] / seen,
+            **{f"val_{k}": v for k, v in val.items() if k != "n_images"},
+            "train_seconds": train_seconds,
+            "val_seconds": time.time() - start - train_seconds,
+        }
+        history.append(row)
+        logger.info(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if log:
+            log(row)
+        key = (val["dsb_score"], val["foreground_iou"])
+        if best_key is None or key > best_key:
+            best_key, best_epoch = key, epoch
+            best_state = copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    model.eval()
+    logger.info("best epoch %d (validation DSB score %.4f)", best_epoch, best_key[0])
+    return SegmenterFitResult(model=model, best_epoch=best_epoch, history=history)
+
+
+
+def save_prediction_figure(
+    data: NucleiImages, probabilities: Sequence[np.ndarray], config: SegmenterConfig, path: str | Path
+) -> Path:
+    """The first image of every type (not the best ones): image, annotation, prediction with its DSB score."""
+    firsts = {image_type: index for index, image_type in reversed(list(enumerate(data.image_types)))}
+    fig, axes = plt.subplots(len(firsts), 3, figsize=(10, 3.4 * len(firsts)), dpi=100, squeeze=False)
+    for row, (image_type, index) in zip(axes, sorted(firsts.items())):
+        image, truth = data.images[index], data.labels[index]
+        pred = postprocess(
+            config.postprocess, probabilities[index], threshold=config.threshold, min_size=config.min_size
+        )
+        panels = [
+            (image, f"{image_type} ({image.shape[1]}x{image.shape[0]})"),
+            (overlay(image, truth), f"annotation: {truth.max()} nuclei"),
+            (overlay(image, pred), f"{config.postprocess}: {pred.max()} nuclei, DSB {dsb_score(truth, pred):.2f}"),
+        ]
+        for ax, (picture, title) in zip(row, panels):
+            ax.imshow(picture)
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,142 @@
+"""The batch job and the nuclei Space on a real (briefly trained) U-Net and real DSB2018 images."""
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+
+import gradio as gr
+import numpy as np
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from conftest import ROOT
+from PIL import Image
+from pycocotools import mask as coco_mask
+
+from imagezoo.batch import discover, output_schema, run_job
+from imagezoo.instances import decode_rle
+from imagezoo.predictors import load_predictor
+from imagezoo.predictors.segmenter import InstanceSegmenter
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def nuclei_folder(tmp_path, dsb_sample_ids, dsb_dir, bad_files):
+    """Real DSB images (nested, one without extension) plus every kind of bad file."""
+    folder = tmp_path / "nuclei"
+    (folder / "plate1" / "well").mkdir(parents=True)
+    for n, sample in enumerate(dsb_sample_ids[:3]):
+        source = dsb_dir / sample / "images" / f"{sample}.png"
+        target = folder / "plate1" / "well" / f"{n}.png" if n else folder / "no_extension"
+        shutil.copy(source, target)
+    for kind, path in bad_files.items():
+        if kind not in ("good", "no_extension"):
+            shutil.copy(path, folder / path.name)
+    return folder
+
+
+def test_rows_masks_and_objects_agree(nuclei_model, nuclei_folder, tmp_path):
+    out, masks = tmp_path / "nuclei.parquet", tmp_path / "masks"
+    summary = run_job(nuclei_folder, str(nuclei_model), out, masks_dir=masks, progress=False)
+    rows = {r["path"]: r for r in pq.read_table(out).to_pylist()}
+    assert set(rows) == set(discover(nuclei_folder)) and summary.errors == 5 and summary.scored == 3
+    assert pq.read_schema(out).equals(output_schema([]), check_metadata=False)
+    objects = pacsv.read_csv(masks / "objects.csv").to_pylist()
+    for path, row in rows.items():
+        label_png = masks / f"{path}.png"
+        if row["error"] is not None:
+            assert row["n_objects"] is None and row["mask_rle"] is None and not label_png.exists()
+            continue
+        labels = np.asarray(Image.open(label_png))
+        image = np.asarray(Image.open(nuclei_folder / path).convert("RGB"))
+        assert labels.shape == image.shape[:2] == (row["height"], row["width"])
+        assert Image.open(label_png).mode.startswith("I;16")
+        assert row["n_objects"] == labels.max() == len(np.unique(labels)) - 1
+        assert row["foreground_fraction"] == pytest.approx((labels > 0).mean(), abs=1e-6)
+        np.testing.assert_array_equal(decode_rle(row["mask_rle"]), labels > 0)
+        rle = json.loads(row["mask_rle"])  # what a user does with pycocotools directly
+        np.testing.assert_array_equal(coco_mask.decode({**rle, "counts": rle["counts"].encode()}), labels > 0)
+        mine = [o for o in objects if o["image"] == path]
+        assert len(mine) == row["n_objects"]
+        assert sum(o["area"] for o in mine) == (labels > 0).sum()
+    assert sum(r["n_objects"] or 0 for r in rows.values()) > 0, "the trained model finds nuclei"
+
+
+def test_resume_reuses_rows_and_keeps_the_masks(nuclei_model, nuclei_folder, tmp_path):
+    out, masks = tmp_path / "nuclei.parquet", tmp_path / "masks"
+    run_job(nuclei_folder, str(nuclei_model), out, masks_dir=masks, progress=False, num_workers=0)
+    first = sorted(pq.read_table(out).to_pylist(), key=lambda r: r["path"])
+    objects = (masks / "objects.csv").read_text()
+    again = run_job(nuclei_folder, str(nuclei_model), out, masks_dir=masks, resume=True, progress=False)
+    assert again.skipped == 3 and again.scored == 0
+    assert sorted(pq.read_table(out).to_pylist(), key=lambda r: r["path"]) == first
+    assert (masks / "objects.csv").read_text() == objects
+
+
+def test_ray_engine_gives_the_same_rows(nuclei_model, nuclei_folder, tmp_path):
+    local, ray_out = tmp_path / "local.parquet", tmp_path / "ray.parquet"
+    run_job(nuclei_folder, str(nuclei_model), local, progress=False, num_workers=0)
+    run_job(nuclei_folder, str(nuclei_model), ray_out, engine="ray", progress=False)
+    drop = lambda rows: sorted(({k: v for k, v in r.items() if k != "error"} for r in rows), key=lambda r: r["path"])  # noqa: E731
+    assert drop(pq.read_table(ray_out).to_pylist()) == drop(pq.read_table(local).to_pylist())
+
+
+def test_options_a_model_cannot_serve_are_refused(nuclei_model, trained_model, nuclei_folder, tmp_path):
+    with pytest.raises(ValueError, match="--boxes needs an image classifier"):
+        run_job(nuclei_folder, str(nuclei_model), tmp_path / "a.parquet", boxes="voc", progress=False)
+    with pytest.raises(ValueError, match="--masks-dir needs a segmentation model"):
+        run_job(nuclei_folder, str(trained_model), tmp_path / "b.parquet", masks_dir=tmp_path / "m", progress=False)
+    code = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "batch_predict.py"), "--dir", str(nuclei_folder), "--model",
+         str(trained_model), "--masks-dir", str(tmp_path / "m"), "--out", str(tmp_path / "c.parquet")],
+        capture_output=True, text=True,
+    )
+    assert code.returncode == 2 and "--masks-dir needs a segmentation model" in code.stderr
+
+
+def test_the_folder_config_picks_the_predictor(nuclei_model, trained_model):
+    assert isinstance(load_predictor(str(nuclei_model)), InstanceSegmenter)
+    assert type(load_predictor(str(trained_model))).__name__ == "ImageClassifier"
+
+
+@pytest.fixture(scope="module")
+def nuclei_app(nuclei_model):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IMAGEZOO_MODEL", str(nuclei_model))
+        spec = importlib.util.spec_from_file_location("nuclei_app", ROOT / "spaces" / "nuclei" / "app.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+
+
+def test_space_segments_counts_and_exports(nuclei_app, nuclei_folder):
+    path = nuclei_folder / "plate1" / "well" / "1.png"
+    overlay, text, files, state = nuclei_app.segment(str(path), 0.5)
+    image, probabilities = state
+    assert overlay.shape == image.shape and probabilities.shape == (2, *image.shape[:2])
+    labels = np.asarray(Image.open(files[0]))
+    assert f"**{labels.max()} nuclei**" in text
+    assert len(pacsv.read_csv(files[1])) == labels.max()
+    stricter = nuclei_app.rethreshold(0.9, state)
+    assert (np.asarray(Image.open(stricter[2][0])) > 0).sum() <= (labels > 0).sum()
+
+
+def test_space_refuses_bad_uploads(nuclei_app, bad_files):
+    with pytest.raises(gr.Error, match="Upload"):
+        nuclei_app.segment(None, 0.5)
+    with pytest.raises(gr.Error, match="truncated"):
+        nuclei_app.segment(str(bad_files["truncated"]), 0.5)
+    with pytest.raises(gr.Error, match="Segment an image first"):
+        nuclei_app.rethreshold(0.5, None)
+
+
+def test_serving_code_does_not_import_training_libraries():
+    code = (
+        "import sys, imagezoo.predictors.segmenter, imagezoo.inference, imagezoo.batch, imagezoo.viability; "
+        "print(sorted(m for m in ('datasets', 'sklearn') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,107 @@
+"""Downloads by Hub id, for real: our model folders served as git repos by olah, a Hub-compatible server.
+
+Each client runs in a fresh process with ``HF_ENDPOINT`` pointing at the server (huggingface_hub
+reads it at import), so ``hf-hub:`` ids, ``timm.create_model`` and ``smp.from_pretrained`` take the
+same HTTP path they take against huggingface.co.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def publish(mirrors, folder, repo_id: str) -> None:
+    """A model folder committed as the git repo olah serves for ``repo_id``."""
+    repo = mirrors / "models" / repo_id
+    shutil.copytree(folder, repo)
+    git = ["git", "-C", str(repo), "-c", "user.name=imagezoo", "-c", "user.email=ci@imagezoo.invalid"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "model"], check=True)
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory, nuclei_model, trained_model):
+    """olah serving imagezoo/nuclei-unet and imagezoo/ldc-live-dead offline; yields its endpoint."""
+    olah = shutil.which("olah-cli", path=os.path.dirname(sys.executable)) or shutil.which("olah-cli")
+    if olah is None:
+        pytest.skip("olah is not installed (pip install -e '.[test]')")
+    root = tmp_path_factory.mktemp("hub")
+    mirrors = root / "mirrors"
+    publish(mirrors, nuclei_model, "imagezoo/nuclei-unet")
+    publish(mirrors, trained_model, "imagezoo/ldc-live-dead")
+    port = free_port()
+    config = root / "olah.toml"
+    config.write_text(
+        f'[basic]\nhost = "127.0.0.1"\nport = {port}\nrepos-path = "{root / "repos"}"\n'
+        f'mirror-netloc = "127.0.0.1:{port}"\nmirror-lfs-netloc = "127.0.0.1:{port}"\n'
+        f'mirrors-path = ["{mirrors}"]\n\n[accessibility]\noffline = true\n'
+    )
+    server = subprocess.Popen([olah, "-c", str(config)], cwd=root,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{endpoint}/api/models/imagezoo/nuclei-unet/revision/main", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("olah did not start")
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def run_client(hub: str, tmp_path, code: str) -> dict:
+    env = {**os.environ, "HF_ENDPOINT": hub, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_DISABLE_XET": "1"}
+    env.pop("HF_HUB_OFFLINE", None)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_nuclei_unet_downloads_by_hub_id(hub, tmp_path, dsb_dir, dsb_sample_ids):
+    image = dsb_dir / dsb_sample_ids[0] / "images" / f"{dsb_sample_ids[0]}.png"
+    code = f"""
+import json, segmentation_models_pytorch as smp
+from imagezoo.predictors import load_predictor
+segmenter = load_predictor("hf-hub:imagezoo/nuclei-unet")
+result = segmenter.segment({str(image)!r})
+network = smp.from_pretrained("imagezoo/nuclei-unet")
+print(json.dumps({{"kind": segmenter.kind, "revision": segmenter.revision, "shape": list(result.labels.shape),
+                   "smp": type(network).__name__}}))
+"""
+    got = run_client(hub, tmp_path, code)
+    assert got["kind"] == "segmenter" and got["smp"] == "Unet"
+    assert len(got["revision"]) == 40  # the served git commit, as on huggingface.co
+    assert got["shape"][0] > 0
+
+
+def test_the_classifier_downloads_by_hub_id_through_timm(hub, tmp_path):
+    code = """
+import json, timm, torch
+from imagezoo.predictors import load_predictor
+model = timm.create_model("hf-hub:imagezoo/ldc-live-dead").eval()
+classifier = load_predictor("hf-hub:imagezoo/ldc-live-dead")
+print(json.dumps({"classes": model.num_classes, "kind": classifier.kind, "labels": list(classifier.label_names)}))
+"""
+    got = run_client(hub, tmp_path, code)
+    assert got == {"classes": 2, "kind": "classifier", "labels": ["dead", "live"]}

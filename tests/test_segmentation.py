@@ -1,0 +1,187 @@
+"""The nuclei U-Net: ImageNet encoder weights, smp-format round trip, any-size and tiled prediction, a real short run."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+from huggingface_hub import ModelCard
+from PIL import Image
+from safetensors.torch import load_file
+from scipy import ndimage as ndi
+from skimage.draw import disk
+from skimage.segmentation import find_boundaries
+
+from imagezoo.predictors import load_predictor
+from imagezoo.predictors.base import predictor_name
+from imagezoo.segmentation import (
+    SegmenterConfig,
+    build_unet,
+    load_unet,
+    predict_probabilities,
+    predict_probabilities_batch,
+    save_unet,
+)
+from imagezoo.segmentation_metrics import foreground_iou
+from imagezoo.segmentation_training import NucleiImages, fit_segmenter
+from imagezoo.tasks import SegmentationRecipe
+from imagezoo.weights import offline_weights_file
+
+ENCODER = "tf_efficientnet_lite0"
+LIGHT = dict(classes=2, decoder_channels=(64, 32, 16, 8, 8))  # a narrow decoder keeps the tests fast
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """Always the offline ImageNet copy (what CI has), without the 3 s Hub probe."""
+    monkeypatch.setattr("imagezoo.weights.hub_reachable", lambda timeout=3.0: False)
+
+
+@pytest.fixture(scope="module")
+def random_unet():
+    torch.manual_seed(0)
+    return build_unet(ENCODER, pretrained=False, **LIGHT).eval()
+
+
+def blob_sample(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic fluorescence image: blurred bright nuclei of varied size and brightness, some
+    touching, on a noisy dark background; and its instance labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((size, size), np.int32)
+    intensity = np.zeros((size, size))
+    for label in range(1, size * size // 900 + 1):
+        radius = rng.uniform(5, 12)
+        rows, cols = disk(tuple(rng.uniform(0, size, 2)), radius, shape=labels.shape)
+        labels[rows, cols] = label
+        intensity[rows, cols] = rng.uniform(0.4, 1.0)
+    pixels = ndi.gaussian_filter(intensity, 1.0) + rng.normal(0.05, 0.03, intensity.shape)
+    grey = (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2), labels
+
+
+def blob_images(n: int, size: int, seed: int) -> NucleiImages:
+    data = NucleiImages([], [], [], [], [])
+    for index in range(n):
+        image, labels = blob_sample(size, seed + index)
+        body, border = labels > 0, find_boundaries(labels, mode="inner")
+        data.ids.append(f"blobs{index}")
+        data.image_types.append("fluorescence")
+        data.images.append(image)
+        data.labels.append(labels)
+        data.targets.append(np.stack([body, border]).astype(np.uint8))
+    return data
+
+
+@pytest.fixture(scope="module")
+def blob_unet():
+    """A U-Net really trained (seconds) to segment synthetic nuclei: agreement tests on a model
+    that outputs nothing would pass trivially."""
+    recipe = SegmentationRecipe(
+        encoder=ENCODER, crop_size=128, epochs=3, batch_size=8, lr=3e-3, decoder_channels=LIGHT["decoder_channels"],
+        crops_per_image=4, warmup_epochs=0,
+    )
+    config = SegmenterConfig()
+    result = fit_segmenter(recipe, blob_images(16, 192, seed=0), blob_images(2, 192, seed=100), config, seed=0)
+    return result.model, config
+
+
+def test_build_unet_loads_every_encoder_tensor_from_the_imagenet_weights():
+    reference = load_file(offline_weights_file(ENCODER))
+    pretrained = build_unet(ENCODER, classes=2).encoder.model.state_dict()
+    assert len(pretrained) > 200
+    for key, tensor in pretrained.items():
+        assert torch.equal(tensor, reference[key]), key
+    random = build_unet(ENCODER, pretrained=False, classes=2).encoder.model.state_dict()
+    assert not torch.equal(random["conv_stem.weight"], reference["conv_stem.weight"])
+
+
+def test_save_unet_round_trips_through_smp_and_load_unet(tmp_path, random_unet):
+    config = SegmenterConfig(threshold=0.45, min_size=12, postprocess="watershed-distance")
+    card = ModelCard("---\nlicense: apache-2.0\n---\n# Our card\n")
+    folder = save_unet(random_unet, config, tmp_path / "unet", card)
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["encoder_weights"] is None  # loading never asks the Hub for ImageNet weights
+    assert saved["_imagezoo"]["postprocess"] == "watershed-distance" and predictor_name(saved) == "segmenter"
+    assert "_imagezoo" not in random_unet.config
+    assert "# Our card" in (folder / "README.md").read_text()
+    x = torch.rand(2, 3, 64, 96)
+    with torch.inference_mode():
+        expected = random_unet(x)
+        assert torch.equal(smp.from_pretrained(str(folder)).eval()(x), expected)  # bit for bit
+        ours, settings = load_unet(folder)
+        assert settings == config
+        # our loader runs channels-last (faster on a CPU): the same numbers up to float summation order
+        torch.testing.assert_close(ours(x), expected, atol=1e-4, rtol=0)
+
+
+def test_a_folder_with_only_a_pickle_is_refused(tmp_path, random_unet):
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    torch.save(random_unet.state_dict(), folder / "pytorch_model.bin")
+    config = {**random_unet.config, "_model_class": "Unet", "_imagezoo": dataclasses.asdict(SegmenterConfig())}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        load_unet(folder)
+
+
+@pytest.mark.parametrize(
+    "height, width, tile_size",
+    [(37, 53, 512), (5, 3, 512), (300, 517, 512), (300, 517, 256)],
+    ids=["small", "tiny", "wider-than-a-tile", "tiled"],
+)
+def test_probabilities_have_exactly_the_input_size(random_unet, height, width, tile_size):
+    image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    config = SegmenterConfig(tile_size=tile_size)
+    probs = predict_probabilities(random_unet, image, config)
+    assert probs.shape == (2, height, width) and probs.dtype == np.float32
+    assert 0 <= probs.min() and probs.max() <= 1
+    from_tensor = predict_probabilities(random_unet, torch.from_numpy(image).permute(2, 0, 1), config)
+    np.testing.assert_array_equal(from_tensor, probs)
+
+
+def test_batched_prediction_matches_one_image_at_a_time(random_unet):
+    images = np.random.default_rng(1).integers(0, 256, (3, 70, 90, 3), dtype=np.uint8)
+    config = SegmenterConfig()
+    batch = predict_probabilities_batch(random_unet, images, config)
+    assert batch.shape == (3, 2, 70, 90)
+    for image, probs in zip(images, batch):
+        np.testing.assert_allclose(predict_probabilities(random_unet, image, config), probs, atol=1e-5)
+    with pytest.raises(ValueError, match="uint8"):
+        predict_probabilities(random_unet, images[0].astype(np.float32), config)
+
+
+def test_tiled_and_whole_image_predictions_agree(blob_unet):
+    model, config = blob_unet
+    image, labels = blob_sample(512, seed=1000)
+    whole = predict_probabilities(model, image, config)
+    tiled = predict_probabilities(model, image, dataclasses.replace(config, tile_size=256))
+    assert foreground_iou(labels, whole[0] > config.threshold) > 0.8  # the model really segments
+    assert foreground_iou(whole[0] > config.threshold, tiled[0] > config.threshold) >= 0.99
+
+
+@pytest.mark.slow
+def test_script_trains_evaluates_and_exports_a_loadable_folder(nuclei_model, dsb_dir, dsb_sample_ids):
+    out = nuclei_model
+    results = json.loads((out / "eval_results.json").read_text())
+    assert set(results["postprocessing"]) == {"watershed-border", "watershed-distance", "components"}
+    for method in results["postprocessing"].values():
+        assert method["threshold"] in (0.4, 0.5) and method["test"]["overall"]["n_images"] >= 1
+        assert set(method["test"]["by_group"]) <= {"fluorescence", "brightfield", "histology"}
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in log] == [1] and {"train_loss", "val_dsb_score", "val_foreground_iou"} <= set(log[0])
+    card = (out / "README.md").read_text()
+    assert "model-index:" in card and "library_name: segmentation-models-pytorch" in card
+    assert "pipeline_tag: image-segmentation" in card and "watershed-distance" in card
+    assert (out / "test_predictions.png").stat().st_size > 1000
+
+    config = json.loads((out / "config.json").read_text())["_imagezoo"]
+    assert config["postprocess"] == results["postprocess"]
+    assert smp.from_pretrained(str(out)).decoder is not None
+    segmenter = load_predictor(str(out))
+    sample = dsb_sample_ids[0]
+    image = Image.open(dsb_dir / sample / "images" / f"{sample}.png")
+    result = segmenter.segment(image)
+    assert result.labels.shape == (image.height, image.width) and result.probabilities.shape == (2, *result.labels.shape)

@@ -1,0 +1,199 @@
+"""Train, evaluate, export and card the nuclei U-Net of one registered segmentation task.
+
+    python training/train_segmenter.py                         # nuclei-unet, quick CPU recipe
+    python training/train_segmenter.py --recipe full           # GPU recipe
+    python training/train_segmenter.py --push-to-hub ORG/nuclei-unet
+
+After training, the threshold and minimum object size of every post-processing are tuned on
+the validation images, and the test images are scored with each of them. The output folder is
+in smp's Hub format (config.json with our serving settings under "_imagezoo", model.safetensors,
+README.md) plus eval_results.json, train_log.jsonl and test_predictions.png;
+``smp.from_pretrained(folder)`` loads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from imagezoo.cards import model_card
+from imagezoo.data import load_splits
+from imagezoo.hub import push_folder
+from imagezoo.instances import POSTPROCESSORS
+from imagezoo.segmentation import SegmenterConfig, encoder_normalization, save_unet
+from imagezoo.segmentation_training import (
+    NucleiImages,
+    fit_segmenter,
+    instance_metrics,
+    predict_all,
+    save_prediction_figure,
+    tune_postprocessing,
+)
+from imagezoo.tasks import TASKS, SegmentationRecipe, get_task
+
+logger = logging.getLogger("train_segmenter")
+
+SEGMENTATION_TASKS = sorted(name for name, task in TASKS.items() if isinstance(task.recipe(), SegmentationRecipe))
+HEADLINE = ("dsb_score", "foreground_iou", "precision_at_0.5", "dice")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="nuclei-unet", choices=SEGMENTATION_TASKS)
+    parser.add_argument("--recipe", default="quick", help="recipe name in the task config (quick | full)")
+    parser.add_argument("--dataset", default=None, help="dataset folder or Hub id (default: the task's)")
+    parser.add_argument("--output-dir", default=None, help="default: models/<task>")
+    parser.add_argument("--encoder", default=None, help="timm encoder, e.g. tf_efficientnet_lite2")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--crop-size", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--max-train-samples", type=int, default=None, help="subsample training images (smoke runs)")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6, 0.7], help="tuned on validation")
+    parser.add_argument("--min-sizes", type=int, nargs="+", default=[10, 25, 50], help="tuned on validation")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None)
+    parser.add_argument("--hub-repo-id", default=None, help="repo id shown in the card (default: imagezoo/<folder>)")
+    return parser.parse_args(argv)
+
+
+def load_split(dataset, split: str, limit: int | None = None, seed: int = 0) -> NucleiImages:
+    part = dataset[split]
+    if limit and limit < len(part):
+        part = part.shuffle(seed=seed).select(range(limit))
+    return NucleiImages.from_rows(part)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    task = get_task(args.task)
+    recipe = task.recipe(args.recipe).with_overrides(
+        encoder=args.encoder, epochs=args.epochs, crop_size=args.crop_size, batch_size=args.batch_size, lr=args.lr
+    )
+    output_dir = Path(args.output_dir or f"models/{task.name}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    logger.info("task %s, recipe %s: %s", task.name, args.recipe, recipe)
+
+    dataset = load_splits(args.dataset or task.dataset)
+    train = load_split(dataset, "train", args.max_train_samples, args.seed)
+    validation = load_split(dataset, "validation")
+    test = load_split(dataset, "test")
+    config = SegmenterConfig(channels=task.label_names, **encoder_normalization(recipe.encoder), **task.model_config)
+
+    log_path = output_dir / "train_log.jsonl"
+    log_path.write_text("")
+
+    def log(row: dict) -> None:
+        with log_path.open("a") as fp:
+            fp.write(json.dumps(row) + "\n")
+
+    start = time.time()
+    result = fit_segmenter(recipe, train, validation, config, args.seed, args.device, log)
+    train_minutes = (time.time() - start) / 60
+
+    # post-processing settings from validation only; the test images are scored once per method
+    start = time.time()
+    val_probs = predict_all(result.model, validation.images, config)
+    test_probs = predict_all(result.model, test.images, config)
+    postprocessing = {}
+    for method in POSTPROCESSORS:
+        params, val_metrics = tune_postprocessing(val_probs, validation, method, args.thresholds, args.min_sizes)
+        postprocessing[method] = {
+            **params,
+            "validation": val_metrics,
+            "test": instance_metrics(test_probs, test, method, **params),
+        }
+        overall = postprocessing[method]["test"]["overall"]
+        logger.info(
+            "test %s (threshold %.2f, min_size %d): DSB %.4f, foreground IoU %.4f, precision@0.5 %.4f, count MAE %.2f",
+            method, params["threshold"], params["min_size"], overall["dsb_score"], overall["foreground_iou"],
+            overall["precision_at_0.5"], overall["count_mae"],
+        )
+    chosen = max(postprocessing, key=lambda m: postprocessing[m]["validation"]["overall"]["dsb_score"])
+    config = dataclasses.replace(
+        config, postprocess=chosen, threshold=postprocessing[chosen]["threshold"],
+        min_size=postprocessing[chosen]["min_size"],
+    )
+    metrics = postprocessing[chosen]["test"]
+    eval_minutes = (time.time() - start) / 60
+    logger.info("serving %s (best on validation); evaluation took %.1f min", chosen, eval_minutes)
+    save_prediction_figure(test, test_probs, config, output_dir / "test_predictions.png")
+
+    summary = {
+        "name": output_dir.name,
+        "task": task.name,
+        "recipe": args.recipe,
+        "encoder": recipe.encoder,
+        "crop_size": recipe.crop_size,
+        "split": task.card_facts["split_description"],
+        "best_epoch": result.best_epoch,
+        "train_minutes": round(train_minutes, 2),
+        "eval_minutes": round(eval_minutes, 2),
+        "postprocess": chosen,
+        "metrics": metrics,
+        "postprocessing": postprocessing,
+    }
+    (output_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
+
+    repo_id = args.push_to_hub or args.hub_repo_id or f"imagezoo/{output_dir.name}"
+    command = shlex.join(["python", "training/train_segmenter.py", *(argv if argv is not None else sys.argv[1:])])
+    card = model_card(
+        task.card_template,
+        dict(
+            license="apache-2.0",
+            library_name="segmentation-models-pytorch",
+            pipeline_tag="image-segmentation",
+            tags=["image-segmentation", "instance-segmentation", "segmentation-models-pytorch", "imagezoo",
+                  *task.card_facts.get("tags", [])],
+            datasets=[task.dataset_repo_id],
+            metrics=list(HEADLINE),
+            model_name=output_dir.name,
+            base_model=f"timm/{recipe.encoder}.in1k" if recipe.pretrained else None,
+        ),
+        results={k: metrics["overall"][k] for k in HEADLINE},
+        task_type="image-segmentation",
+        dataset_name=task.dataset_name,
+        dataset_type=task.dataset_repo_id,
+        **task.card_facts,
+        repo_id=repo_id,
+        local_dir=str(output_dir),
+        config=dataclasses.asdict(config),
+        metrics=metrics,
+        postprocessing=postprocessing,
+        chosen=chosen,
+        n_train=len(train),
+        n_validation=len(validation),
+        n_test=len(test),
+        recipe=dataclasses.asdict(recipe),
+        recipe_name=args.recipe,
+        best_epoch=result.best_epoch,
+        history=result.history,
+        seed=args.seed,
+        train_minutes=train_minutes,
+        eval_minutes=eval_minutes,
+        hardware=torch.cuda.get_device_name() if args.device.startswith("cuda")
+        else f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
+        dataset_license=task.dataset_license,
+        prepare_command=task.prepare_command,
+        command=command,
+    )
+    save_unet(result.model.cpu(), config, output_dir, card)
+    logger.info("saved %s", output_dir)
+    if args.push_to_hub:
+        push_folder(output_dir, args.push_to_hub)
+    return output_dir
+
+
+if __name__ == "__main__":
+    main()
