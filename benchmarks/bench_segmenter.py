@@ -27,7 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from bench_batch_predict import peak_rss_mb
 from PIL import Image

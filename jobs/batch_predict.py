@@ -18,9 +18,10 @@ import sys
 from pathlib import Path
 
 from imagezoo.batch import BOX_MODES, ENGINES, run_job
+from imagezoo.tasks import default_model_id
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = str(ROOT / "models" / "ldc-live-dead") if (ROOT / "models" / "ldc-live-dead").is_dir() else "hf-hub:imagezoo/ldc-live-dead"
+DEFAULT_MODEL = default_model_id("ldc-live-dead", ROOT / "models")
 
 logger = logging.getLogger("batch_predict")
 

@@ -9,6 +9,7 @@ from conftest import LDC_SAMPLES, ROOT
 from PIL import Image
 
 from imagezoo.data.voc import read_voc
+from imagezoo.tasks import default_model_id
 
 pytestmark = pytest.mark.slow
 
@@ -67,5 +68,17 @@ def test_bad_inputs_become_gradio_errors(app, bad_files):
 
 
 def test_model_id_defaults_and_override(app, trained_model):
-    assert app.default_model_id() == str(trained_model)
+    assert app.MODEL_ID == str(trained_model)
     assert app.classifier().model_id == str(trained_model)
+
+
+def test_default_model_id_prefers_the_environment_then_the_trained_folder_then_the_hub(tmp_path, monkeypatch):
+    monkeypatch.delenv("IMAGEZOO_MODEL", raising=False)
+    assert default_model_id("nuclei-unet", tmp_path) == "hf-hub:imagezoo/nuclei-unet"
+    (tmp_path / "nuclei-unet").mkdir()
+    assert default_model_id("nuclei-unet", tmp_path) == str(tmp_path / "nuclei-unet")
+    monkeypatch.setenv("IMAGEZOO_MODEL", "hf-hub:someone/else")
+    assert default_model_id("nuclei-unet", tmp_path) == "hf-hub:someone/else"
+    monkeypatch.delenv("IMAGEZOO_MODEL")
+    with pytest.raises(KeyError, match="known:"):
+        default_model_id("no-such-model", tmp_path / "missing")

@@ -8,7 +8,6 @@ repo's trained ``models/ldc-live-dead`` when present and to the Hub id otherwise
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,11 +17,11 @@ from PIL import Image
 from imagezoo.data.voc import AnnotationError, read_voc
 from imagezoo.images import ImageError, load_image
 from imagezoo.inference import ImageClassifier
+from imagezoo.tasks import default_model_id
 from imagezoo.viability import score_boxes, viability
 
 HERE = Path(__file__).resolve().parent
-LOCAL_MODEL = HERE.parents[1] / "models" / "ldc-live-dead"
-HUB_MODEL = "hf-hub:imagezoo/ldc-live-dead"
+MODEL_ID = default_model_id("ldc-live-dead", HERE.parents[1] / "models")
 EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.png"))
 DISCLAIMER = (
     "For teaching and exploration only: this model has not been validated for laboratory or clinical "
@@ -30,13 +29,9 @@ DISCLAIMER = (
 )
 
 
-def default_model_id() -> str:
-    return os.environ.get("IMAGEZOO_MODEL") or (str(LOCAL_MODEL) if LOCAL_MODEL.is_dir() else HUB_MODEL)
-
-
 @lru_cache(maxsize=1)
 def classifier() -> ImageClassifier:
-    return ImageClassifier.from_pretrained(default_model_id())
+    return ImageClassifier.from_pretrained(MODEL_ID)
 
 
 def classify_cell(image: Image.Image | None) -> dict[str, float]:
@@ -73,7 +68,7 @@ def score_slide(image_path: str | None, xml_path: str | None):
 
 def build_demo() -> gr.Blocks:
     with gr.Blocks(title="Live/dead cells") as demo:
-        gr.Markdown(f"# Live or dead? Microscopy cell viability\n\n{DISCLAIMER}\n\nModel: `{default_model_id()}`")
+        gr.Markdown(f"# Live or dead? Microscopy cell viability\n\n{DISCLAIMER}\n\nModel: `{MODEL_ID}`")
         with gr.Tab("One cell"):
             with gr.Row():
                 cell = gr.Image(type="pil", image_mode=None, label="Cell crop")

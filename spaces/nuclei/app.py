@@ -10,7 +10,6 @@ or a local folder), defaulting to the repo's ``models/nuclei-unet`` when present
 
 from __future__ import annotations
 
-import os
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -23,10 +22,10 @@ from imagezoo.images import ImageError, load_image
 from imagezoo.instances import overlay
 from imagezoo.predictors import load_predictor
 from imagezoo.predictors.segmenter import InstanceSegmenter, write_label_image, write_objects_csv
+from imagezoo.tasks import default_model_id
 
 HERE = Path(__file__).resolve().parent
-LOCAL_MODEL = HERE.parents[1] / "models" / "nuclei-unet"
-HUB_MODEL = "hf-hub:imagezoo/nuclei-unet"
+MODEL_ID = default_model_id("nuclei-unet", HERE.parents[1] / "models")
 EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.png"))
 DISCLAIMER = (
     "For teaching and exploration only: not validated for laboratory or clinical decisions. "
@@ -34,13 +33,9 @@ DISCLAIMER = (
 )
 
 
-def default_model_id() -> str:
-    return os.environ.get("IMAGEZOO_MODEL") or (str(LOCAL_MODEL) if LOCAL_MODEL.is_dir() else HUB_MODEL)
-
-
 @lru_cache(maxsize=1)
 def segmenter() -> InstanceSegmenter:
-    return load_predictor(default_model_id())
+    return load_predictor(MODEL_ID)
 
 
 def render(image: np.ndarray, probabilities: np.ndarray, threshold: float):
@@ -77,7 +72,7 @@ def rethreshold(threshold: float, state):
 
 def build_demo() -> gr.Blocks:
     with gr.Blocks(title="Nuclei segmentation") as demo:
-        gr.Markdown(f"# Find and count cell nuclei\n\n{DISCLAIMER}\n\nModel: `{default_model_id()}`")
+        gr.Markdown(f"# Find and count cell nuclei\n\n{DISCLAIMER}\n\nModel: `{MODEL_ID}`")
         state = gr.State(None)
         with gr.Row():
             upload = gr.Image(type="filepath", image_mode=None, label="Microscopy image")

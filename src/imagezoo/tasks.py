@@ -6,7 +6,12 @@ everything from here, so adding a model is adding an entry, not another script b
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+#: The Hub organisation our models and datasets are published under.
+HUB_ORG = "imagezoo"
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,11 @@ class Task:
     card_facts: dict = field(default_factory=dict)
     model_config: dict = field(default_factory=dict)
     prepare_command: str = ""
+
+    @property
+    def repo_id(self) -> str:
+        """The Hub repo the trained model is published to."""
+        return f"{HUB_ORG}/{self.name}"
 
     def recipe(self, name: str = "quick", arch: str | None = None) -> Recipe:
         """The named recipe, or the own recipe of an ``--arch`` alias such as ``seed-cnn``."""
@@ -219,3 +229,10 @@ register_task(
         prepare_command="python training/prepare_dsb2018.py --out data/dsb2018-nuclei",
     )
 )
+
+
+def default_model_id(task_name: str, models_dir: str | Path) -> str:
+    """The model a Space or the batch job serves when not told: ``$IMAGEZOO_MODEL``, else the
+    trained folder ``models_dir/<task>``, else the task's Hub repo (``hf-hub:ORG/NAME``)."""
+    local = Path(models_dir, task_name)
+    return os.environ.get("IMAGEZOO_MODEL") or (str(local) if local.is_dir() else f"hf-hub:{get_task(task_name).repo_id}")

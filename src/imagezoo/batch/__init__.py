@@ -14,10 +14,11 @@ from its folder's config, so nothing here branches on the kind of model.
 
 from imagezoo.batch.discovery import discover
 from imagezoo.batch.items import Preprocessor, score_items
-from imagezoo.batch.job import BOX_MODES, ENGINES, run_job
+from imagezoo.batch.job import ENGINES, run_job
 from imagezoo.batch.local_engine import available_cpus
 from imagezoo.batch.output import output_schema
 from imagezoo.batch.run import JobRun, JobSummary
+from imagezoo.inference import BOX_MODES
 
 __all__ = [
     "BOX_MODES", "ENGINES", "JobRun", "JobSummary", "Preprocessor", "available_cpus", "discover",

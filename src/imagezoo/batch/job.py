@@ -16,7 +16,6 @@ from imagezoo.batch.local_engine import run_local
 from imagezoo.batch.output import PartWriter, done_keys, finalize, output_schema, parts_dir_for, previous_sources
 from imagezoo.batch.ray_engine import run_ray
 from imagezoo.batch.run import JobRun, JobSummary
-from imagezoo.inference import BOX_MODES
 from imagezoo.predictors import JobOptions, load_predictor
 
 logger = logging.getLogger(__name__)
