@@ -46,7 +46,7 @@ data/dsb2018-nuclei/README.md: $(VENV)/.installed
 
 nuclei-data: data/dsb2018-nuclei/README.md
 
-# quick CPU recipe (about 15 minutes on 2 cores); `--recipe full` on a GPU
+# quick CPU recipe (about 16 minutes on 2 cores with evaluation); `--recipe full` on a GPU
 $(NUCLEI)/model.safetensors: data/dsb2018-nuclei/README.md
 	$(PY) training/train_segmenter.py --task nuclei-unet
 

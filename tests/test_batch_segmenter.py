@@ -15,10 +15,11 @@ from conftest import ROOT
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from imagezoo.batch import discover, output_schema, run_job
+from imagezoo.batch import discover, output_schema, run_job, score_items
+from imagezoo.images import load_image
 from imagezoo.instances import decode_rle
-from imagezoo.predictors import load_predictor
-from imagezoo.predictors.segmenter import InstanceSegmenter
+from imagezoo.predictors import Item, JobOptions, load_predictor
+from imagezoo.predictors.segmenter import InstanceSegmenter, image_tensor
 
 pytestmark = pytest.mark.slow
 
@@ -95,6 +96,16 @@ def test_options_a_model_cannot_serve_are_refused(nuclei_model, trained_model, n
         capture_output=True, text=True,
     )
     assert code.returncode == 2 and "--masks-dir needs a segmentation model" in code.stderr
+
+
+def test_a_file_that_fails_to_segment_gets_an_error_not_the_batch(nuclei_model, dsb_dir, dsb_sample_ids):
+    segmenter = load_predictor(str(nuclei_model))
+    path = dsb_dir / dsb_sample_ids[0] / "images" / f"{dsb_sample_ids[0]}.png"
+    good = Item("good.png", inputs=image_tensor(load_image(path)))
+    bad = Item("bad.png", inputs=good.inputs.float())  # not the uint8 every preparer makes
+    (_, bad_rows), (_, good_rows) = score_items(segmenter, [bad, good], batch_size=2, options=JobOptions())
+    assert len(bad_rows) == 1 and "uint8" in bad_rows[0]["error"] and "n_objects" not in bad_rows[0]
+    assert good_rows[0]["error"] is None and good_rows[0]["n_objects"] == segmenter.segment(path).n_objects
 
 
 def test_the_folder_config_picks_the_predictor(nuclei_model, trained_model):

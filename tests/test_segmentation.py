@@ -23,6 +23,7 @@ from imagezoo.segmentation import (
     predict_probabilities,
     predict_probabilities_batch,
     save_unet,
+    stretch_contrast,
 )
 from imagezoo.segmentation_metrics import foreground_iou
 from imagezoo.segmentation_training import NucleiImages, fit_segmenter
@@ -151,6 +152,21 @@ def test_batched_prediction_matches_one_image_at_a_time(random_unet):
         np.testing.assert_allclose(predict_probabilities(random_unet, image, config), probs, atol=1e-5)
     with pytest.raises(ValueError, match="uint8"):
         predict_probabilities(random_unet, images[0].astype(np.float32), config)
+
+
+def test_contrast_stretch_makes_a_dim_image_look_like_a_bright_one(random_unet):
+    bright, _ = blob_sample(128, seed=5)
+    dim = (bright // 4).astype(np.uint8)  # a dim exposure of the same nuclei
+    assert stretch_contrast(dim, None) is dim
+    flat = np.full((8, 8, 3), 7, np.uint8)
+    np.testing.assert_array_equal(stretch_contrast(flat, (1, 99.8)), flat)
+    stretched = stretch_contrast(dim, (1, 99.8))
+    assert stretched.dtype == np.uint8 and stretched.max() == 255 and stretched.min() == 0
+    assert np.abs(stretched.astype(int) - stretch_contrast(bright, (1, 99.8))).mean() < 3
+    def gap(config):  # mean difference of the network's output between the two exposures
+        return np.abs(predict_probabilities(random_unet, dim, config) - predict_probabilities(random_unet, bright, config)).mean()
+
+    assert gap(SegmenterConfig(percentiles=(1, 99.8))) < 0.01 < gap(SegmenterConfig())
 
 
 def test_tiled_and_whole_image_predictions_agree(blob_unet):

@@ -34,6 +34,9 @@ class SegmenterConfig:
     ``channels`` name the network's outputs: ``body`` (nucleus foreground) and ``border``
     (nucleus boundaries and contacts); the watershed grows body-minus-border seeds.
     ``threshold`` and ``min_size`` are the post-processing settings tuned on validation.
+    ``percentiles``: each image's intensities are stretched so these percentiles become 0 and
+    255 before ``mean``/``std`` (``None``: not stretched), as CSBDeep and Cellpose do, so a dim
+    fluorescence image reaches the network with the contrast of a bright one.
     """
 
     predictor: str = "segmenter"
@@ -46,11 +49,24 @@ class SegmenterConfig:
     tile_size: int = 1024  # larger images go through overlapping tiles
     tile_overlap: float = 0.5
     stride: int = 32  # the encoder's total downsampling: inputs are padded to a multiple of it
+    percentiles: tuple[float, float] | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> "SegmenterConfig":
         """From ``config.json`` (JSON turns tuples into lists)."""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def stretch_contrast(image: np.ndarray, percentiles: tuple[float, float] | None) -> np.ndarray:
+    """uint8 ``image`` with its ``percentiles`` (low, high) of all pixels and channels mapped to
+    0 and 255 and clipped; colour ratios are kept. Unchanged when ``None`` or flat."""
+    if percentiles is None:
+        return image
+    low, high = np.percentile(image, percentiles)
+    if high - low < 1:
+        return image
+    scaled = (image.astype(np.float32) - low) * (255.0 / (high - low))
+    return np.clip(scaled, 0, 255).round().astype(np.uint8)
 
 
 def encoder_normalization(encoder: str) -> dict[str, tuple[float, ...]]:
@@ -134,12 +150,13 @@ def _as_batch(images: np.ndarray | torch.Tensor) -> np.ndarray:
 def predict_probabilities_batch(model: nn.Module, images: np.ndarray | torch.Tensor, config: SegmenterConfig) -> np.ndarray:
     """Sigmoid maps, float32 (B, channels, H, W), for same-sized uint8 RGB images of any size.
 
-    Inputs are mirrored at the bottom/right edge up to a multiple of ``config.stride`` (and
-    at least one tile) and cropped back. Images up to ``tile_size`` go through the network
+    Each image is contrast-stretched (``config.percentiles``, over the whole image, so tiles
+    agree), mirrored at the bottom/right edge up to a multiple of ``config.stride`` (and at
+    least one tile) and cropped back. Images up to ``tile_size`` go through the network
     whole; larger ones in ``tile_size`` tiles overlapping by ``tile_overlap``, blended with
     a Gaussian that down-weights tile borders, where the network sees least context.
     """
-    batch = _as_batch(images)
+    batch = np.stack([stretch_contrast(image, config.percentiles) for image in _as_batch(images)])
     height, width = batch.shape[1:3]
     tiled = max(height, width) > config.tile_size
     minimum = config.tile_size if tiled else 0

@@ -13,7 +13,14 @@ import pyarrow.parquet as pq
 from imagezoo.batch.discovery import discover
 from imagezoo.batch.items import Preprocessor
 from imagezoo.batch.local_engine import run_local
-from imagezoo.batch.output import PartWriter, done_keys, finalize, output_schema, parts_dir_for, previous_sources
+from imagezoo.batch.output import (
+    PartWriter,
+    done_keys,
+    finalize,
+    output_schema,
+    parts_dir_for,
+    previous_sources,
+)
 from imagezoo.batch.ray_engine import run_ray
 from imagezoo.batch.run import JobRun, JobSummary
 from imagezoo.predictors import JobOptions, load_predictor

@@ -133,8 +133,18 @@ class InstanceSegmenter(Predictor):
         return image_tensor
 
     def forward(self, items: Sequence[Item], batch_size: int) -> list[Segmentation | None]:
-        """Images differ in size, so each is segmented on its own (large ones in tiles)."""
-        return [None if item.inputs is None else self.segment(item.inputs[0]) for item in items]
+        """Images differ in size, so each is segmented on its own (large ones in tiles); a
+        failure (out of memory on a huge image, say) becomes that file's error, not the batch's."""
+        outputs = []
+        for item in items:
+            output = None
+            if item.inputs is not None:
+                try:
+                    output = self.segment(item.inputs[0])
+                except Exception as err:  # noqa: BLE001 - recorded in the file's row
+                    item.error = f"{type(err).__name__}: {err}"
+            outputs.append(output)
+        return outputs
 
     def rows(self, item: Item, output: Segmentation) -> list[dict]:
         return [{
