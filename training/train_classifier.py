@@ -28,7 +28,7 @@ from imagezoo.data import load_splits
 from imagezoo.evaluation import classification_metrics, paired_bootstrap, save_confusion_matrix
 from imagezoo.hub import push_folder, save_model_folder
 from imagezoo.inference import ImageClassifier, eval_transform
-from imagezoo.tasks import ARCH_RECIPES, TASKS, get_task
+from imagezoo.tasks import ARCH_RECIPES, HUB_ORG, TASKS, get_task
 from imagezoo.training import ImageLabelDataset, fit, predict_probs
 
 logger = logging.getLogger("train_classifier")
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> Path:
     }
     (output_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
 
-    repo_id = args.push_to_hub or args.hub_repo_id or f"imagezoo/{output_dir.name}"
+    repo_id = args.push_to_hub or args.hub_repo_id or f"{HUB_ORG}/{output_dir.name}"
     command = shlex.join(["python", "training/train_classifier.py", *(argv if argv is not None else sys.argv[1:])])
     comparison = [summary, *compare_with_siblings(output_dir, task.name, test[0], labels, probs.argmax(axis=1))]
     card = model_card(

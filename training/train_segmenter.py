@@ -38,7 +38,7 @@ from imagezoo.segmentation_training import (
     save_prediction_figure,
     tune_postprocessing,
 )
-from imagezoo.tasks import TASKS, SegmentationRecipe, get_task
+from imagezoo.tasks import HUB_ORG, TASKS, SegmentationRecipe, get_task
 
 logger = logging.getLogger("train_segmenter")
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> Path:
     }
     (output_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
 
-    repo_id = args.push_to_hub or args.hub_repo_id or f"imagezoo/{output_dir.name}"
+    repo_id = args.push_to_hub or args.hub_repo_id or f"{HUB_ORG}/{output_dir.name}"
     command = shlex.join(["python", "training/train_segmenter.py", *(argv if argv is not None else sys.argv[1:])])
     card = model_card(
         task.card_template,

