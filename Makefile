@@ -1,5 +1,6 @@
 # One command sets everything up and serves the demo; one runs the tests.
-#   make demo   venv + install, prepare LDC crops, train the quick model if missing, serve :7860
+#   make demo   venv + install, prepare LDC crops and slides, train the crop classifier and the
+#               cell counter if missing, serve the cells Space on :7860
 #   make test   the test suite (what CI runs)
 #   make nuclei-demo   the same for the nuclei U-Net (prepare DSB2018, train, serve)
 PYTHON ?= python3
@@ -11,9 +12,11 @@ DSB_DIR ?= ../shared/data/dsb2018/stage1_train
 MODEL := models/ldc-live-dead
 BASELINE := models/ldc-live-dead-seed-cnn
 NUCLEI := models/nuclei-unet
+VIABILITY := models/ldc-viability
 SPACE ?= cells
 
-.PHONY: setup data model baseline demo test benchmark push-space clean nuclei-data nuclei-model nuclei-demo nuclei-benchmark
+.PHONY: setup data model baseline demo test benchmark push-space clean nuclei-data nuclei-model nuclei-demo \
+	nuclei-benchmark viability-data viability-model
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +41,18 @@ model: $(MODEL)/model.safetensors
 baseline: data/ldc-crops/README.md
 	$(PY) training/train_classifier.py --task ldc-live-dead --arch seed-cnn
 
-demo: model
+data/ldc-slides/README.md: $(VENV)/.installed
+	$(PY) training/prepare_ldc_slides.py --ldc-dir "$(LDC_DIR)" --out data/ldc-slides --examples-dir spaces/cells/examples/slides
+
+viability-data: data/ldc-slides/README.md
+
+# quick CPU recipe; its design (b) labels cells with the crop classifier, so that is trained first
+$(VIABILITY)/model.safetensors: data/ldc-slides/README.md $(MODEL)/model.safetensors
+	$(PY) training/train_cell_counter.py --task ldc-viability
+
+viability-model: $(VIABILITY)/model.safetensors
+
+demo: model viability-model
 	$(PY) spaces/$(SPACE)/app.py
 
 data/dsb2018-nuclei/README.md: $(VENV)/.installed

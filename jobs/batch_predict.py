@@ -5,6 +5,7 @@
     python jobs/batch_predict.py --dir slides/ --out predictions.parquet --resume      # after a kill
     python jobs/batch_predict.py --dir slides/ --out predictions.parquet --engine ray  # Ray Data
     python jobs/batch_predict.py --dir nuclei/ --model models/nuclei-unet --masks-dir labels/ --out nuclei.parquet
+    python jobs/batch_predict.py --dir slides/ --model models/ldc-viability --out v.parquet   # no box files needed
 
 Files are recognised by content; unreadable ones get a row with an ``error``. The output
 schema is documented in the README ("Batch job") and in the Parquet field metadata.
@@ -42,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch threads per replica (default: 1 with workers, all cores without)")
     parser.add_argument("--rows-per-part", type=int, default=1024, help="rows per Parquet row group")
     parser.add_argument("--masks-dir", default=None,
-                        help="segmentation models: write DIR/<input path>.png (uint16 instance labels), "
+                        help="segmentation models and cell counters: write DIR/<input path>.png (uint16 instance labels), "
                              "DIR/<input path>.objects.csv and DIR/objects.csv (one row per object)")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)

@@ -115,6 +115,34 @@ def nuclei_model(tmp_path_factory, dsb_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def ldc_subset_dir(tmp_path_factory, ldc_dir) -> Path:
+    """The first 160 LDC slides (with their XML) in an LDC-layout folder."""
+    folder = tmp_path_factory.mktemp("ldc_subset")
+    for xml in sorted(ldc_dir.glob("*.xml"))[:160]:
+        for path in (xml, xml.with_suffix(".png")):
+            shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def cell_counter_model(tmp_path_factory, ldc_subset_dir, trained_model) -> Path:
+    """A short real run of the slide prep and the cell counter's training (2 epochs on ~110 slides),
+    shipping design (b) so the folder carries the crop classifier."""
+    import prepare_ldc_slides
+    import train_cell_counter
+
+    root = tmp_path_factory.mktemp("viability")
+    dataset, out = root / "ldc-slides", root / "ldc-viability"
+    prepare_ldc_slides.main(["--ldc-dir", str(ldc_subset_dir), "--out", str(dataset), "--examples-dir", str(root / "examples")])
+    train_cell_counter.main([
+        "--dataset", str(dataset), "--output-dir", str(out), "--epochs", "2", "--batch-size", "8",
+        "--classifier", str(trained_model), "--design", "unet+classifier",
+        "--methods", "components", "--thresholds", "0.5", "0.7", "--min-sizes", "15",
+    ])
+    return out
+
+
 def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

@@ -146,7 +146,8 @@ def test_space_refuses_bad_uploads(nuclei_app, bad_files):
 
 def test_serving_code_does_not_import_training_libraries():
     code = (
-        "import sys, imagezoo.predictors.segmenter, imagezoo.inference, imagezoo.batch, imagezoo.viability; "
+        "import sys, imagezoo.predictors.segmenter, imagezoo.predictors.cells, imagezoo.inference, imagezoo.batch, "
+        "imagezoo.viability, imagezoo.cells; "
         "print(sorted(m for m in ('datasets', 'sklearn') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -36,8 +36,9 @@ def publish(mirrors, folder, repo_id: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory, nuclei_model, trained_model):
-    """olah serving imagezoo/nuclei-unet and imagezoo/ldc-live-dead offline; yields its endpoint."""
+def hub(tmp_path_factory, nuclei_model, trained_model, cell_counter_model):
+    """olah serving imagezoo/nuclei-unet, imagezoo/ldc-live-dead and imagezoo/ldc-viability offline;
+    yields its endpoint."""
     olah = shutil.which("olah-cli", path=os.path.dirname(sys.executable)) or shutil.which("olah-cli")
     if olah is None:
         pytest.skip("olah is not installed (pip install -e '.[test]')")
@@ -45,6 +46,7 @@ def hub(tmp_path_factory, nuclei_model, trained_model):
     mirrors = root / "mirrors"
     publish(mirrors, nuclei_model, "imagezoo/nuclei-unet")
     publish(mirrors, trained_model, "imagezoo/ldc-live-dead")
+    publish(mirrors, cell_counter_model, "imagezoo/ldc-viability")
     port = free_port()
     config = root / "olah.toml"
     config.write_text(
@@ -105,3 +107,19 @@ print(json.dumps({"classes": model.num_classes, "kind": classifier.kind, "labels
 """
     got = run_client(hub, tmp_path, code)
     assert got == {"classes": 2, "kind": "classifier", "labels": ["dead", "live"]}
+
+
+def test_the_cell_counter_downloads_by_hub_id_with_its_crop_classifier(hub, tmp_path, ldc_dir):
+    image = ldc_dir / "b (1829).png"
+    code = f"""
+import json
+from imagezoo.predictors import load_predictor
+counter = load_predictor("hf-hub:imagezoo/ldc-viability")
+result = counter.segment({str(image)!r})
+print(json.dumps({{"kind": counter.kind, "classifier": counter.classifier.kind, "revision": counter.revision,
+                   "cells": len(result.cells), "summary": result.summary}}))
+"""
+    got = run_client(hub, tmp_path, code)
+    assert got["kind"] == "cell-counter" and got["classifier"] == "classifier"  # the sub-folder came along
+    assert len(got["revision"]) == 40
+    assert got["summary"]["n_live"] + got["summary"]["n_dead"] == got["cells"]

@@ -26,7 +26,13 @@ from imagezoo.segmentation import (
     stretch_contrast,
 )
 from imagezoo.segmentation_metrics import foreground_iou
-from imagezoo.segmentation_training import NucleiImages, fit_segmenter
+from imagezoo.segmentation_training import (
+    NucleiImages,
+    SegmentationCrops,
+    fit_segmenter,
+    nuclei_validation,
+    train_transform,
+)
 from imagezoo.tasks import SegmentationRecipe
 from imagezoo.weights import offline_weights_file
 
@@ -84,7 +90,9 @@ def blob_unet():
         crops_per_image=4, warmup_epochs=0,
     )
     config = SegmenterConfig()
-    result = fit_segmenter(recipe, blob_images(16, 192, seed=0), blob_images(2, 192, seed=100), config, seed=0)
+    train = blob_images(16, 192, seed=0)
+    crops = SegmentationCrops(train.images, train.targets, train_transform(recipe.crop_size, config))
+    result = fit_segmenter(recipe, crops, config, nuclei_validation(blob_images(2, 192, seed=100), config), seed=0)
     return result.model, config
 
 

@@ -32,17 +32,24 @@ from imagezoo.instances import POSTPROCESSORS
 from imagezoo.segmentation import SegmenterConfig, encoder_normalization, save_unet
 from imagezoo.segmentation_training import (
     NucleiImages,
+    SegmentationCrops,
     fit_segmenter,
     instance_metrics,
+    nuclei_validation,
     predict_all,
     save_prediction_figure,
+    train_transform,
     tune_postprocessing,
+    type_sampler,
 )
 from imagezoo.tasks import HUB_ORG, TASKS, SegmentationRecipe, get_task
 
 logger = logging.getLogger("train_segmenter")
 
-SEGMENTATION_TASKS = sorted(name for name, task in TASKS.items() if isinstance(task.recipe(), SegmentationRecipe))
+SEGMENTATION_TASKS = sorted(
+    name for name, task in TASKS.items()
+    if isinstance(task.recipe(), SegmentationRecipe) and task.model_config.get("predictor", "segmenter") == "segmenter"
+)
 HEADLINE = ("dsb_score", "foreground_iou", "precision_at_0.5", "dice")
 
 
@@ -99,7 +106,11 @@ def main(argv: list[str] | None = None) -> Path:
             fp.write(json.dumps(row) + "\n")
 
     start = time.time()
-    result = fit_segmenter(recipe, train, validation, config, args.seed, args.device, log)
+    train_set = SegmentationCrops(train.images, train.targets, train_transform(recipe.crop_size, config, recipe.invert),
+                                  config.percentiles)
+    sampler = type_sampler(train.image_types, recipe.type_balance, len(train) * recipe.crops_per_image, args.seed)
+    result = fit_segmenter(recipe, train_set, config, nuclei_validation(validation, config), sampler, args.seed,
+                           args.device, log)
     train_minutes = (time.time() - start) / 60
 
     # post-processing settings from validation only; the test images are scored once per method

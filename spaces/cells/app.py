@@ -1,9 +1,11 @@
 """Live/dead cell classifier: a Gradio Space.
 
-Tab 1 scores one cell crop. Tab 2 takes a whole slide plus its Pascal-VOC boxes and
-reports every cell and the slide's viability. The model is ``$IMAGEZOO_MODEL`` (a Hub
-id such as ``hf-hub:imagezoo/ldc-live-dead`` or a local folder), defaulting to the
-repo's trained ``models/ldc-live-dead`` when present and to the Hub id otherwise.
+Tab 1 scores one cell crop. Tab 2 takes a whole slide alone: the cell counter finds
+every cell, outlines live ones green and dead ones red, and reports the counts and the
+slide's viability. Tab 3 takes a slide plus its Pascal-VOC boxes and scores each box.
+The crop classifier is ``$IMAGEZOO_MODEL`` (a Hub id such as ``hf-hub:imagezoo/ldc-live-dead``
+or a local folder) and the counter ``$IMAGEZOO_COUNTER_MODEL``, each defaulting to the repo's
+trained folder under ``models/`` when present and to its Hub id otherwise.
 """
 
 from __future__ import annotations
@@ -12,17 +14,23 @@ from functools import lru_cache
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 from PIL import Image
 
 from imagezoo.data.voc import AnnotationError, read_voc
 from imagezoo.images import ImageError, load_image
 from imagezoo.inference import ImageClassifier
+from imagezoo.predictors import load_predictor
+from imagezoo.predictors.cells import CellCounter
 from imagezoo.tasks import default_model_id
 from imagezoo.viability import score_boxes, viability
 
 HERE = Path(__file__).resolve().parent
 MODEL_ID = default_model_id("ldc-live-dead", HERE.parents[1] / "models")
+COUNTER_ID = default_model_id("ldc-viability", HERE.parents[1] / "models", env="IMAGEZOO_COUNTER_MODEL")
 EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.png"))
+SLIDE_EXAMPLES = sorted(str(p) for p in (HERE / "examples" / "slides").glob("*.png"))
+CELL_COLUMNS = ["cell", "label", "score", "center_x", "center_y", "xmin", "ymin", "xmax", "ymax"]
 DISCLAIMER = (
     "For teaching and exploration only: this model has not been validated for laboratory or clinical "
     "decisions. Its accuracy on the LDC test split is in the model card; your microscope and stain may differ."
@@ -42,6 +50,36 @@ def classify_cell(image: Image.Image | None) -> dict[str, float]:
         return classifier().predict([load_image(image)])[0]
     except ImageError as err:
         raise gr.Error(str(err)) from err
+
+
+@lru_cache(maxsize=1)
+def counter() -> CellCounter:
+    return load_predictor(COUNTER_ID)
+
+
+def count_cells(image_path: str | None):
+    """Every cell of a slide found, outlined by class, counted; viability and a per-cell table."""
+    if not image_path:
+        raise gr.Error("Upload a slide image first.")
+    try:
+        image = load_image(image_path)
+    except ImageError as err:
+        raise gr.Error(str(err)) from err
+    result = counter().segment(image)
+    summary = result.summary
+    if summary["viability"] is None:
+        text = "**No cell found** on this slide: viability is undefined."
+    else:
+        text = (
+            f"**Viability {summary['viability']:.1%}**: {summary['n_live']} live (green), "
+            f"{summary['n_dead']} dead (red) cells found."
+        )
+    table = [
+        [cell.label_id, result.cell_label(cell), round(max(cell.probabilities), 3),
+         round(cell.centre[0], 1), round(cell.centre[1], 1), *cell.box]
+        for cell in result.cells
+    ]
+    return result.outlined(np.asarray(image)), text, table
 
 
 def score_slide(image_path: str | None, xml_path: str | None):
@@ -76,6 +114,18 @@ def build_demo() -> gr.Blocks:
             gr.Button("Classify", variant="primary").click(classify_cell, cell, probabilities, api_name="classify")
             if EXAMPLES:
                 gr.Examples(EXAMPLES, inputs=cell, outputs=probabilities, fn=classify_cell)
+        with gr.Tab("Whole image"):
+            gr.Markdown(f"No box file needed: the cell counter finds the cells. Model: `{COUNTER_ID}`")
+            with gr.Row():
+                whole = gr.Image(type="filepath", image_mode=None, label="Slide image")
+                outlined = gr.Image(label="Cells: live green, dead red", format="png")
+            counts = gr.Markdown()
+            cells = gr.Dataframe(headers=CELL_COLUMNS, label="Cells found", interactive=False)
+            gr.Button("Find and count cells", variant="primary").click(
+                count_cells, whole, [outlined, counts, cells], api_name="count_cells"
+            )
+            if SLIDE_EXAMPLES:
+                gr.Examples(SLIDE_EXAMPLES, inputs=whole)
         with gr.Tab("Whole slide + VOC boxes"):
             with gr.Row():
                 slide = gr.File(label="Slide image", file_types=["image"], type="filepath")

@@ -50,6 +50,8 @@ class SegmenterConfig:
     tile_overlap: float = 0.5
     stride: int = 32  # the encoder's total downsampling: inputs are padded to a multiple of it
     percentiles: tuple[float, float] | None = None
+    classifier: str | None = None  # cell counters: a crop classifier folder, inside the model's, that labels each object
+    border_min_size: int | None = None  # cell counters: objects touching the image edge need this many pixels
 
     @classmethod
     def from_dict(cls, values: dict) -> "SegmenterConfig":

@@ -52,6 +52,7 @@ class SegmentationRecipe:
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)  # smp's default
     crops_per_image: int = 1  # training crops per image per epoch, on average
     type_balance: float = 0.0  # images drawn with weight (images of their type) ** -type_balance; 1: types equally
+    invert: float = 0.2  # probability of inverting intensities in augmentation; 0 where brightness is the signal
     num_workers: int = 0  # DataLoader workers for augmentation (on a CPU the cores run the model)
     pretrained: bool = True
 
@@ -233,8 +234,67 @@ register_task(
 )
 
 
-def default_model_id(task_name: str, models_dir: str | Path) -> str:
-    """The model a Space or the batch job serves when not told: ``$IMAGEZOO_MODEL``, else the
-    trained folder ``models_dir/<task>``, else the task's Hub repo (``hf-hub:ORG/NAME``)."""
+register_task(
+    Task(
+        name="ldc-viability",
+        dataset="data/ldc-slides",
+        dataset_repo_id=f"{HUB_ORG}/ldc-slides",
+        label_names=("dead", "live"),  # the U-Net's output channels, as ldc-live-dead's labels
+        recipes={
+            # 2 CPU cores: 128 px crops of the ~220 px slides (cells are ~20 px), no inversion (a live
+            # cell's bright centre is the signal).
+            "quick": SegmentationRecipe(
+                encoder="tf_efficientnet_lite0", crop_size=128, epochs=8, batch_size=16, lr=3e-3,
+                decoder_channels=(128, 64, 32, 16, 8), invert=0.0,
+            ),
+            # a GPU: bigger encoder, smp's default decoder, whole slides, 4x as many crops per epoch.
+            "full": SegmentationRecipe(
+                encoder="tf_efficientnet_lite2", crop_size=224, epochs=40, batch_size=32, lr=2e-3, warmup_epochs=2,
+                crops_per_image=4, num_workers=8, invert=0.0,
+            ),
+        },
+        dataset_name="LDC live/dead cell slides",
+        dataset_license="other",
+        card_template="cell_counter.md",
+        card_facts=dict(
+            title="Cell viability from whole slides (LDC)",
+            summary=(
+                "Finds every cell on a bright-field viability slide, calls it `live` or `dead`, counts both and "
+                "reports viability = live / (live + dead), from the image alone: no box file needed."
+            ),
+            intended_use=(
+                "Teaching and exploration: counting live and dead cells on slides like those of the LDC set and "
+                "estimating their viability, and a starting point for fine-tuning on a lab's own annotated slides."
+            ),
+            limitations=[
+                "Trained on one public set from one lab setting (small, sparse cells on ~220 px bright-field "
+                "fields); other stains, magnifications, cell lines or crowded slides will shift its accuracy: "
+                "check it on annotated slides of your own first.",
+                "Cells cut by the image edge are often unannotated in the training data, so the model is "
+                "inconsistent about them too.",
+                "A slide with few cells has a coarse viability: one wrong call among four cells moves it by 0.25.",
+                "Not a validated laboratory or clinical instrument.",
+            ],
+            data_source="Living and Dead Cell (LDC) data set, GitHub maxKudi/Cell-Dataset (no licence statement)",
+            split_description=(
+                "image-grouped test split (15% of distinct slides by content hash, seed 0; the crop classifier's "
+                "test slides)"
+            ),
+            tags=["microscopy", "cell-viability", "cell-counting", "biology"],
+            # our targets on the test split (the card says whether they are met)
+            bars=dict(viability_mae=0.05, min_class_f1=0.90),
+        ),
+        # serving settings before tuning (training validates with them): annotated cells are about
+        # 300 px; objects cut by the image edge under 150 px are mostly cells the annotators skipped
+        model_config={"predictor": "cell-counter", "postprocess": "components", "min_size": 30, "border_min_size": 150},
+        prepare_command="python training/prepare_ldc_slides.py --out data/ldc-slides",
+    )
+)
+
+
+def default_model_id(task_name: str, models_dir: str | Path, env: str = "IMAGEZOO_MODEL") -> str:
+    """The model a Space or the batch job serves when not told: ``$IMAGEZOO_MODEL`` (or the
+    variable ``env``), else the trained folder ``models_dir/<task>``, else the task's Hub repo
+    (``hf-hub:ORG/NAME``)."""
     local = Path(models_dir, task_name)
-    return os.environ.get("IMAGEZOO_MODEL") or (str(local) if local.is_dir() else f"hf-hub:{get_task(task_name).repo_id}")
+    return os.environ.get(env) or (str(local) if local.is_dir() else f"hf-hub:{get_task(task_name).repo_id}")

@@ -41,8 +41,12 @@ def score_boxes(classifier: "ImageClassifier", image: Image.Image, boxes: list[B
     return scores
 
 
+def viability_fraction(n_live: int, n_dead: int) -> float | None:
+    """live / (live + dead); ``None`` when there is no cell."""
+    return n_live / (n_live + n_dead) if n_live + n_dead else None
+
+
 def viability(labels: list[str]) -> dict:
     """``n_live``, ``n_dead`` and live / (live + dead), None when no cell was scored."""
     n_live, n_dead = labels.count("live"), labels.count("dead")
-    total = n_live + n_dead
-    return {"n_live": n_live, "n_dead": n_dead, "viability": n_live / total if total else None}
+    return {"n_live": n_live, "n_dead": n_dead, "viability": viability_fraction(n_live, n_dead)}

@@ -22,24 +22,27 @@ from imagezoo.predictors import prob_column
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 #: Columns every output has, in order; ``prob_<label>`` columns follow ``score``.
 BASE_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("path", pa.string(), "file path relative to --dir, '/'-separated"),
     ("sha256", pa.string(), "SHA-256 of the file's bytes"),
     ("width", pa.int32(), "image width in pixels (null when unreadable)"),
     ("height", pa.int32(), "image height in pixels"),
-    ("box_index", pa.int32(), "index of the box in its annotation file; null for whole-image rows"),
+    ("box_index", pa.int32(),
+     "index of the box in its annotation file, or the cell's id in --masks-dir's label image; null for per-image rows"),
     ("box_xmin", pa.int32(), "box left edge (pixels)"),
     ("box_ymin", pa.int32(), "box top edge"),
     ("box_xmax", pa.int32(), "box right edge"),
     ("box_ymax", pa.int32(), "box bottom edge"),
+    ("center_x", pa.float32(), "cell counters: the cell's centre (pixels from the left)"),
+    ("center_y", pa.float32(), "cell counters: the cell's centre (pixels from the top)"),
     ("box_label", pa.string(), "the annotation's own label for the box, if any"),
-    ("label", pa.string(), "predicted label (null on per-image summary rows of --boxes mode)"),
+    ("label", pa.string(), "predicted label (null on per-image summary rows of --boxes mode and cell counters)"),
     ("score", pa.float32(), "probability of the predicted label"),
 ]
 TAIL_COLUMNS: list[tuple[str, pa.DataType, str]] = [
-    ("n_objects", pa.int32(), "segmentation: objects found; --boxes: boxes scored"),
+    ("n_objects", pa.int32(), "segmentation: objects (cells) found; --boxes: boxes scored"),
     ("foreground_fraction", pa.float32(), "segmentation: share of foreground pixels"),
     ("mask_rle", pa.string(), "segmentation: foreground mask as COCO RLE JSON {size: [h, w], counts} (pycocotools)"),
     ("n_live", pa.int32(), "viability: cells predicted live on the image"),

@@ -14,13 +14,14 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 from datasets import Image as ImageFeature
 from PIL import Image
 
-from imagezoo.data.voc import AnnotationError, crop_cell, read_voc, voc_sibling
+from imagezoo.data.voc import AnnotationError, Box, crop_cell, read_voc, voc_sibling
 from imagezoo.images import ImageError, load_image
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,19 @@ FEATURES = Features(
     }
 )
 
+#: One row per whole slide: boxes as [xmin, ymin, xmax, ymax] (clipped to the image) with their labels.
+SLIDE_FEATURES = Features(
+    {
+        "image": ImageFeature(),
+        "source": Value("string"),
+        "image_sha256": Value("string"),
+        "boxes": Sequence(Sequence(Value("int32"), length=4)),
+        "box_labels": Sequence(ClassLabel(names=list(LABEL_NAMES))),
+        "n_live": Value("int32"),
+        "n_dead": Value("int32"),
+    }
+)
+
 
 @dataclass
 class PrepReport:
@@ -46,14 +60,19 @@ class PrepReport:
 
     n_images: int = 0
     n_images_without_cells: int = 0
+    duplicates: int = 0  # byte-identical copies of a slide left out (whole-slide dataset)
+    slides: Counter = field(default_factory=Counter)  # split -> slides (whole-slide dataset)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     crops: Counter = field(default_factory=Counter)  # (split, label) -> count
 
     def summary(self) -> str:
         lines = [f"{self.n_images} images read, {self.n_images_without_cells} without any cell"]
+        if self.slides:
+            lines[0] += f", {self.duplicates} duplicate copies left out"
         for split in SPLITS:
             counts = ", ".join(f"{label}={self.crops[split, label]}" for label in LABEL_NAMES)
-            lines.append(f"  {split}: {counts}")
+            slides = f"{self.slides[split]} slides, " if self.slides else ""
+            lines.append(f"  {split}: {slides}{counts}")
         lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped]
         return "\n".join(lines)
 
@@ -82,13 +101,21 @@ def annotated_images(root: str | Path) -> list[Path]:
     return files
 
 
-def build_ldc_dataset(
-    root: str | Path, context: float = 0.5, seed: int = 0
-) -> tuple[DatasetDict, PrepReport]:
-    """Read an LDC folder and return the crop dataset with a report of skipped files."""
+@dataclass
+class Slide:
+    """One readable annotated image: its boxes clipped to it, with known labels only."""
+
+    relative: str
+    image: Image.Image
+    digest: str
+    split: str
+    boxes: list[Box]
+
+
+def read_slides(root: str | Path, report: PrepReport, seed: int = 0) -> Iterator[Slide]:
+    """Every annotated image under ``root`` with its split; unreadable files and bad boxes
+    go to ``report.skipped``."""
     root = Path(root)
-    report = PrepReport()
-    rows: dict[str, dict[str, list]] = {split: {name: [] for name in FEATURES} for split in SPLITS}
     for path in annotated_images(root):
         relative = str(path.relative_to(root))
         try:
@@ -97,26 +124,72 @@ def build_ldc_dataset(
         except (AnnotationError, ImageError) as err:
             report.skipped.append((relative, str(err)))
             continue
-        report.n_images += 1
-        digest = pixel_sha256(image)
-        split = assign_split(digest, seed)
-        n_cells = 0
+        kept = []
         for raw in boxes:
             box = raw.clip(image.width, image.height)
             if raw.name not in VOC_TO_LABEL or box is None:
                 report.skipped.append((relative, f"box {raw} has an unknown label or lies outside the image"))
-                continue
-            label = VOC_TO_LABEL[raw.name]
-            columns = rows[split]
-            columns["image"].append(crop_cell(image, box, context))
-            columns["label"].append(LABEL_NAMES.index(label))
-            columns["source"].append(relative)
-            columns["image_sha256"].append(digest)
-            columns["box"].append([box.xmin, box.ymin, box.xmax, box.ymax])
-            report.crops[split, label] += 1
-            n_cells += 1
-        report.n_images_without_cells += n_cells == 0
+            else:
+                kept.append(box)
+        report.n_images += 1
+        report.n_images_without_cells += not kept
+        digest = pixel_sha256(image)
+        yield Slide(relative, image, digest, assign_split(digest, seed), kept)
+
+
+def _check_read(root: str | Path, report: PrepReport) -> None:
     if report.n_images == 0:
         raise ValueError(f"{root}: none of the files could be read as an annotated image")
+
+
+def build_ldc_dataset(
+    root: str | Path, context: float = 0.5, seed: int = 0
+) -> tuple[DatasetDict, PrepReport]:
+    """Read an LDC folder and return the crop dataset with a report of skipped files."""
+    report = PrepReport()
+    rows: dict[str, dict[str, list]] = {split: {name: [] for name in FEATURES} for split in SPLITS}
+    for slide in read_slides(root, report, seed):
+        columns = rows[slide.split]
+        for box in slide.boxes:
+            label = VOC_TO_LABEL[box.name]
+            columns["image"].append(crop_cell(slide.image, box, context))
+            columns["label"].append(LABEL_NAMES.index(label))
+            columns["source"].append(slide.relative)
+            columns["image_sha256"].append(slide.digest)
+            columns["box"].append([box.xmin, box.ymin, box.xmax, box.ymax])
+            report.crops[slide.split, label] += 1
+    _check_read(root, report)
     dataset = DatasetDict({split: Dataset.from_dict(rows[split], features=FEATURES) for split in SPLITS})
+    return dataset, report
+
+
+def build_ldc_slides(root: str | Path, seed: int = 0) -> tuple[DatasetDict, PrepReport]:
+    """Read an LDC folder and return one row per distinct whole image with its labelled boxes.
+
+    The split is the crop dataset's (same content hash, same seed), so a whole-image model and
+    the crop classifier are tested on the same slides. Byte-identical copies of a slide are kept
+    once (``report.duplicates``): they would count one slide twice in every metric.
+    """
+    report = PrepReport()
+    rows: dict[str, dict[str, list]] = {split: {name: [] for name in SLIDE_FEATURES} for split in SPLITS}
+    seen: set[str] = set()
+    for slide in read_slides(root, report, seed):
+        if slide.digest in seen:
+            report.duplicates += 1
+            continue
+        seen.add(slide.digest)
+        columns = rows[slide.split]
+        labels = [VOC_TO_LABEL[box.name] for box in slide.boxes]
+        columns["image"].append(slide.image)
+        columns["source"].append(slide.relative)
+        columns["image_sha256"].append(slide.digest)
+        columns["boxes"].append([[box.xmin, box.ymin, box.xmax, box.ymax] for box in slide.boxes])
+        columns["box_labels"].append([LABEL_NAMES.index(label) for label in labels])
+        columns["n_live"].append(labels.count("live"))
+        columns["n_dead"].append(labels.count("dead"))
+        report.slides[slide.split] += 1
+        for label in labels:
+            report.crops[slide.split, label] += 1
+    _check_read(root, report)
+    dataset = DatasetDict({split: Dataset.from_dict(rows[split], features=SLIDE_FEATURES) for split in SPLITS})
     return dataset, report

@@ -18,6 +18,7 @@ run wherever the model lives:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 from abc import ABC, abstractmethod
@@ -69,18 +70,16 @@ Preparer = Callable[[Image.Image, Path, Item], None]
 
 
 def resolve_model_folder(model_id: str, revision: str | None = None) -> tuple[Path, str]:
-    """Local folder holding ``config.json`` + ``model.safetensors``, and its revision.
+    """Local folder holding ``config.json`` + ``model.safetensors`` (and any sub-models' folders), and its revision.
 
     ``model_id`` is ``hf-hub:ORG/NAME``, ``local-dir:PATH`` or a plain path. For the Hub
     the revision is the commit hash; for a folder, the first 12 hex digits of the
-    weights' SHA-256 (so two runs with different weights never share a revision).
+    weights' SHA-256 (so two runs with different weights never share a revision; a folder
+    with sub-models hashes the list of all their weights' hashes).
     """
     if model_id.startswith(HUB_PREFIX):
-        folder = Path(
-            snapshot_download(
-                model_id[len(HUB_PREFIX):], revision=revision, allow_patterns=["config.json", WEIGHTS_NAME, "*.md"]
-            )
-        )
+        patterns = ["config.json", WEIGHTS_NAME, "*.md", f"*/{WEIGHTS_NAME}", "*/config.json"]
+        folder = Path(snapshot_download(model_id[len(HUB_PREFIX):], revision=revision, allow_patterns=patterns))
     else:
         folder = Path(model_id.removeprefix(LOCAL_PREFIX))
     if not (folder / "config.json").is_file():
@@ -89,7 +88,8 @@ def resolve_model_folder(model_id: str, revision: str | None = None) -> tuple[Pa
         raise FileNotFoundError(f"{model_id}: no {WEIGHTS_NAME} (only safetensors weights are loaded)")
     if model_id.startswith(HUB_PREFIX):
         return folder, folder.name
-    return folder, file_sha256(folder / WEIGHTS_NAME)[:12]
+    digests = [file_sha256(path) for path in sorted(folder.glob(f"**/{WEIGHTS_NAME}"))]
+    return folder, (digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest())[:12]
 
 
 class Predictor(ABC):
@@ -142,7 +142,11 @@ class Predictor(ABC):
 
 PREDICTORS: dict[str, type[Predictor]] = {}
 #: the module that registers each built-in predictor, imported on first use (a classifier never loads smp)
-BUILTIN_PREDICTORS = {"classifier": "imagezoo.inference", "segmenter": "imagezoo.predictors.segmenter"}
+BUILTIN_PREDICTORS = {
+    "classifier": "imagezoo.inference",
+    "segmenter": "imagezoo.predictors.segmenter",
+    "cell-counter": "imagezoo.predictors.cells",
+}
 
 
 def register_predictor(cls: type[Predictor]) -> type[Predictor]:

@@ -103,9 +103,13 @@ class InstanceSegmenter(Predictor):
         tensor = image if isinstance(image, torch.Tensor) else image_tensor(load_image(image))[0]
         return predict_probabilities(self.model, tensor, self.settings)
 
+    def postprocess_settings(self, threshold: float | None = None, min_size: int | None = None) -> SegmenterConfig:
+        """The model's settings with ``threshold`` / ``min_size`` replaced where given (``None``: the tuned one)."""
+        return replace(self.settings, **{k: v for k, v in dict(threshold=threshold, min_size=min_size).items() if v is not None})
+
     def instances(self, probabilities: np.ndarray, threshold: float | None = None, min_size: int | None = None) -> np.ndarray:
         """Instance labels from probabilities; ``None`` keeps the model's tuned setting."""
-        settings = replace(self.settings, **{k: v for k, v in dict(threshold=threshold, min_size=min_size).items() if v is not None})
+        settings = self.postprocess_settings(threshold, min_size)
         return postprocess(settings.postprocess, probabilities, threshold=settings.threshold, min_size=settings.min_size)
 
     def segment(self, image: ImageSource, threshold: float | None = None, min_size: int | None = None) -> Segmentation:

@@ -1,0 +1,158 @@
+"""Training and evaluation helpers of the cell-counting U-Net (``ldc-viability``).
+
+Whole slides with labelled boxes become class-per-channel ellipse targets
+(:func:`imagezoo.cells.box_targets`) for the nuclei path's training loop; every evaluation
+goes through the served :class:`~imagezoo.predictors.cells.CellCounter`, so validation,
+tuning and the card's test numbers describe exactly what users get.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np
+import torch
+from torch import nn
+
+from imagezoo.cells import CLASS_COLOURS, box_targets, viability_metrics
+from imagezoo.inference import ImageClassifier
+from imagezoo.predictors.cells import CellCounter, CellSegmentation
+from imagezoo.segmentation import SegmenterConfig
+
+logger = logging.getLogger(__name__)
+
+@dataclass
+class Slides:
+    """Decoded whole-slide rows: uint8 RGB images, boxes ``[xmin, ymin, xmax, ymax]`` and box labels."""
+
+    sources: list[str]
+    images: list[np.ndarray]
+    boxes: list[list[list[int]]]
+    box_labels: list[list[int]]
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[dict]) -> "Slides":
+        data = cls([], [], [], [])
+        for row in rows:
+            data.sources.append(row["source"])
+            data.images.append(np.array(row["image"].convert("RGB")))
+            data.boxes.append([list(box) for box in row["boxes"]])
+            data.box_labels.append(list(row["box_labels"]))
+        return data
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def targets(self, n_classes: int) -> list[np.ndarray]:
+        return [
+            box_targets(image.shape[:2], boxes, labels, n_classes)
+            for image, boxes, labels in zip(self.images, self.boxes, self.box_labels)
+        ]
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [torch.from_numpy(image).permute(2, 0, 1) for image in self.images]
+
+
+def counter_for(model: nn.Module, config: SegmenterConfig, classifier: ImageClassifier | None = None) -> CellCounter:
+    """A :class:`CellCounter` around an in-memory model, as serving would load it."""
+    return CellCounter(model, config, "(training)", "", {}, label_names=config.channels, classifier=classifier)
+
+
+def predicted_cells(segmentation: CellSegmentation) -> list[tuple[float, float, int]]:
+    """(x, y, class index) of every cell found."""
+    return [(*cell.centre, int(np.argmax(cell.probabilities))) for cell in segmentation.cells]
+
+
+def evaluate_counter(counter: CellCounter, slides: Slides, probabilities: Sequence[np.ndarray]) -> dict:
+    """:func:`~imagezoo.cells.viability_metrics` of ``counter`` on ``slides`` from precomputed probabilities."""
+    predictions = [
+        predicted_cells(counter.cells_from(tensor, probs))
+        for tensor, probs in zip(slides.tensors(), probabilities)
+    ]
+    return viability_metrics(predictions, slides.boxes, slides.box_labels, counter.label_names)
+
+
+def selection_key(metrics: dict) -> tuple[float, float]:
+    """What model selection and tuning maximise: the weaker class's count F1, then viability MAE."""
+    overall = metrics["overall"]
+    return overall["min_class_f1"], -overall["viability_mae"]
+
+
+def cell_validation(validation: Slides, config: SegmenterConfig) -> Callable[[nn.Module], tuple[dict, tuple]]:
+    """Validation of a cell-counting U-Net for :func:`~imagezoo.segmentation_training.fit_segmenter`."""
+
+    def validate(model: nn.Module) -> tuple[dict, tuple]:
+        counter = counter_for(model, config)
+        metrics = evaluate_counter(counter, validation, [counter.probabilities(t) for t in validation.tensors()])
+        overall = metrics["overall"]
+        flat = {f"{name}_f1": overall[name]["f1"] for name in (*config.channels, "cells")}
+        flat["viability_mae"] = overall["viability_mae"]
+        return flat, selection_key(metrics)
+
+    return validate
+
+
+def tune_counter(
+    counter: CellCounter,
+    slides: Slides,
+    probabilities: Sequence[np.ndarray],
+    methods: Sequence[str],
+    thresholds: Sequence[float],
+    min_sizes: Sequence[int],
+    border_min_sizes: Sequence[int] = (0,),
+) -> tuple[CellCounter, dict]:
+    """The post-processing (method, threshold, min_size, border_min_size) with the best
+    :func:`selection_key` on ``slides`` (validation only): the counter with those settings, and its metrics."""
+    best, best_metrics = None, None
+    grid = itertools.product(methods, thresholds, min_sizes, border_min_sizes)
+    for method, threshold, min_size, border_min_size in grid:
+        settings = dataclasses.replace(
+            counter.settings, postprocess=method, threshold=threshold, min_size=min_size, border_min_size=border_min_size
+        )
+        candidate = dataclasses.replace(counter, settings=settings)
+        metrics = evaluate_counter(candidate, slides, probabilities)
+        logger.info("%s threshold %.2f min_size %d border_min_size %s: key %s", method, threshold, min_size,
+                    border_min_size, selection_key(metrics))
+        if best_metrics is None or selection_key(metrics) > selection_key(best_metrics):
+            best, best_metrics = candidate, metrics
+    return best, best_metrics
+
+
+def save_counter_figure(counter: CellCounter, slides: Slides, probabilities: Sequence[np.ndarray], path: str | Path,
+                        count: int = 6) -> Path:
+    """The first ``count`` test slides (not the best ones): annotation beside prediction."""
+    fig, axes = plt.subplots(2, count, figsize=(2.6 * count, 5.6), dpi=100, squeeze=False)
+    for column, (image, boxes, labels, tensor, probs) in enumerate(
+        zip(slides.images, slides.boxes, slides.box_labels, slides.tensors(), probabilities)
+    ):
+        if column == count:
+            break
+        truth = image.copy()
+        for (xmin, ymin, xmax, ymax), label in zip(boxes, labels):
+            colour = CLASS_COLOURS[counter.label_names[label]]
+            truth[ymin:ymax, [xmin, max(xmin, xmax - 1)]] = colour
+            truth[[ymin, max(ymin, ymax - 1)], xmin:xmax] = colour
+        segmentation = counter.cells_from(tensor, probs)
+        found = segmentation.summary
+        true_live = sum(counter.label_names[label] == "live" for label in labels)
+        panels = [
+            (truth, f"annotation: {true_live} live, {len(labels) - true_live} dead"),
+            (segmentation.outlined(image), f"found: {found['n_live']} live, {found['n_dead']} dead"),
+        ]
+        for row, (picture, title) in enumerate(panels):
+            axes[row, column].imshow(picture)
+            axes[row, column].set_title(title, fontsize=8)
+            axes[row, column].axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

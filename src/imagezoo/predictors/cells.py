@@ -1,0 +1,126 @@
+"""The ``"cell-counter"`` predictor: a U-Net folder -> every cell of a slide, its class, counts and viability.
+
+The U-Net predicts one channel per class (``dead``, ``live``); cells are the blobs of the
+strongest channel (:func:`imagezoo.cells.find_cells`). Each cell is labelled by the channel
+means over its blob or, when the folder ships a crop classifier (``_imagezoo.classifier``,
+a timm folder inside the model's), by that classifier on the blob's box, cropped exactly as
+in its training. Everything else (any image size, label images, object tables) is the
+nuclei segmenter's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from imagezoo.cells import Cell, cell_geometry, channel_probabilities, find_cells, make_cells, outline
+from imagezoo.data.voc import Box
+from imagezoo.images import ImageSource, load_image
+from imagezoo.inference import ImageClassifier
+from imagezoo.instances import encode_rle
+from imagezoo.predictors.base import Item, prob_column, register_predictor
+from imagezoo.predictors.segmenter import InstanceSegmenter, Segmentation, image_tensor
+from imagezoo.segmentation import load_unet
+from imagezoo.viability import score_boxes, viability
+
+
+@dataclass
+class CellSegmentation(Segmentation):
+    """A slide's instance labels and probabilities plus one :class:`~imagezoo.cells.Cell` per label."""
+
+    cells: list[Cell] = field(default_factory=list)
+    label_names: tuple[str, ...] = ()
+
+    def cell_label(self, cell: Cell) -> str:
+        return self.label_names[int(np.argmax(cell.probabilities))]
+
+    def outlined(self, image: np.ndarray) -> np.ndarray:
+        """uint8 RGB ``image`` with live cells outlined green, dead red."""
+        return outline(image, self.labels, {cell.label_id: self.cell_label(cell) for cell in self.cells})
+
+    @property
+    def summary(self) -> dict:
+        """``n_live``, ``n_dead`` and ``viability`` (``None`` without cells)."""
+        return viability([self.cell_label(cell) for cell in self.cells])
+
+
+@register_predictor
+@dataclass
+class CellCounter(InstanceSegmenter):
+    """A class-per-channel U-Net, its post-processing settings and an optional crop classifier."""
+
+    kind = "cell-counter"
+
+    classifier: ImageClassifier | None = None
+
+    @classmethod
+    def from_folder(cls, folder: Path, config: dict, model_id: str, revision: str) -> "CellCounter":
+        model, settings = load_unet(folder)
+        classifier = None
+        if settings.classifier:
+            classifier = ImageClassifier.from_pretrained(str(folder / settings.classifier))
+            if set(classifier.label_names) != set(settings.channels):
+                raise ValueError(f"{model_id}: its classifier's labels {classifier.label_names} are not {settings.channels}")
+        return cls(model, settings, model_id, revision, config, label_names=settings.channels, classifier=classifier)
+
+    def instances(
+        self, probabilities: np.ndarray, threshold: float | None = None, min_size: int | None = None
+    ) -> np.ndarray:
+        settings = self.postprocess_settings(threshold, min_size)
+        return find_cells(
+            probabilities, settings.postprocess, settings.threshold, settings.min_size, settings.border_min_size
+        )
+
+    def classify(self, image: torch.Tensor, probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """(n_cells, n_classes) class probabilities, in ``label_names`` order."""
+        if self.classifier is None:
+            return channel_probabilities(probabilities, labels)
+        boxes = [Box("", *box) for _, _, box in cell_geometry(labels)]
+        picture = Image.fromarray(image.permute(1, 2, 0).numpy())
+        scores = score_boxes(self.classifier, picture, boxes)
+        return np.array([[score.probabilities[name] for name in self.label_names] for score in scores],
+                        dtype=np.float32).reshape(len(boxes), len(self.label_names))
+
+    def cells_from(self, image: torch.Tensor, probabilities: np.ndarray, threshold: float | None = None,
+                   min_size: int | None = None) -> CellSegmentation:
+        """Cells from already computed probabilities (a Space's threshold slider re-runs only this)."""
+        labels = self.instances(probabilities, threshold, min_size)
+        cells = make_cells(labels, self.classify(image, probabilities, labels))
+        return CellSegmentation(labels, probabilities, cells, self.label_names)
+
+    def segment(self, image: ImageSource | torch.Tensor, threshold: float | None = None,
+                min_size: int | None = None) -> CellSegmentation:
+        tensor = image if isinstance(image, torch.Tensor) else image_tensor(load_image(image))[0]
+        return self.cells_from(tensor, self.probabilities(tensor), threshold, min_size)
+
+    def predict(self, images: Sequence[ImageSource]) -> list[CellSegmentation]:
+        return [self.segment(image) for image in images]
+
+    def check_options(self, options) -> None:
+        if options.boxes:
+            raise ValueError(f"--boxes needs an image classifier; {self.model_id} finds the cells itself")
+
+    def rows(self, item: Item, output: CellSegmentation) -> list[dict]:
+        """A per-image summary row (counts, viability, mask), then one row per cell."""
+        summary = {
+            "n_objects": len(output.cells),
+            "foreground_fraction": output.foreground_fraction,
+            "mask_rle": encode_rle(output.labels > 0),
+            **output.summary,
+        }
+        cells = [
+            {
+                "box_index": cell.label_id,
+                "box_xmin": cell.box[0], "box_ymin": cell.box[1], "box_xmax": cell.box[2], "box_ymax": cell.box[3],
+                "center_x": cell.centre[0], "center_y": cell.centre[1],
+                "label": output.cell_label(cell), "score": max(cell.probabilities),
+                **{prob_column(name): p for name, p in zip(self.label_names, cell.probabilities)},
+            }
+            for cell in output.cells
+        ]
+        return [summary, *cells]

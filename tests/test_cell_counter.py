@@ -1,0 +1,157 @@
+"""The whole-slide cell counter: slide prep, a real short training run, the folder, the predictor,
+the batch job without box files and the cells Space's whole-image tab."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import segmentation_models_pytorch as smp
+from conftest import LDC_SAMPLES, ROOT
+from PIL import Image
+
+from imagezoo.batch import run_job
+from imagezoo.data import load_splits
+from imagezoo.data.ldc import build_ldc_dataset, build_ldc_slides, pixel_sha256
+from imagezoo.images import load_image
+from imagezoo.predictors import load_predictor
+from imagezoo.predictors.cells import CellCounter
+from imagezoo.predictors.segmenter import image_tensor
+
+pytestmark = pytest.mark.slow
+
+
+def test_slides_keep_every_box_with_its_label_and_the_crop_split(ldc_sample_dir):
+    slides, report = build_ldc_slides(ldc_sample_dir)
+    crops, _ = build_ldc_dataset(ldc_sample_dir)
+    assert report.n_images == len(LDC_SAMPLES) and report.duplicates == 0
+    rows = [row for split in slides.values() for row in split]
+    assert len(rows) == len(LDC_SAMPLES)
+    for split, part in slides.items():  # a slide's crops are in the slide's split
+        assert set(part["image_sha256"]) >= set(crops[split]["image_sha256"])
+    for row in rows:
+        assert len(row["boxes"]) == len(row["box_labels"]) == row["n_live"] + row["n_dead"]
+        assert row["image_sha256"] == pixel_sha256(row["image"])
+        assert all(0 <= x0 < x1 <= row["image"].width and 0 <= y0 < y1 <= row["image"].height
+                   for x0, y0, x1, y1 in row["boxes"])
+    empty = [row for row in rows if row["source"] == LDC_SAMPLES["no_boxes"]]
+    assert empty[0]["boxes"] == [] and empty[0]["n_live"] == 0
+
+
+def test_duplicate_slides_are_kept_once(tmp_path, ldc_dir):
+    name = LDC_SAMPLES["RGB"]
+    for copy in ("a.png", "b.png"):
+        (tmp_path / copy).write_bytes((ldc_dir / name).read_bytes())
+        (tmp_path / copy.replace(".png", ".xml")).write_bytes((ldc_dir / name.replace(".png", ".xml")).read_bytes())
+    slides, report = build_ldc_slides(tmp_path)
+    assert report.duplicates == 1 and sum(len(part) for part in slides.values()) == 1
+
+
+def test_training_writes_an_smp_folder_with_both_designs_measured(cell_counter_model):
+    config = json.loads((cell_counter_model / "config.json").read_text())
+    assert config["_imagezoo"]["predictor"] == "cell-counter"
+    assert config["_imagezoo"]["channels"] == ["dead", "live"]
+    assert config["_imagezoo"]["classifier"] == "classifier"
+    assert (cell_counter_model / "classifier" / "model.safetensors").is_file()
+    results = json.loads((cell_counter_model / "eval_results.json").read_text())
+    assert set(results["designs"]) == {"unet", "unet+classifier"} and results["design"] == "unet+classifier"
+    overall = results["metrics"]["overall"]
+    assert 0 <= overall["live"]["f1"] <= 1 and overall["n_images"] > 0
+    assert results["metrics"]["without_cells"]["n_images"] >= 0
+    card = (cell_counter_model / "README.md").read_text()
+    assert "model-index" in card and "Two designs, one split" in card and "(**served**)" in card
+    assert smp.from_pretrained(str(cell_counter_model)).segmentation_head[0].out_channels == 2
+
+
+def test_predictor_finds_classifies_and_summarises_cells(cell_counter_model, ldc_dir):
+    counter = load_predictor(str(cell_counter_model))
+    assert isinstance(counter, CellCounter) and counter.classifier is not None
+    assert counter.label_names == ("dead", "live")
+    result = counter.segment(ldc_dir / LDC_SAMPLES["I;16"])
+    summary = result.summary
+    assert summary["n_live"] + summary["n_dead"] == len(result.cells) == result.labels.max()
+    for cell in result.cells:
+        assert sum(cell.probabilities) == pytest.approx(1, abs=1e-4)
+        xmin, ymin, xmax, ymax = cell.box
+        assert xmin <= cell.centre[0] <= xmax and ymin <= cell.centre[1] <= ymax
+    # a threshold above every probability finds nothing: viability is unknown, not 0
+    tensor = image_tensor(load_image(ldc_dir / LDC_SAMPLES["RGB"]))[0]
+    nothing = counter.cells_from(tensor, counter.probabilities(tensor), threshold=1.0)
+    assert nothing.cells == [] and nothing.summary == {"n_live": 0, "n_dead": 0, "viability": None}
+
+
+def test_batch_job_without_box_files_gives_a_slide_row_and_cell_rows(cell_counter_model, ldc_dir, bad_files, tmp_path):
+    folder = bad_files["good"].parent
+    (folder / "empty_slide.png").write_bytes((ldc_dir / LDC_SAMPLES["no_boxes"]).read_bytes())
+    out, masks = tmp_path / "out" / "v.parquet", tmp_path / "masks"
+    summary = run_job(folder, str(cell_counter_model), out, masks_dir=masks, progress=False)
+    table = pq.read_table(out).to_pylist()
+    slide_rows = [row for row in table if row["box_index"] is None]
+    assert sorted(row["path"] for row in slide_rows) == sorted(p.name for p in folder.iterdir())
+    errors = {row["path"] for row in slide_rows if row["error"]}
+    assert errors == {"truncated.png", "corrupt.png", "empty.png", "notes.png", "bomb.png"}
+    assert summary.errors == len(errors) and summary.scored == 3
+    for row in slide_rows:
+        cells = [r for r in table if r["path"] == row["path"] and r["box_index"] is not None]
+        if row["error"]:
+            assert cells == [] and row["n_objects"] is None
+            continue
+        assert row["n_objects"] == len(cells) == row["n_live"] + row["n_dead"]
+        assert row["viability"] == (pytest.approx(row["n_live"] / len(cells)) if cells else None)
+        labels = np.array(Image.open(masks / f"{row['path']}.png"))
+        assert labels.dtype == np.uint16 and labels.max() == len(cells)
+        for cell in cells:
+            assert cell["label"] in ("dead", "live") and cell["score"] >= 0.5
+            assert cell["prob_dead"] + cell["prob_live"] == pytest.approx(1, abs=1e-4)
+            assert cell["box_xmin"] <= cell["center_x"] <= cell["box_xmax"]
+            assert labels[round(cell["center_y"]), round(cell["center_x"])] in (0, cell["box_index"])
+    assert (masks / "objects.csv").is_file()
+
+
+def test_batch_job_refuses_box_files_for_a_cell_counter(cell_counter_model, ldc_sample_dir, tmp_path):
+    with pytest.raises(ValueError, match="finds the cells itself"):
+        run_job(ldc_sample_dir, str(cell_counter_model), tmp_path / "x.parquet", boxes="voc", progress=False)
+
+
+@pytest.fixture(scope="module")
+def app(trained_model, cell_counter_model):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IMAGEZOO_MODEL", str(trained_model))
+        patch.setenv("IMAGEZOO_COUNTER_MODEL", str(cell_counter_model))
+        spec = importlib.util.spec_from_file_location("cells_app_whole", ROOT / "spaces" / "cells" / "app.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["cells_app_whole"] = module
+        spec.loader.exec_module(module)
+        yield module
+
+
+def test_space_whole_image_tab_outlines_counts_and_tabulates(app, ldc_dir, cell_counter_model):
+    assert app.COUNTER_ID == str(cell_counter_model)
+    picture, text, table = app.count_cells(str(ldc_dir / LDC_SAMPLES["P"]))
+    image = np.asarray(Image.open(ldc_dir / LDC_SAMPLES["P"]).convert("RGB"))
+    assert picture.shape == image.shape
+    if table:
+        n_live = sum(row[1] == "live" for row in table)
+        assert f"{n_live} live" in text and "Viability" in text
+        assert (picture != image).any()  # outlines drawn
+    else:
+        assert "No cell found" in text
+
+
+def test_space_whole_image_tab_rejects_bad_uploads(app, bad_files):
+    import gradio as gr
+
+    with pytest.raises(gr.Error):
+        app.count_cells(None)
+    with pytest.raises(gr.Error, match="truncated"):
+        app.count_cells(str(bad_files["truncated"]))
+
+
+def test_prepared_slides_load_and_examples_are_written(cell_counter_model):
+    dataset = load_splits(str(cell_counter_model.parent / "ldc-slides"))
+    assert set(dataset) <= {"train", "validation", "test"} and len(dataset["train"]) > 50
+    assert sorted(p.name for p in (cell_counter_model.parent / "examples").glob("*.png"))

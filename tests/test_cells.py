@@ -1,0 +1,117 @@
+"""Cells on whole slides: ellipse targets, cells from probabilities, the count matching and viability metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from imagezoo.cells import (
+    box_targets,
+    channel_probabilities,
+    find_cells,
+    image_counts,
+    make_cells,
+    match_centres,
+    outline,
+    viability_metrics,
+)
+
+LABELS = ("dead", "live")
+
+
+def test_box_targets_fill_the_inscribed_ellipse_in_the_box_label_channel():
+    targets = box_targets((100, 120), [[10, 20, 30, 40], [60, 50, 100, 70]], [1, 0], 2)
+    assert targets.shape == (2, 100, 120) and targets.dtype == np.uint8
+    live, dead = targets[1], targets[0]
+    rows, cols = np.nonzero(live)
+    assert (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) == (10, 20, 30, 40)
+    assert live.sum() == pytest.approx(np.pi * 10 * 10, rel=0.1)  # an ellipse, not the box
+    rows, cols = np.nonzero(dead)
+    assert (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) == (60, 50, 100, 70)
+    assert not (live & dead).any()
+    assert box_targets((10, 10), [], [], 2).sum() == 0
+
+
+def two_class_probabilities() -> np.ndarray:
+    """A live blob, a dead blob and two touching live blobs on a 120 px slide."""
+    probs = np.zeros((2, 120, 120), dtype=np.float32)
+    targets = box_targets((120, 120), [[10, 10, 30, 30], [60, 10, 80, 30], [20, 70, 40, 90], [38, 70, 58, 90]],
+                          [1, 0, 1, 1], 2)
+    probs += targets * 0.9
+    probs[0][targets[1] > 0] = 0.2  # the dead channel is weakly on over live cells
+    return probs
+
+
+def test_cells_are_found_split_and_classified_by_their_stronger_channel():
+    probs = two_class_probabilities()
+    labels = find_cells(probs, "watershed-distance", threshold=0.5, min_size=10)
+    assert labels.max() == 4  # the touching pair is split
+    classes = channel_probabilities(probs, labels)
+    assert classes.shape == (4, 2) and np.allclose(classes.sum(axis=1), 1)
+    cells = make_cells(labels, classes)
+    dead = [cell for cell in cells if np.argmax(cell.probabilities) == 0]
+    assert len(dead) == 1 and dead[0].centre == pytest.approx((69.5, 19.5), abs=0.6)
+    assert dead[0].box == (60, 10, 80, 30)
+    assert find_cells(probs, "components", threshold=0.5, min_size=10).max() == 3  # merges the pair
+    assert channel_probabilities(probs, np.zeros((120, 120), dtype=np.int32)).shape == (0, 2)
+
+
+def test_outline_colours_live_green_and_dead_red():
+    probs = two_class_probabilities()
+    labels = find_cells(probs, "watershed-distance", threshold=0.5, min_size=10)
+    cells = make_cells(labels, channel_probabilities(probs, labels))
+    classes = {cell.label_id: LABELS[int(np.argmax(cell.probabilities))] for cell in cells}
+    picture = outline(np.zeros((120, 120, 3), dtype=np.uint8), labels, classes)
+    colours = {tuple(c) for c in picture.reshape(-1, 3)}
+    assert colours == {(0, 0, 0), (0, 200, 0), (230, 0, 0)}
+
+
+def test_match_centres_is_one_to_one_and_needs_the_centre_inside_the_box():
+    boxes = np.array([[0, 0, 10, 10], [20, 0, 30, 10]], dtype=float)
+    assert match_centres(np.array([[5, 5], [6, 6]], dtype=float), boxes) == 1  # two centres, one box
+    assert match_centres(np.array([[5, 5], [25, 5], [50, 50]], dtype=float), boxes) == 2
+    assert match_centres(np.array([[15, 5]], dtype=float), boxes) == 0
+    # the assignment is optimal: a greedy choice of the first centre's nearest box would lose one
+    wide = np.array([[0, 0, 20, 10], [8, 0, 12, 10]], dtype=float)
+    assert match_centres(np.array([[10, 5], [15, 5]], dtype=float), wide) == 2
+    assert match_centres(np.zeros((0, 2)), boxes) == 0
+
+
+def test_viability_metrics_on_hand_checked_slides():
+    boxes = [[[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]], [], [[0, 0, 10, 10]]]
+    labels = [[1, 1, 1, 0], [], [0]]
+    predictions = [
+        [(5, 5, 1), (25, 5, 1), (45, 5, 0), (65, 5, 0)],  # one live cell called dead
+        [(50, 50, 1)],  # a spurious cell on the empty slide
+        [],  # the only cell missed
+    ]
+    metrics = viability_metrics(predictions, boxes, labels, LABELS)
+    overall = metrics["overall"]
+    assert overall["live"]["tp"] == 2 and overall["live"]["predicted"] == 3 and overall["live"]["true"] == 3
+    assert overall["live"]["f1"] == pytest.approx(2 / 3)
+    assert overall["dead"]["tp"] == 1 and overall["dead"]["predicted"] == 2 and overall["dead"]["true"] == 2
+    assert overall["dead"]["f1"] == pytest.approx(0.5)
+    assert overall["cells"]["tp"] == 4 and overall["cells"]["predicted"] == 5 and overall["cells"]["true"] == 5
+    assert overall["min_class_f1"] == pytest.approx(0.5)
+    # viability 0.5 vs 0.75 on slide 1; slide 3 found nothing: error 1; slide 2 has no truth
+    assert overall["viability_mae"] == pytest.approx((0.25 + 1.0) / 2)
+    assert overall["live"]["count_mae"] == pytest.approx((1 + 1 + 0) / 3)
+    assert metrics["without_cells"] == {"n_images": 1, "fraction_with_no_cell_found": 0.0, "cells_found_mean": 1.0}
+    assert metrics["with_cells"]["n_images"] == 2
+
+
+def test_image_counts_of_a_perfect_prediction():
+    counts = image_counts([(5, 5, 0)], [[0, 0, 10, 10]], [0], 2)
+    assert counts[0] == {"tp": 1, "predicted": 1, "true": 1}
+    assert counts[1] == {"tp": 0, "predicted": 0, "true": 0}
+
+
+def test_small_objects_cut_by_the_image_edge_are_dropped_large_ones_kept():
+    probs = np.zeros((2, 100, 100), dtype=np.float32)
+    probs[1, 40:60, 0:5] = 0.9  # 100 px of a cell cut by the left edge
+    probs[1, 40:60, 40:60] = 0.9  # a whole cell
+    probs[1, 0:30, 80:100] = 0.9  # a 600 px object on the top edge
+    kept = find_cells(probs, "components", threshold=0.5, min_size=10, border_min_size=200)
+    assert kept.max() == 2 and kept[50, 2] == 0 and kept[50, 50] > 0 and kept[10, 90] > 0
+    assert find_cells(probs, "components", threshold=0.5, min_size=10, border_min_size=0).max() == 3
+    assert find_cells(probs, "components", threshold=0.5, min_size=10).max() == 3

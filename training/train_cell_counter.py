@@ -1,0 +1,243 @@
+"""Train, evaluate, export and card the whole-slide cell counter (``ldc-viability``).
+
+    python training/train_cell_counter.py                          # quick CPU recipe
+    python training/train_cell_counter.py --recipe full            # GPU recipe
+    python training/train_cell_counter.py --push-to-hub ORG/ldc-viability
+
+Two designs are measured on the same image-grouped split: (a) the U-Net alone, a cell's class
+being the stronger of its two channels; (b) the U-Net's cells, each classified by the crop
+classifier ``--classifier`` (default ``models/ldc-live-dead``, skipped if absent) on its box.
+Post-processing (method, threshold, minimum size, minimum size of objects cut by the image
+edge) is tuned per design on the validation slides; the design better on validation is shipped (with (b), the classifier is copied into
+the folder as ``classifier/``), and the card shows both on the test slides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import platform
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from imagezoo.cards import model_card
+from imagezoo.cell_training import (
+    Slides,
+    cell_validation,
+    counter_for,
+    evaluate_counter,
+    save_counter_figure,
+    selection_key,
+    tune_counter,
+)
+from imagezoo.data import load_splits
+from imagezoo.hub import push_folder
+from imagezoo.inference import ImageClassifier
+from imagezoo.segmentation import SegmenterConfig, encoder_normalization, save_unet
+from imagezoo.segmentation_training import SegmentationCrops, fit_segmenter, train_transform
+from imagezoo.tasks import HUB_ORG, TASKS, get_task
+
+logger = logging.getLogger("train_cell_counter")
+
+COUNTER_TASKS = sorted(name for name, task in TASKS.items() if task.model_config.get("predictor") == "cell-counter")
+CLASSIFIER_FOLDER = "classifier"
+DESIGNS = {
+    "unet": "U-Net alone: each cell's class is the stronger of its two output channels",
+    "unet+classifier": "U-Net finds the cells, the crop classifier labels each one from its box",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="ldc-viability", choices=COUNTER_TASKS)
+    parser.add_argument("--recipe", default="quick", help="recipe name in the task config (quick | full)")
+    parser.add_argument("--dataset", default=None, help="dataset folder or Hub id (default: the task's)")
+    parser.add_argument("--output-dir", default=None, help="default: models/<task>")
+    parser.add_argument("--classifier", default="models/ldc-live-dead", help="crop classifier of design (b); '' for none")
+    parser.add_argument("--design", default="auto", choices=["auto", *DESIGNS],
+                        help="the design to ship; auto: the better on validation")
+    parser.add_argument("--encoder", default=None, help="timm encoder, e.g. tf_efficientnet_lite2")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--crop-size", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--max-train-samples", type=int, default=None, help="subsample training slides (smoke runs)")
+    parser.add_argument("--methods", nargs="+", default=["components", "watershed-distance"], help="tuned on validation")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.4, 0.5, 0.6], help="tuned on validation")
+    parser.add_argument("--min-sizes", type=int, nargs="+", default=[30, 60, 100], help="tuned on validation")
+    parser.add_argument("--border-min-sizes", type=int, nargs="+", default=[0, 100, 150, 200],
+                        help="objects touching the image edge need this many pixels (0: no rule); tuned on validation")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None)
+    parser.add_argument("--hub-repo-id", default=None, help="repo id shown in the card (default: imagezoo/<folder>)")
+    return parser.parse_args(argv)
+
+
+def load_split(dataset, split: str, limit: int | None = None, seed: int = 0) -> Slides:
+    part = dataset[split]
+    if limit and limit < len(part):
+        part = part.shuffle(seed=seed).select(range(limit))
+    return Slides.from_rows(part)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    task = get_task(args.task)
+    recipe = task.recipe(args.recipe).with_overrides(
+        encoder=args.encoder, epochs=args.epochs, crop_size=args.crop_size, batch_size=args.batch_size, lr=args.lr
+    )
+    output_dir = Path(args.output_dir or f"models/{task.name}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    logger.info("task %s, recipe %s: %s", task.name, args.recipe, recipe)
+
+    dataset = load_splits(args.dataset or task.dataset)
+    train = load_split(dataset, "train", args.max_train_samples, args.seed)
+    validation = load_split(dataset, "validation")
+    test = load_split(dataset, "test")
+    config = SegmenterConfig(channels=task.label_names, **encoder_normalization(recipe.encoder), **task.model_config)
+
+    log_path = output_dir / "train_log.jsonl"
+    log_path.write_text("")
+
+    def log(row: dict) -> None:
+        with log_path.open("a") as fp:
+            fp.write(json.dumps(row) + "\n")
+
+    start = time.time()
+    crops = SegmentationCrops(
+        train.images, train.targets(len(config.channels)), train_transform(recipe.crop_size, config, recipe.invert)
+    )
+    result = fit_segmenter(recipe, crops, config, cell_validation(validation, config), None, args.seed, args.device, log)
+    train_minutes = (time.time() - start) / 60
+
+    # post-processing per design from validation only; the test slides are scored once per design
+    start = time.time()
+    model = result.model.cpu()
+    counter = counter_for(model, config)
+    val_probs = [counter.probabilities(tensor) for tensor in validation.tensors()]
+    test_probs = [counter.probabilities(tensor) for tensor in test.tensors()]
+    has_classifier = bool(args.classifier) and Path(args.classifier).is_dir()
+    classifier = ImageClassifier.from_pretrained(args.classifier) if has_classifier else None
+    candidates = {"unet": counter}
+    if classifier is not None:
+        candidates["unet+classifier"] = counter_for(model, config, classifier)
+    else:
+        logger.warning("no crop classifier at %r: design (b) is not measured", args.classifier)
+    designs, tuned = {}, {}
+    for name, candidate in candidates.items():
+        tuned[name], val_metrics = tune_counter(
+            candidate, validation, val_probs, args.methods, args.thresholds, args.min_sizes, args.border_min_sizes
+        )
+        settings = tuned[name].settings
+        designs[name] = {
+            "description": DESIGNS[name],
+            "postprocess": settings.postprocess, "threshold": settings.threshold, "min_size": settings.min_size,
+            "border_min_size": settings.border_min_size,
+            "validation": val_metrics,
+            "test": evaluate_counter(tuned[name], test, test_probs),
+        }
+        overall = designs[name]["test"]["overall"]
+        logger.info(
+            "test %s (%s, threshold %.2f, min_size %d): F1 live %.4f dead %.4f cells %.4f, viability MAE %.4f",
+            name, settings.postprocess, settings.threshold, settings.min_size, overall["live"]["f1"],
+            overall["dead"]["f1"], overall["cells"]["f1"], overall["viability_mae"],
+        )
+    chosen = args.design
+    if chosen == "auto":
+        chosen = max(designs, key=lambda name: selection_key(designs[name]["validation"]))
+    if chosen not in designs:
+        raise SystemExit(f"--design {chosen} was not measured (no crop classifier at {args.classifier!r})")
+    shipped = tuned[chosen]
+    config = dataclasses.replace(shipped.settings, classifier=CLASSIFIER_FOLDER if shipped.classifier else None)
+    metrics = designs[chosen]["test"]
+    eval_minutes = (time.time() - start) / 60
+    logger.info("serving %s (best on validation); evaluation took %.1f min", chosen, eval_minutes)
+    save_counter_figure(shipped, test, test_probs, output_dir / "test_predictions.png")
+
+    summary = {
+        "name": output_dir.name,
+        "task": task.name,
+        "recipe": args.recipe,
+        "encoder": recipe.encoder,
+        "crop_size": recipe.crop_size,
+        "split": task.card_facts["split_description"],
+        "best_epoch": result.best_epoch,
+        "train_minutes": round(train_minutes, 2),
+        "eval_minutes": round(eval_minutes, 2),
+        "design": chosen,
+        "classifier": args.classifier if classifier is not None else None,
+        "metrics": metrics,
+        "designs": designs,
+    }
+    (output_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
+
+    overall = metrics["overall"]
+    headline = {
+        "live_f1": overall["live"]["f1"], "dead_f1": overall["dead"]["f1"], "cells_f1": overall["cells"]["f1"],
+        "viability_mae": overall["viability_mae"],
+    }
+    repo_id = args.push_to_hub or args.hub_repo_id or f"{HUB_ORG}/{output_dir.name}"
+    command = shlex.join(["python", "training/train_cell_counter.py", *(argv if argv is not None else sys.argv[1:])])
+    card = model_card(
+        task.card_template,
+        dict(
+            license="apache-2.0",
+            library_name="segmentation-models-pytorch",
+            pipeline_tag="object-detection",
+            tags=["object-detection", "cell-counting", "segmentation-models-pytorch", "imagezoo",
+                  *task.card_facts.get("tags", [])],
+            datasets=[task.dataset_repo_id],
+            metrics=list(headline),
+            model_name=output_dir.name,
+            base_model=f"timm/{recipe.encoder}.in1k" if recipe.pretrained else None,
+        ),
+        results=headline,
+        task_type="object-detection",
+        dataset_name=task.dataset_name,
+        dataset_type=task.dataset_repo_id,
+        **task.card_facts,
+        repo_id=repo_id,
+        local_dir=str(output_dir),
+        config=dataclasses.asdict(config),
+        metrics=metrics,
+        designs=designs,
+        chosen=chosen,
+        classifier_id=args.classifier if classifier is not None else None,
+        n_train=len(train),
+        n_validation=len(validation),
+        n_test=len(test),
+        recipe=dataclasses.asdict(recipe),
+        recipe_name=args.recipe,
+        best_epoch=result.best_epoch,
+        history=result.history,
+        seed=args.seed,
+        train_minutes=train_minutes,
+        eval_minutes=eval_minutes,
+        hardware=torch.cuda.get_device_name() if args.device.startswith("cuda")
+        else f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
+        dataset_license=task.dataset_license,
+        prepare_command=task.prepare_command,
+        command=command,
+    )
+    save_unet(model, config, output_dir, card)
+    shutil.rmtree(output_dir / CLASSIFIER_FOLDER, ignore_errors=True)
+    if shipped.classifier is not None:
+        shutil.copytree(args.classifier, output_dir / CLASSIFIER_FOLDER,
+                        ignore=shutil.ignore_patterns("*.png", "*.jsonl", "eval_results.json"))
+    logger.info("saved %s", output_dir)
+    if args.push_to_hub:
+        push_folder(output_dir, args.push_to_hub)
+    return output_dir
+
+
+if __name__ == "__main__":
+    main()
