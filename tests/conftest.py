@@ -138,7 +138,7 @@ def cell_counter_model(tmp_path_factory, ldc_subset_dir, trained_model) -> Path:
     train_cell_counter.main([
         "--dataset", str(dataset), "--output-dir", str(out), "--epochs", "2", "--batch-size", "8",
         "--classifier", str(trained_model), "--design", "unet+classifier",
-        "--methods", "components", "--thresholds", "0.5", "0.7", "--min-sizes", "15",
+        "--methods", "components", "--thresholds", "0.5", "0.7", "--min-sizes", "15", "--border-min-sizes", "0", "150",
     ])
     return out
 

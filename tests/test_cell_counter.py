@@ -84,10 +84,13 @@ def test_predictor_finds_classifies_and_summarises_cells(cell_counter_model, ldc
     assert nothing.cells == [] and nothing.summary == {"n_live": 0, "n_dead": 0, "viability": None}
 
 
-def test_batch_job_without_box_files_gives_a_slide_row_and_cell_rows(cell_counter_model, ldc_dir, bad_files, tmp_path):
+def test_batch_job_without_box_files_gives_a_slide_row_and_cell_rows(
+    cell_counter_model, ldc_dir, bad_files, tmp_path_factory
+):
     folder = bad_files["good"].parent
     (folder / "empty_slide.png").write_bytes((ldc_dir / LDC_SAMPLES["no_boxes"]).read_bytes())
-    out, masks = tmp_path / "out" / "v.parquet", tmp_path / "masks"
+    results = tmp_path_factory.mktemp("viability_job")
+    out, masks = results / "v.parquet", results / "masks"
     summary = run_job(folder, str(cell_counter_model), out, masks_dir=masks, progress=False)
     table = pq.read_table(out).to_pylist()
     slide_rows = [row for row in table if row["box_index"] is None]

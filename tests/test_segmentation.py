@@ -32,6 +32,7 @@ from imagezoo.segmentation_training import (
     fit_segmenter,
     nuclei_validation,
     train_transform,
+    type_sampler,
 )
 from imagezoo.tasks import SegmentationRecipe
 from imagezoo.weights import offline_weights_file
@@ -92,7 +93,9 @@ def blob_unet():
     config = SegmenterConfig()
     train = blob_images(16, 192, seed=0)
     crops = SegmentationCrops(train.images, train.targets, train_transform(recipe.crop_size, config))
-    result = fit_segmenter(recipe, crops, config, nuclei_validation(blob_images(2, 192, seed=100), config), seed=0)
+    sampler = type_sampler(train.image_types, recipe.type_balance, len(train) * recipe.crops_per_image, seed=0)
+    validate = nuclei_validation(blob_images(2, 192, seed=100), config)
+    result = fit_segmenter(recipe, crops, config, validate, sampler, seed=0)
     return result.model, config
 
 

@@ -9,9 +9,10 @@ tuning and the card's test numbers describe exactly what users get.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -62,9 +63,26 @@ class Slides:
         return [torch.from_numpy(image).permute(2, 0, 1) for image in self.images]
 
 
-def counter_for(model: nn.Module, config: SegmenterConfig, classifier: ImageClassifier | None = None) -> CellCounter:
-    """A :class:`CellCounter` around an in-memory model, as serving would load it."""
-    return CellCounter(model, config, "(training)", "", {}, label_names=config.channels, classifier=classifier)
+@dataclass
+class TuningCounter(CellCounter):
+    """A :class:`CellCounter` that remembers the crop classifier's verdict per (slide, box): tuning
+    re-runs the post-processing dozens of times on the same slides, and the verdict on a box
+    does not depend on the post-processing that found it."""
+
+    verdicts: dict = field(default_factory=dict)
+
+    def classify_boxes(self, image: torch.Tensor, boxes: Sequence[tuple[int, int, int, int]]) -> np.ndarray:
+        slide = hashlib.sha1(image.numpy().tobytes()).hexdigest()
+        missing = [box for box in boxes if (slide, box) not in self.verdicts]
+        if missing:
+            self.verdicts.update(zip(((slide, box) for box in missing), super().classify_boxes(image, missing)))
+        rows = [self.verdicts[slide, box] for box in boxes]
+        return np.array(rows, dtype=np.float32).reshape(len(boxes), len(self.label_names))
+
+
+def counter_for(model: nn.Module, config: SegmenterConfig, classifier: ImageClassifier | None = None) -> TuningCounter:
+    """A :class:`CellCounter` around an in-memory model, as serving would load it (plus the verdict memo)."""
+    return TuningCounter(model, config, "(training)", "", {}, label_names=config.channels, classifier=classifier)
 
 
 def predicted_cells(segmentation: CellSegmentation) -> list[tuple[float, float, int]]:
@@ -84,7 +102,8 @@ def evaluate_counter(counter: CellCounter, slides: Slides, probabilities: Sequen
 def selection_key(metrics: dict) -> tuple[float, float]:
     """What model selection and tuning maximise: the weaker class's count F1, then viability MAE."""
     overall = metrics["overall"]
-    return overall["min_class_f1"], -overall["viability_mae"]
+    mae = overall["viability_mae"]
+    return overall["min_class_f1"], -(1.0 if mae is None else mae)
 
 
 def cell_validation(validation: Slides, config: SegmenterConfig) -> Callable[[nn.Module], tuple[dict, tuple]]:

@@ -80,9 +80,12 @@ class CellCounter(InstanceSegmenter):
         """(n_cells, n_classes) class probabilities, in ``label_names`` order."""
         if self.classifier is None:
             return channel_probabilities(probabilities, labels)
-        boxes = [Box("", *box) for _, _, box in cell_geometry(labels)]
+        return self.classify_boxes(image, [box for _, _, box in cell_geometry(labels)])
+
+    def classify_boxes(self, image: torch.Tensor, boxes: Sequence[tuple[int, int, int, int]]) -> np.ndarray:
+        """(n_boxes, n_classes): the crop classifier's probabilities for (xmin, ymin, xmax, ymax) boxes."""
         picture = Image.fromarray(image.permute(1, 2, 0).numpy())
-        scores = score_boxes(self.classifier, picture, boxes)
+        scores = score_boxes(self.classifier, picture, [Box("", *box) for box in boxes])
         return np.array([[score.probabilities[name] for name in self.label_names] for score in scores],
                         dtype=np.float32).reshape(len(boxes), len(self.label_names))
 
