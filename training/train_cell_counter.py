@@ -8,8 +8,9 @@ Two designs are measured on the same image-grouped split: (a) the U-Net alone, a
 being the stronger of its two channels; (b) the U-Net's cells, each classified by the crop
 classifier ``--classifier`` (default ``models/ldc-live-dead``, skipped if absent) on its box.
 Post-processing (method, threshold, minimum size, minimum size of objects cut by the image
-edge) is tuned per design on the validation slides; the design better on validation is shipped (with (b), the classifier is copied into
-the folder as ``classifier/``), and the card shows both on the test slides.
+edge) is tuned per design on the validation slides; the design better on validation is shipped
+(with (b), the classifier is copied into the folder as ``classifier/``), and the card shows both
+on the test slides.
 """
 
 from __future__ import annotations
@@ -18,14 +19,9 @@ import argparse
 import dataclasses
 import json
 import logging
-import platform
-import shlex
 import shutil
-import sys
 import time
 from pathlib import Path
-
-import torch
 
 from imagezoo.cards import model_card
 from imagezoo.cell_training import (
@@ -40,6 +36,14 @@ from imagezoo.cell_training import (
 from imagezoo.data import load_splits
 from imagezoo.hub import push_folder
 from imagezoo.inference import ImageClassifier
+from imagezoo.scripts import (
+    add_unet_arguments,
+    hardware,
+    jsonl_logger,
+    script_command,
+    subsample,
+    unet_recipe,
+)
 from imagezoo.segmentation import SegmenterConfig, encoder_normalization, save_unet
 from imagezoo.segmentation_training import SegmentationCrops, fit_segmenter, train_transform
 from imagezoo.tasks import HUB_ORG, TASKS, get_task
@@ -57,61 +61,34 @@ DESIGNS = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="ldc-viability", choices=COUNTER_TASKS)
-    parser.add_argument("--recipe", default="quick", help="recipe name in the task config (quick | full)")
-    parser.add_argument("--dataset", default=None, help="dataset folder or Hub id (default: the task's)")
-    parser.add_argument("--output-dir", default=None, help="default: models/<task>")
+    add_unet_arguments(parser)
     parser.add_argument("--classifier", default="models/ldc-live-dead", help="crop classifier of design (b); '' for none")
     parser.add_argument("--design", default="auto", choices=["auto", *DESIGNS],
                         help="the design to ship; auto: the better on validation")
-    parser.add_argument("--encoder", default=None, help="timm encoder, e.g. tf_efficientnet_lite2")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--crop-size", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--max-train-samples", type=int, default=None, help="subsample training slides (smoke runs)")
     parser.add_argument("--methods", nargs="+", default=["components", "watershed-distance"], help="tuned on validation")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.4, 0.5, 0.6], help="tuned on validation")
     parser.add_argument("--min-sizes", type=int, nargs="+", default=[30, 60, 100], help="tuned on validation")
     parser.add_argument("--border-min-sizes", type=int, nargs="+", default=[0, 100, 150, 200],
                         help="objects touching the image edge need this many pixels (0: no rule); tuned on validation")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None)
-    parser.add_argument("--hub-repo-id", default=None, help="repo id shown in the card (default: imagezoo/<folder>)")
     return parser.parse_args(argv)
-
-
-def load_split(dataset, split: str, limit: int | None = None, seed: int = 0) -> Slides:
-    part = dataset[split]
-    if limit and limit < len(part):
-        part = part.shuffle(seed=seed).select(range(limit))
-    return Slides.from_rows(part)
 
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     task = get_task(args.task)
-    recipe = task.recipe(args.recipe).with_overrides(
-        encoder=args.encoder, epochs=args.epochs, crop_size=args.crop_size, batch_size=args.batch_size, lr=args.lr
-    )
+    recipe = unet_recipe(task, args)
     output_dir = Path(args.output_dir or f"models/{task.name}")
     output_dir.mkdir(parents=True, exist_ok=True)
     logger.info("task %s, recipe %s: %s", task.name, args.recipe, recipe)
 
     dataset = load_splits(args.dataset or task.dataset)
-    train = load_split(dataset, "train", args.max_train_samples, args.seed)
-    validation = load_split(dataset, "validation")
-    test = load_split(dataset, "test")
+    train = Slides.from_rows(subsample(dataset, "train", args.max_train_samples, args.seed))
+    validation = Slides.from_rows(dataset["validation"])
+    test = Slides.from_rows(dataset["test"])
     config = SegmenterConfig(channels=task.label_names, **encoder_normalization(recipe.encoder), **task.model_config)
 
-    log_path = output_dir / "train_log.jsonl"
-    log_path.write_text("")
-
-    def log(row: dict) -> None:
-        with log_path.open("a") as fp:
-            fp.write(json.dumps(row) + "\n")
-
+    log = jsonl_logger(output_dir / "train_log.jsonl")
     start = time.time()
     crops = SegmentationCrops(
         train.images, train.targets(len(config.channels)), train_transform(recipe.crop_size, config, recipe.invert)
@@ -186,7 +163,7 @@ def main(argv: list[str] | None = None) -> Path:
         "viability_mae": overall["viability_mae"],
     }
     repo_id = args.push_to_hub or args.hub_repo_id or f"{HUB_ORG}/{output_dir.name}"
-    command = shlex.join(["python", "training/train_cell_counter.py", *(argv if argv is not None else sys.argv[1:])])
+    command = script_command("training/train_cell_counter.py", argv)
     card = model_card(
         task.card_template,
         dict(
@@ -222,8 +199,7 @@ def main(argv: list[str] | None = None) -> Path:
         seed=args.seed,
         train_minutes=train_minutes,
         eval_minutes=eval_minutes,
-        hardware=torch.cuda.get_device_name() if args.device.startswith("cuda")
-        else f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
+        hardware=hardware(args.device),
         dataset_license=task.dataset_license,
         prepare_command=task.prepare_command,
         command=command,

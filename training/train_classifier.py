@@ -15,9 +15,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -28,6 +25,12 @@ from imagezoo.data import load_splits
 from imagezoo.evaluation import classification_metrics, paired_bootstrap, save_confusion_matrix
 from imagezoo.hub import push_folder, save_model_folder
 from imagezoo.inference import ImageClassifier, eval_transform
+from imagezoo.scripts import (
+    hardware,
+    jsonl_logger,
+    script_command,
+    subsample,
+)
 from imagezoo.tasks import ARCH_RECIPES, HUB_ORG, TASKS, get_task
 from imagezoo.training import ImageLabelDataset, fit, predict_probs
 
@@ -58,9 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_split(dataset, split: str, limit: int | None = None, seed: int = 0):
-    part = dataset[split]
-    if limit and limit < len(part):
-        part = part.shuffle(seed=seed).select(range(limit))
+    part = subsample(dataset, split, limit, seed)
     return list(part["image"]), list(part["label"])
 
 
@@ -96,13 +97,7 @@ def main(argv: list[str] | None = None) -> Path:
     validation = load_split(dataset, "validation")
     test = load_split(dataset, "test")
 
-    log_path = output_dir / "train_log.jsonl"
-    log_path.write_text("")
-
-    def log(row: dict) -> None:
-        with log_path.open("a") as fp:
-            fp.write(json.dumps(row) + "\n")
-
+    log = jsonl_logger(output_dir / "train_log.jsonl")
     start = time.time()
     result = fit(recipe, train, validation, task.label_names, args.seed, args.num_workers, args.device, log)
     train_minutes = (time.time() - start) / 60
@@ -131,7 +126,7 @@ def main(argv: list[str] | None = None) -> Path:
     (output_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
 
     repo_id = args.push_to_hub or args.hub_repo_id or f"{HUB_ORG}/{output_dir.name}"
-    command = shlex.join(["python", "training/train_classifier.py", *(argv if argv is not None else sys.argv[1:])])
+    command = script_command("training/train_classifier.py", argv)
     comparison = [summary, *compare_with_siblings(output_dir, task.name, test[0], labels, probs.argmax(axis=1))]
     card = model_card(
         task.card_template,
@@ -165,8 +160,7 @@ def main(argv: list[str] | None = None) -> Path:
         best_epoch=result.best_epoch,
         seed=args.seed,
         train_minutes=train_minutes,
-        hardware=torch.cuda.get_device_name() if args.device.startswith("cuda")
-        else f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
+        hardware=hardware(args.device),
         prepare_command=task.prepare_command,
         command=command,
     )

@@ -17,18 +17,21 @@ import argparse
 import dataclasses
 import json
 import logging
-import platform
-import shlex
-import sys
 import time
 from pathlib import Path
-
-import torch
 
 from imagezoo.cards import model_card
 from imagezoo.data import load_splits
 from imagezoo.hub import push_folder
 from imagezoo.instances import POSTPROCESSORS
+from imagezoo.scripts import (
+    add_unet_arguments,
+    hardware,
+    jsonl_logger,
+    script_command,
+    subsample,
+    unet_recipe,
+)
 from imagezoo.segmentation import SegmenterConfig, encoder_normalization, save_unet
 from imagezoo.segmentation_training import (
     NucleiImages,
@@ -56,55 +59,28 @@ HEADLINE = ("dsb_score", "foreground_iou", "precision_at_0.5", "dice")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="nuclei-unet", choices=SEGMENTATION_TASKS)
-    parser.add_argument("--recipe", default="quick", help="recipe name in the task config (quick | full)")
-    parser.add_argument("--dataset", default=None, help="dataset folder or Hub id (default: the task's)")
-    parser.add_argument("--output-dir", default=None, help="default: models/<task>")
-    parser.add_argument("--encoder", default=None, help="timm encoder, e.g. tf_efficientnet_lite2")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--crop-size", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--max-train-samples", type=int, default=None, help="subsample training images (smoke runs)")
+    add_unet_arguments(parser)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6, 0.7], help="tuned on validation")
     parser.add_argument("--min-sizes", type=int, nargs="+", default=[10, 25, 50], help="tuned on validation")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None)
-    parser.add_argument("--hub-repo-id", default=None, help="repo id shown in the card (default: imagezoo/<folder>)")
     return parser.parse_args(argv)
-
-
-def load_split(dataset, split: str, limit: int | None = None, seed: int = 0) -> NucleiImages:
-    part = dataset[split]
-    if limit and limit < len(part):
-        part = part.shuffle(seed=seed).select(range(limit))
-    return NucleiImages.from_rows(part)
 
 
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     task = get_task(args.task)
-    recipe = task.recipe(args.recipe).with_overrides(
-        encoder=args.encoder, epochs=args.epochs, crop_size=args.crop_size, batch_size=args.batch_size, lr=args.lr
-    )
+    recipe = unet_recipe(task, args)
     output_dir = Path(args.output_dir or f"models/{task.name}")
     output_dir.mkdir(parents=True, exist_ok=True)
     logger.info("task %s, recipe %s: %s", task.name, args.recipe, recipe)
 
     dataset = load_splits(args.dataset or task.dataset)
-    train = load_split(dataset, "train", args.max_train_samples, args.seed)
-    validation = load_split(dataset, "validation")
-    test = load_split(dataset, "test")
+    train = NucleiImages.from_rows(subsample(dataset, "train", args.max_train_samples, args.seed))
+    validation = NucleiImages.from_rows(dataset["validation"])
+    test = NucleiImages.from_rows(dataset["test"])
     config = SegmenterConfig(channels=task.label_names, **encoder_normalization(recipe.encoder), **task.model_config)
 
-    log_path = output_dir / "train_log.jsonl"
-    log_path.write_text("")
-
-    def log(row: dict) -> None:
-        with log_path.open("a") as fp:
-            fp.write(json.dumps(row) + "\n")
-
+    log = jsonl_logger(output_dir / "train_log.jsonl")
     start = time.time()
     train_set = SegmentationCrops(train.images, train.targets, train_transform(recipe.crop_size, config, recipe.invert),
                                   config.percentiles)
@@ -158,7 +134,7 @@ def main(argv: list[str] | None = None) -> Path:
     (output_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
 
     repo_id = args.push_to_hub or args.hub_repo_id or f"{HUB_ORG}/{output_dir.name}"
-    command = shlex.join(["python", "training/train_segmenter.py", *(argv if argv is not None else sys.argv[1:])])
+    command = script_command("training/train_segmenter.py", argv)
     card = model_card(
         task.card_template,
         dict(
@@ -193,8 +169,7 @@ def main(argv: list[str] | None = None) -> Path:
         seed=args.seed,
         train_minutes=train_minutes,
         eval_minutes=eval_minutes,
-        hardware=torch.cuda.get_device_name() if args.device.startswith("cuda")
-        else f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
+        hardware=hardware(args.device),
         dataset_license=task.dataset_license,
         prepare_command=task.prepare_command,
         command=command,

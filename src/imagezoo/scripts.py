@@ -1,0 +1,69 @@
+"""Plumbing every training script shares: subsampled splits, the JSON-lines log, the command
+and hardware a card states, and the U-Net scripts' common arguments."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+def subsample(dataset, split: str, limit: int | None = None, seed: int = 0):
+    """``dataset[split]``, or ``limit`` of its rows drawn with ``seed`` (smoke runs)."""
+    part = dataset[split]
+    if limit and limit < len(part):
+        part = part.shuffle(seed=seed).select(range(limit))
+    return part
+
+
+def jsonl_logger(path: Path) -> Callable[[dict], None]:
+    """A fresh ``path`` and a function appending one JSON line per call (one per epoch)."""
+    path.write_text("")
+
+    def log(row: dict) -> None:
+        with path.open("a") as fp:
+            fp.write(json.dumps(row) + "\n")
+
+    return log
+
+
+def script_command(script: str, argv: list[str] | None) -> str:
+    """The command line that reproduces this run, as a card shows it."""
+    return shlex.join(["python", script, *(argv if argv is not None else sys.argv[1:])])
+
+
+def hardware(device: str) -> str:
+    return torch.cuda.get_device_name() if device.startswith("cuda") else (
+        f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    )
+
+
+def add_unet_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Recipe, data and output arguments of the U-Net training scripts (``None``: the recipe's value)."""
+    parser.add_argument("--recipe", default="quick", help="recipe name in the task config (quick | full)")
+    parser.add_argument("--dataset", default=None, help="dataset folder or Hub id (default: the task's)")
+    parser.add_argument("--output-dir", default=None, help="default: models/<task>")
+    parser.add_argument("--encoder", default=None, help="timm encoder, e.g. tf_efficientnet_lite2")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--crop-size", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--max-train-samples", type=int, default=None, help="subsample training images (smoke runs)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None)
+    parser.add_argument("--hub-repo-id", default=None, help="repo id shown in the card (default: imagezoo/<folder>)")
+    return parser
+
+
+def unet_recipe(task, args: argparse.Namespace):
+    """The task's named recipe with the command line's overrides."""
+    return task.recipe(args.recipe).with_overrides(
+        encoder=args.encoder, epochs=args.epochs, crop_size=args.crop_size, batch_size=args.batch_size, lr=args.lr
+    )
