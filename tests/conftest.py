@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import shutil
 import struct
@@ -134,13 +136,29 @@ def cell_counter_model(tmp_path_factory, ldc_subset_dir, trained_model) -> Path:
 
     root = tmp_path_factory.mktemp("viability")
     dataset, out = root / "ldc-slides", root / "ldc-viability"
-    prepare_ldc_slides.main(["--ldc-dir", str(ldc_subset_dir), "--out", str(dataset), "--examples-dir", str(root / "examples")])
+    prepare_ldc_slides.main(
+        ["--ldc-dir", str(ldc_subset_dir), "--out", str(dataset), "--examples-dir", str(root / "examples")]
+    )
     train_cell_counter.main([
         "--dataset", str(dataset), "--output-dir", str(out), "--epochs", "2", "--batch-size", "8",
         "--classifier", str(trained_model), "--design", "unet+classifier",
         "--methods", "components", "--thresholds", "0.5", "0.7", "--min-sizes", "15", "--border-min-sizes", "0", "150",
     ])
     return out
+
+
+@contextlib.contextmanager
+def space_app(space: str, module_name: str, **env: str):
+    """``spaces/<space>/app.py`` imported afresh with the environment ``env`` set while it is in use
+    (a Space reads its model ids at import)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        spec = importlib.util.spec_from_file_location(module_name, ROOT / "spaces" / space / "app.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+        yield module
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -1,6 +1,5 @@
 """The batch job and the nuclei Space on a real (briefly trained) U-Net and real DSB2018 images."""
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ import numpy as np
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT
+from conftest import ROOT, space_app
 from PIL import Image
 from pycocotools import mask as coco_mask
 
@@ -115,11 +114,7 @@ def test_the_folder_config_picks_the_predictor(nuclei_model, trained_model):
 
 @pytest.fixture(scope="module")
 def nuclei_app(nuclei_model):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("IMAGEZOO_MODEL", str(nuclei_model))
-        spec = importlib.util.spec_from_file_location("nuclei_app", ROOT / "spaces" / "nuclei" / "app.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+    with space_app("nuclei", "nuclei_app", IMAGEZOO_MODEL=str(nuclei_model)) as module:
         yield module
 
 

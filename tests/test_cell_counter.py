@@ -3,15 +3,13 @@ the batch job without box files and the cells Space's whole-image tab."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import segmentation_models_pytorch as smp
-from conftest import LDC_SAMPLES, ROOT
+from conftest import LDC_SAMPLES, space_app
 from PIL import Image
 
 from imagezoo.batch import run_job
@@ -122,13 +120,8 @@ def test_batch_job_refuses_box_files_for_a_cell_counter(cell_counter_model, ldc_
 
 @pytest.fixture(scope="module")
 def app(trained_model, cell_counter_model):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("IMAGEZOO_MODEL", str(trained_model))
-        patch.setenv("IMAGEZOO_COUNTER_MODEL", str(cell_counter_model))
-        spec = importlib.util.spec_from_file_location("cells_app_whole", ROOT / "spaces" / "cells" / "app.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["cells_app_whole"] = module
-        spec.loader.exec_module(module)
+    env = {"IMAGEZOO_MODEL": str(trained_model), "IMAGEZOO_COUNTER_MODEL": str(cell_counter_model)}
+    with space_app("cells", "cells_app_whole", **env) as module:
         yield module
 
 

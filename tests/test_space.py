@@ -1,11 +1,9 @@
 """The cells Space's functions on a real trained model and real LDC slides."""
 
-import importlib.util
-import sys
 
 import gradio as gr
 import pytest
-from conftest import LDC_SAMPLES, ROOT
+from conftest import LDC_SAMPLES, space_app
 from PIL import Image
 
 from imagezoo.data.voc import read_voc
@@ -15,19 +13,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def app(trained_model, monkeypatch_module):
-    monkeypatch_module.setenv("IMAGEZOO_MODEL", str(trained_model))
-    spec = importlib.util.spec_from_file_location("cells_app", ROOT / "spaces" / "cells" / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cells_app"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
+def app(trained_model):
+    with space_app("cells", "cells_app", IMAGEZOO_MODEL=str(trained_model)) as module:
+        yield module
 
 
 def test_single_cell_gives_probabilities_for_both_labels(app, ldc_crops):
