@@ -78,7 +78,7 @@ def test_predictor_finds_classifies_and_summarises_cells(cell_counter_model, ldc
         assert xmin <= cell.centre[0] <= xmax and ymin <= cell.centre[1] <= ymax
     # a threshold above every probability finds nothing: viability is unknown, not 0
     tensor = image_tensor(load_image(ldc_dir / LDC_SAMPLES["RGB"]))[0]
-    nothing = counter.cells_from(tensor, counter.probabilities(tensor), threshold=1.0)
+    nothing = counter.from_probabilities(tensor, counter.probabilities(tensor), threshold=1.0)
     assert nothing.cells == [] and nothing.summary == {"n_live": 0, "n_dead": 0, "viability": None}
 
 

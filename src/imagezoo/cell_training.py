@@ -93,7 +93,7 @@ def predicted_cells(segmentation: CellSegmentation) -> list[tuple[float, float, 
 def evaluate_counter(counter: CellCounter, slides: Slides, probabilities: Sequence[np.ndarray]) -> dict:
     """:func:`~imagezoo.cells.viability_metrics` of ``counter`` on ``slides`` from precomputed probabilities."""
     predictions = [
-        predicted_cells(counter.cells_from(tensor, probs))
+        predicted_cells(counter.from_probabilities(tensor, probs))
         for tensor, probs in zip(slides.tensors(), probabilities)
     ]
     return viability_metrics(predictions, slides.boxes, slides.box_labels, counter.label_names)
@@ -160,7 +160,7 @@ def save_counter_figure(counter: CellCounter, slides: Slides, probabilities: Seq
             colour = CLASS_COLOURS[counter.label_names[label]]
             truth[ymin:ymax, [xmin, max(xmin, xmax - 1)]] = colour
             truth[[ymin, max(ymin, ymax - 1)], xmin:xmax] = colour
-        segmentation = counter.cells_from(tensor, probs)
+        segmentation = counter.from_probabilities(tensor, probs)
         found = segmentation.summary
         true_live = sum(counter.label_names[label] == "live" for label in labels)
         panels = [

@@ -20,11 +20,10 @@ from PIL import Image
 
 from imagezoo.cells import Cell, cell_geometry, channel_probabilities, find_cells, make_cells, outline
 from imagezoo.data.voc import Box
-from imagezoo.images import ImageSource, load_image
 from imagezoo.inference import ImageClassifier
 from imagezoo.instances import encode_rle
 from imagezoo.predictors.base import Item, prob_column, register_predictor
-from imagezoo.predictors.segmenter import InstanceSegmenter, Segmentation, image_tensor
+from imagezoo.predictors.segmenter import InstanceSegmenter, Segmentation
 from imagezoo.segmentation import load_unet
 from imagezoo.viability import score_boxes, viability
 
@@ -89,20 +88,12 @@ class CellCounter(InstanceSegmenter):
         return np.array([[score.probabilities[name] for name in self.label_names] for score in scores],
                         dtype=np.float32).reshape(len(boxes), len(self.label_names))
 
-    def cells_from(self, image: torch.Tensor, probabilities: np.ndarray, threshold: float | None = None,
-                   min_size: int | None = None) -> CellSegmentation:
-        """Cells from already computed probabilities (a Space's threshold slider re-runs only this)."""
+    def from_probabilities(self, image: torch.Tensor, probabilities: np.ndarray, threshold: float | None = None,
+                           min_size: int | None = None) -> CellSegmentation:
+        """Cells, classified, from already computed probabilities."""
         labels = self.instances(probabilities, threshold, min_size)
         cells = make_cells(labels, self.classify(image, probabilities, labels))
         return CellSegmentation(labels, probabilities, cells, self.label_names)
-
-    def segment(self, image: ImageSource | torch.Tensor, threshold: float | None = None,
-                min_size: int | None = None) -> CellSegmentation:
-        tensor = image if isinstance(image, torch.Tensor) else image_tensor(load_image(image))[0]
-        return self.cells_from(tensor, self.probabilities(tensor), threshold, min_size)
-
-    def predict(self, images: Sequence[ImageSource]) -> list[CellSegmentation]:
-        return [self.segment(image) for image in images]
 
     def check_options(self, options) -> None:
         if options.boxes:

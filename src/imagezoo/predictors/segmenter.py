@@ -105,16 +105,26 @@ class InstanceSegmenter(Predictor):
 
     def postprocess_settings(self, threshold: float | None = None, min_size: int | None = None) -> SegmenterConfig:
         """The model's settings with ``threshold`` / ``min_size`` replaced where given (``None``: the tuned one)."""
-        return replace(self.settings, **{k: v for k, v in dict(threshold=threshold, min_size=min_size).items() if v is not None})
+        given = {k: v for k, v in dict(threshold=threshold, min_size=min_size).items() if v is not None}
+        return replace(self.settings, **given)
 
     def instances(self, probabilities: np.ndarray, threshold: float | None = None, min_size: int | None = None) -> np.ndarray:
         """Instance labels from probabilities; ``None`` keeps the model's tuned setting."""
         settings = self.postprocess_settings(threshold, min_size)
         return postprocess(settings.postprocess, probabilities, threshold=settings.threshold, min_size=settings.min_size)
 
-    def segment(self, image: ImageSource, threshold: float | None = None, min_size: int | None = None) -> Segmentation:
-        probabilities = self.probabilities(image)
+    def from_probabilities(
+        self, image: torch.Tensor, probabilities: np.ndarray, threshold: float | None = None, min_size: int | None = None
+    ) -> Segmentation:
+        """The result from already computed probabilities of the uint8 (3, H, W) ``image`` (a Space's
+        threshold slider re-runs only this)."""
         return Segmentation(self.instances(probabilities, threshold, min_size), probabilities)
+
+    def segment(
+        self, image: ImageSource | torch.Tensor, threshold: float | None = None, min_size: int | None = None
+    ) -> Segmentation:
+        tensor = image if isinstance(image, torch.Tensor) else image_tensor(load_image(image))[0]
+        return self.from_probabilities(tensor, self.probabilities(tensor), threshold, min_size)
 
     def predict(self, images: Sequence[ImageSource]) -> list[Segmentation]:
         return [self.segment(image) for image in images]
