@@ -3,6 +3,7 @@
 #               cell counter if missing, serve the cells Space on :7860
 #   make test   the test suite (what CI runs)
 #   make nuclei-demo   the same for the nuclei U-Net (prepare DSB2018, train, serve)
+#   make pets-demo     the same for cat / dog / neither with the live webcam tab
 PYTHON ?= python3
 export GRADIO_ANALYTICS_ENABLED ?= False
 VENV ?= .venv
@@ -13,10 +14,12 @@ MODEL := models/ldc-live-dead
 BASELINE := models/ldc-live-dead-seed-cnn
 NUCLEI := models/nuclei-unet
 VIABILITY := models/ldc-viability
+PETS := models/cats-dogs
+PETS_DIR ?= ../shared/data/cats-dogs/train
 SPACE ?= cells
 
 .PHONY: setup data model baseline demo test benchmark push-space clean nuclei-data nuclei-model nuclei-demo \
-	nuclei-benchmark viability-data viability-model
+	nuclei-benchmark viability-data viability-model pets-data pets-model pets-demo webcam-benchmark
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +74,24 @@ nuclei-demo: nuclei-model
 
 nuclei-benchmark: nuclei-model
 	$(PY) benchmarks/bench_segmenter.py
+
+data/cats-dogs/README.md: $(VENV)/.installed
+	$(PY) training/prepare_cats_dogs.py --pets-dir "$(PETS_DIR)" --data-root ../shared/data --out data/cats-dogs \
+		--examples-dir spaces/cats_dogs/examples
+
+pets-data: data/cats-dogs/README.md
+
+# quick CPU recipe (about 15 minutes on 2 cores with the open-set evaluation and the ONNX exports)
+$(PETS)/model.safetensors: data/cats-dogs/README.md
+	$(PY) training/train_classifier.py --task cats-dogs
+
+pets-model: $(PETS)/model.safetensors
+
+pets-demo: pets-model
+	$(PY) spaces/cats_dogs/app.py
+
+webcam-benchmark: pets-model
+	$(PY) benchmarks/bench_webcam.py
 
 test: setup
 	$(PY) -m pytest

@@ -147,6 +147,35 @@ def cell_counter_model(tmp_path_factory, ldc_subset_dir, trained_model) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def pets_dataset(tmp_path_factory) -> Path:
+    """A small real run of the cats/dogs prep: 60 pets a class, 10% of every negative source."""
+    import prepare_cats_dogs
+
+    pets_dir = SHARED_DATA / "cats-dogs" / "train"
+    if not pets_dir.is_dir():
+        pytest.skip(f"cats-dogs data not found at {pets_dir} (set IMAGEZOO_SHARED_DATA)")
+    root = tmp_path_factory.mktemp("pets")
+    prepare_cats_dogs.main([
+        "--pets-dir", str(pets_dir), "--data-root", str(SHARED_DATA), "--out", str(root / "cats-dogs"),
+        "--scale", "0.1", "--max-pets", "60", "--examples-dir", str(root / "examples"),
+    ])
+    return root / "cats-dogs"
+
+
+@pytest.fixture(scope="session")
+def pets_model(tmp_path_factory, pets_dataset) -> Path:
+    """A short real run of the training script on it (3 epochs, 128 px), with its ONNX exports."""
+    import train_classifier
+
+    out = tmp_path_factory.mktemp("models") / "cats-dogs"
+    train_classifier.main(
+        ["--task", "cats-dogs", "--dataset", str(pets_dataset), "--epochs", "3", "--img-size", "128",
+         "--output-dir", str(out)]
+    )
+    return out
+
+
 @contextlib.contextmanager
 def space_app(space: str, module_name: str, **env: str):
     """``spaces/<space>/app.py`` imported afresh with the environment ``env`` set while it is in use

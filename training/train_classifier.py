@@ -18,13 +18,16 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from imagezoo.cards import model_card
 from imagezoo.data import load_splits
 from imagezoo.evaluation import classification_metrics, paired_bootstrap, save_confusion_matrix
+from imagezoo.export import choose_runtime, compare_runtimes
 from imagezoo.hub import push_folder, save_model_folder
 from imagezoo.inference import ImageClassifier, eval_transform
+from imagezoo.open_set import imagenet_pet_mass, open_set_metrics, threshold_keeping, with_threshold
 from imagezoo.scripts import (
     hardware,
     jsonl_logger,
@@ -33,11 +36,9 @@ from imagezoo.scripts import (
 )
 from imagezoo.tasks import ARCH_RECIPES, HUB_ORG, TASKS, get_task
 from imagezoo.training import ImageLabelDataset, fit, predict_probs
+from imagezoo.weights import create_pretrained
 
 logger = logging.getLogger("train_classifier")
-
-SPLIT_DESCRIPTION = "image-grouped test split (15% of slides, by content hash, seed 0)"
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,6 +64,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_split(dataset, split: str, limit: int | None = None, seed: int = 0):
     part = subsample(dataset, split, limit, seed)
     return list(part["image"]), list(part["label"])
+
+
+def batches(images, data_config: dict, batch_size: int = 64) -> list[torch.Tensor]:
+    """Normalised float batches of ``images`` through the served preprocessing."""
+    transform = eval_transform(data_config)
+    return [torch.stack([transform(im.convert("RGB")) for im in images[i:i + batch_size]])
+            for i in range(0, len(images), batch_size)]
+
+
+def evaluate_open_set(task, result, dataset, validation, test, val_probs, probs, labels) -> dict:
+    """Refusal and keep rates per source for the served rule (argmax over the classes, ``neither`` included)
+    and two candidates: a confidence threshold on the known classes, and the pretrained backbone's
+    ImageNet head kept beside ours. Both candidates' thresholds keep 99% of the validation pets."""
+    names = task.label_names
+    reject = names.index(task.reject_label)
+    sources, held_out = dataset["test"]["source"], dataset["test"]["held_out"]
+    val_known = np.asarray(validation[1]) != reject
+    min_confidence = threshold_keeping(val_probs[val_known].max(axis=1), 0.99)
+    imagenet = create_pretrained(result.model.pretrained_cfg["architecture"]).eval()
+    val_mass = imagenet_pet_mass(imagenet, batches([validation[0][i] for i in np.flatnonzero(val_known)],
+                                                   result.data_config))
+    min_mass = threshold_keeping(val_mass, 0.99)
+    test_mass = imagenet_pet_mass(imagenet, batches(test[0], result.data_config))
+    pet_vs_pet = probs[:, [i for i in range(len(names)) if i != reject]].argmax(axis=1)
+    imagenet_predicted = np.where(test_mass >= min_mass, pet_vs_pet, reject)
+    candidates = {
+        "third class (served)": open_set_metrics(labels, probs.argmax(axis=1), names, sources, held_out),
+        f"third class + top score >= {min_confidence:.3f}": open_set_metrics(
+            labels, with_threshold(probs, names, min_confidence), names, sources, held_out),
+        f"ImageNet head pet mass >= {min_mass:.3f}": open_set_metrics(
+            labels, imagenet_predicted, names, sources, held_out),
+    }
+    for name, row in candidates.items():
+        logger.info("open set, %s: known accuracy %.4f, kept %.4f, refused fit %.4f, held-out %.4f (min %.4f)",
+                    name, row["known_accuracy"], row["kept"], row["refused_fit_sources"], row["refused_held_out"],
+                    row["min_refused_held_out"])
+    return {"served": "third class (served)", "candidates": candidates}
 
 
 def compare_with_siblings(output_dir: Path, task_name: str, images, labels, predicted) -> list[dict]:
@@ -112,16 +150,31 @@ def main(argv: list[str] | None = None) -> Path:
         metrics["balanced_accuracy"], metrics["accuracy"], metrics["roc_auc"], metrics["ece"],
     )
     save_confusion_matrix(metrics, task.label_names, output_dir / "confusion_matrix.png", f"{task.name} ({recipe_name})")
+    open_set = None
+    if task.reject_label:
+        val_probs, _ = predict_probs(result.model, torch.utils.data.DataLoader(
+            ImageLabelDataset(*validation, eval_transform(result.data_config)), batch_size=128))
+        open_set = evaluate_open_set(task, result, dataset, validation, test, val_probs, probs, labels)
+    runtimes, runtime = [], None
+    if task.runtimes:
+        calibration = batches(train[0][:256], result.data_config, 32)
+        runtimes = compare_runtimes(result.model, output_dir, recipe.img_size, batches(test[0], result.data_config),
+                                    labels, calibration, task.runtimes)
+        runtime = choose_runtime(runtimes)
+        logger.info("serving runtime: %s", runtime)
     summary = {
         "name": output_dir.name,
         "task": task.name,
         "recipe": recipe_name,
         "arch": recipe.arch,
         "img_size": recipe.img_size,
-        "split": SPLIT_DESCRIPTION,
+        "split": task.split_description,
         "best_epoch": result.best_epoch,
         "train_minutes": round(train_minutes, 2),
         "metrics": metrics,
+        "open_set": open_set,
+        "runtimes": runtimes,
+        "runtime": runtime,
     }
     (output_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
 
@@ -149,7 +202,10 @@ def main(argv: list[str] | None = None) -> Path:
         local_dir=str(output_dir),
         label_names=list(task.label_names),
         metrics=metrics,
-        split_description=SPLIT_DESCRIPTION,
+        split_description=task.split_description,
+        open_set=open_set,
+        runtimes=runtimes,
+        runtime=runtime,
         comparison=comparison,
         has_baseline=any(row["arch"] == "seed_cnn" for row in comparison),
         needs_imagezoo=not recipe.pretrained,
@@ -164,7 +220,8 @@ def main(argv: list[str] | None = None) -> Path:
         prepare_command=task.prepare_command,
         command=command,
     )
-    save_model_folder(result.model, output_dir, list(task.label_names), result.data_config, card, task.model_config)
+    model_config = {**task.model_config, **({"runtime": runtime} if runtime else {})}
+    save_model_folder(result.model, output_dir, list(task.label_names), result.data_config, card, model_config)
     logger.info("saved %s", output_dir)
     if args.push_to_hub:
         push_folder(output_dir, args.push_to_hub)

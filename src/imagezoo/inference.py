@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import timm
@@ -26,6 +26,7 @@ from torchvision.transforms import CenterCrop, Resize, v2
 
 import imagezoo  # noqa: F401  (registers imagezoo architectures with timm)
 from imagezoo.data.voc import DEFAULT_CONTEXT, cell_inputs, clip_boxes, read_voc, voc_sibling
+from imagezoo.export import RUNTIME_FILES, RUNTIMES, OnnxRunner
 from imagezoo.images import ImageSource, load_image
 from imagezoo.predictors.base import (
     LOCAL_PREFIX,
@@ -115,9 +116,15 @@ class ImageClassifier(Predictor):
     model_id: str
     revision: str
     config: dict
+    runtime: str = "torch"
+    runner: Callable[[torch.Tensor], torch.Tensor] | None = None  # an ONNX session; None: the torch model
 
     @classmethod
-    def from_folder(cls, folder: Path, config: dict, model_id: str, revision: str) -> "ImageClassifier":
+    def from_folder(
+        cls, folder: Path, config: dict, model_id: str, revision: str, runtime: str | None = None
+    ) -> "ImageClassifier":
+        """``runtime``: ``"torch"``, ``"onnx"`` or ``"onnx-int8"``; ``None`` takes the folder's choice
+        (config ``runtime``, written by the training script after measuring them), else torch."""
         model = timm.create_model(f"{LOCAL_PREFIX}{folder}", pretrained=False)
         model.load_state_dict(load_file(folder / WEIGHTS_NAME), strict=True)
         # channels-last convolutions are ~1.4x faster on CPU for these networks; outputs are unchanged
@@ -126,7 +133,15 @@ class ImageClassifier(Predictor):
         if isinstance(label_names, dict):
             label_names = [label_names[str(i)] for i in range(config["num_classes"])]
         data_config = resolve_data_config({}, model=model)
-        return cls(model, tuple(label_names), data_config, model_id, revision, config)
+        runtime = runtime or config.get("runtime") or "torch"
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime!r}; known: {list(RUNTIMES)}")
+        runner = None
+        if runtime in RUNTIME_FILES:
+            if not (folder / RUNTIME_FILES[runtime]).is_file():
+                raise FileNotFoundError(f"{model_id}: runtime {runtime!r} needs {RUNTIME_FILES[runtime]}, not in the folder")
+            runner = OnnxRunner(folder / RUNTIME_FILES[runtime])
+        return cls(model, tuple(label_names), data_config, model_id, revision, config, runtime, runner)
 
     @property
     def uint8_transform(self):
@@ -147,6 +162,8 @@ class ImageClassifier(Predictor):
     @torch.inference_mode()
     def predict_tensor(self, batch: torch.Tensor) -> np.ndarray:
         """Class probabilities, shape (batch, n_classes), for already preprocessed inputs."""
+        if self.runner is not None:
+            return self.runner(batch).softmax(dim=-1).float().numpy()
         batch = batch.contiguous(memory_format=torch.channels_last)
         return self.model(batch).softmax(dim=-1).float().numpy()
 

@@ -70,8 +70,8 @@ def eval_data_config(model: nn.Module, img_size: int) -> dict:
     )
 
 
-def train_transform(data_config: dict, augment: bool) -> Callable:
-    """Random scale/aspect crops, both flips and mild colour jitter (microscopy has no up)."""
+def train_transform(data_config: dict, augment: bool, vflip: float = 0.5) -> Callable:
+    """Random scale/aspect crops, flips and mild colour jitter (``vflip``: microscopy has no up, photos do)."""
     if not augment:
         return eval_transform(data_config)
     return create_transform(
@@ -79,7 +79,7 @@ def train_transform(data_config: dict, augment: bool) -> Callable:
         is_training=True,
         scale=(0.6, 1.0),
         hflip=0.5,
-        vflip=0.5,
+        vflip=vflip,
         color_jitter=0.2,
         interpolation=data_config["interpolation"],
         mean=data_config["mean"],
@@ -139,7 +139,7 @@ def fit(
     data_config = eval_data_config(model, recipe.img_size)
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(
-        ImageLabelDataset(*train, train_transform(data_config, recipe.augment)),
+        ImageLabelDataset(*train, train_transform(data_config, recipe.augment, recipe.vflip)),
         batch_size=recipe.batch_size,
         shuffle=True,
         drop_last=len(train[0]) > recipe.batch_size,

@@ -20,9 +20,10 @@ from imagezoo.predictors.base import (
 )
 
 
-def load_predictor(model_id: str, revision: str | None = None) -> Predictor:
-    """The model in ``model_id`` (folder, ``local-dir:`` or ``hf-hub:`` id) as its registered predictor."""
-    return Predictor.from_pretrained(model_id, revision)
+def load_predictor(model_id: str, revision: str | None = None, **options) -> Predictor:
+    """The model in ``model_id`` (folder, ``local-dir:`` or ``hf-hub:`` id) as its registered predictor;
+    ``options`` go to its loader (a classifier's ``runtime``)."""
+    return Predictor.from_pretrained(model_id, revision, **options)
 
 
 __all__ = [

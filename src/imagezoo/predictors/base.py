@@ -78,7 +78,7 @@ def resolve_model_folder(model_id: str, revision: str | None = None) -> tuple[Pa
     with sub-models hashes the list of all their weights' hashes).
     """
     if model_id.startswith(HUB_PREFIX):
-        patterns = ["config.json", WEIGHTS_NAME, "*.md", f"*/{WEIGHTS_NAME}", "*/config.json"]
+        patterns = ["config.json", WEIGHTS_NAME, "*.md", "*.onnx", f"*/{WEIGHTS_NAME}", "*/config.json"]
         folder = Path(snapshot_download(model_id[len(HUB_PREFIX):], revision=revision, allow_patterns=patterns))
     else:
         folder = Path(model_id.removeprefix(LOCAL_PREFIX))
@@ -105,17 +105,18 @@ class Predictor(ABC):
 
     @classmethod
     @abstractmethod
-    def from_folder(cls, folder: Path, config: dict, model_id: str, revision: str) -> "Predictor":
-        """Build from a resolved model folder (``config.json`` already read)."""
+    def from_folder(cls, folder: Path, config: dict, model_id: str, revision: str, **options) -> "Predictor":
+        """Build from a resolved model folder (``config.json`` already read); ``options`` are the
+        predictor's own loading choices (a classifier's ``runtime``)."""
 
     @classmethod
-    def from_pretrained(cls, model_id: str, revision: str | None = None) -> "Predictor":
+    def from_pretrained(cls, model_id: str, revision: str | None = None, **options) -> "Predictor":
         """Load a model folder or ``hf-hub:`` id; called on :class:`Predictor` itself, the
         folder's config picks the class."""
         folder, resolved = resolve_model_folder(model_id, revision)
         config = json.loads((folder / "config.json").read_text())
         target = predictor_class(config) if cls is Predictor else cls
-        return target.from_folder(folder, config, model_id, resolved)
+        return target.from_folder(folder, config, model_id, resolved, **options)
 
     def check_options(self, options: JobOptions) -> None:
         """Raise ``ValueError`` naming what this model cannot do of ``options``."""

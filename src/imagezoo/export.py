@@ -1,0 +1,146 @@
+"""ONNX exports of a classifier, and the onnxruntime session that serves them.
+
+Besides the safetensors weights (the source of truth, what timm loads), a model folder may
+carry ``model.onnx`` (fp32) and ``model.int8.onnx`` (static int8, per-channel weights), and
+name in ``config.json`` (``runtime``) the one the training script measured as fastest
+without losing accuracy. ONNX files are protobuf graphs: loading one never unpickles.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import timm
+import torch
+from timm.layers import set_layer_config
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+#: runtime name -> file in the model folder ("torch" runs the safetensors weights eagerly)
+RUNTIME_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
+RUNTIMES = ("torch", *RUNTIME_FILES)
+INPUT_NAME = "pixel_values"
+
+
+def exportable_copy(model: nn.Module) -> nn.Module:
+    """The same network rebuilt with timm's ``exportable`` layer config (static-shape padding), same weights."""
+    with set_layer_config(exportable=True):
+        copy = timm.create_model(model.pretrained_cfg["architecture"], num_classes=model.num_classes,
+                                 pretrained=False)
+    copy.load_state_dict(model.state_dict())
+    return copy.eval()
+
+
+def export_onnx(model: nn.Module, path: str | Path, img_size: int, opset: int = 17) -> Path:
+    """Write ``model`` as ONNX with a dynamic batch axis; input ``pixel_values`` (N, 3, H, W) float."""
+    path = Path(path)
+    dummy = torch.zeros(1, 3, img_size, img_size)
+    torch.onnx.export(
+        exportable_copy(model), dummy, str(path), input_names=[INPUT_NAME], output_names=["logits"],
+        dynamic_axes={INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset, dynamo=False,
+    )
+    return path
+
+
+def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: Iterable[np.ndarray]) -> Path:
+    """Static int8 quantisation (QDQ, per-channel weights, uint8 activations) calibrated on ``calibration`` batches."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(calibration)
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {INPUT_NAME: batch.astype(np.float32)}
+
+    prepared = Path(int8_path).with_suffix(".prep.onnx")
+    quant_pre_process(str(fp32_path), str(prepared))
+    logging.disable(logging.INFO)  # onnxruntime logs one line per rescaled bias on the root logger
+    try:
+        quantize_static(
+            str(prepared), str(int8_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )
+    finally:
+        logging.disable(logging.NOTSET)
+        prepared.unlink(missing_ok=True)
+    return Path(int8_path)
+
+
+class OnnxRunner:
+    """An onnxruntime CPU session as a callable: float (N, 3, H, W) tensor -> logits tensor."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {INPUT_NAME: batch.contiguous().numpy()})[0])
+
+
+def latency_ms(run, batch: torch.Tensor, repeats: int = 50, warmup: int = 5) -> dict[str, float]:
+    """Median and 95th-percentile wall time of ``run(batch)`` in milliseconds."""
+    for _ in range(warmup):
+        run(batch)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(batch)
+        times.append((time.perf_counter() - start) * 1000)
+    return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
+
+
+def compare_runtimes(
+    model: nn.Module,
+    folder: str | Path,
+    img_size: int,
+    test_batches: list[torch.Tensor],
+    test_labels: np.ndarray,
+    calibration: list[torch.Tensor],
+    runtimes: Iterable[str] = tuple(RUNTIME_FILES),
+) -> list[dict]:
+    """Export ``runtimes`` into ``folder`` and measure each beside torch in one run: test accuracy,
+    agreement with torch, and batch-1 latency (p50/p95 on this machine's threads)."""
+    folder = Path(folder)
+    served = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)  # as ImageClassifier runs it
+    runners = {"torch": lambda batch: served(batch.contiguous(memory_format=torch.channels_last))}
+    if "onnx" in runtimes or "onnx-int8" in runtimes:
+        export_onnx(model, folder / RUNTIME_FILES["onnx"], img_size)
+        runners["onnx"] = OnnxRunner(folder / RUNTIME_FILES["onnx"])
+    if "onnx-int8" in runtimes:
+        quantize_int8(folder / RUNTIME_FILES["onnx"], folder / RUNTIME_FILES["onnx-int8"],
+                      [batch.numpy() for batch in calibration])
+        runners["onnx-int8"] = OnnxRunner(folder / RUNTIME_FILES["onnx-int8"])
+    one = test_batches[0][:1]
+    rows, reference = [], None
+    for name, run in runners.items():
+        with torch.inference_mode():
+            predicted = np.concatenate([run(batch).argmax(-1).numpy() for batch in test_batches])
+        reference = predicted if reference is None else reference
+        with torch.inference_mode():
+            timing = latency_ms(run, one)
+        rows.append({"runtime": name, "file": RUNTIME_FILES.get(name, "model.safetensors"),
+                     "accuracy": float((predicted == test_labels).mean()),
+                     "agreement_with_torch": float((predicted == reference).mean()), **timing})
+        logger.info("runtime %s: %s", name, rows[-1])
+    return rows
+
+
+def choose_runtime(rows: list[dict], tolerance: float = 0.005) -> str:
+    """The fastest runtime (p95) whose test accuracy is within ``tolerance`` of torch's."""
+    torch_accuracy = next(row["accuracy"] for row in rows if row["runtime"] == "torch")
+    eligible = [row for row in rows if row["accuracy"] >= torch_accuracy - tolerance]
+    return min(eligible, key=lambda row: row["p95_ms"])["runtime"]

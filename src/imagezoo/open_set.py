@@ -1,0 +1,86 @@
+"""Open-set classification: how often a model refuses what it should, and keeps what it should.
+
+A classifier with a reject label (``neither``) is judged on two populations: the known classes
+(accuracy, and how many are wrongly refused) and the negatives, per source, because the
+average over sources hides the one kind of image that slips through. Sources the model was
+never trained on (``held_out``) are the honest estimate for images nobody anticipated.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+#: ImageNet-1k classes that are domestic dogs (151-268) and domestic cats (281-285)
+IMAGENET_PET_CLASSES = {"dog": tuple(range(151, 269)), "cat": tuple(range(281, 286))}
+
+
+def refusal_table(refused: np.ndarray, sources: Sequence[str], held_out: Sequence[bool]) -> dict[str, dict]:
+    """Per negative source: ``n``, fraction ``refused`` and whether it was ``held_out`` of training."""
+    sources, held_out = np.asarray(sources), np.asarray(held_out, dtype=bool)
+    return {
+        source: {"n": int((sources == source).sum()), "refused": float(refused[sources == source].mean()),
+                 "held_out": bool(held_out[sources == source][0])}
+        for source in sorted(set(sources.tolist()))
+    }
+
+
+def open_set_metrics(
+    y_true: Sequence[int],
+    predicted: Sequence[int],
+    label_names: Sequence[str],
+    sources: Sequence[str],
+    held_out: Sequence[bool],
+    reject_label: str = "neither",
+) -> dict:
+    """Known-class accuracy and keep rate, and refusal rates per negative source and pooled.
+
+    ``pet_accuracy`` counts a refused pet as an error (what a user sees); ``kept`` is the
+    fraction of known-class images not refused.
+    """
+    y_true, predicted = np.asarray(y_true), np.asarray(predicted)
+    sources, held_out = np.asarray(sources), np.asarray(held_out, dtype=bool)
+    reject = list(label_names).index(reject_label)
+    known, negative = y_true != reject, y_true == reject
+    refused = predicted == reject
+    table = refusal_table(refused[negative], sources[negative], held_out[negative])
+    held_out_rates = [row["refused"] for row in table.values() if row["held_out"]]
+    return {
+        "n_known": int(known.sum()),
+        "known_accuracy": float((predicted[known] == y_true[known]).mean()),
+        "kept": float((~refused[known]).mean()),
+        "n_negative": int(negative.sum()),
+        "refused_fit_sources": float(refused[negative & ~held_out].mean()) if (negative & ~held_out).any() else None,
+        "refused_held_out": float(refused[negative & held_out].mean()) if (negative & held_out).any() else None,
+        "min_refused_held_out": min(held_out_rates) if held_out_rates else None,
+        "per_source": table,
+    }
+
+
+def with_threshold(probs: np.ndarray, label_names: Sequence[str], min_confidence: float,
+                   reject_label: str = "neither") -> np.ndarray:
+    """Predicted class ids where a known-class top score under ``min_confidence`` becomes the reject label."""
+    predicted = probs.argmax(axis=1)
+    reject = list(label_names).index(reject_label)
+    predicted[(predicted != reject) & (probs.max(axis=1) < min_confidence)] = reject
+    return predicted
+
+
+@torch.inference_mode()
+def imagenet_pet_mass(model: nn.Module, batches) -> np.ndarray:
+    """Softmax mass an ImageNet-1k classifier puts on dog and cat classes, per image.
+
+    The candidate "keep the pretrained head beside the fine-tuned one" scores an image as a
+    pet when this mass is high; ``batches`` yields normalised float inputs.
+    """
+    model.eval()
+    index = list(IMAGENET_PET_CLASSES["dog"] + IMAGENET_PET_CLASSES["cat"])
+    return np.concatenate([model(batch).softmax(-1)[:, index].sum(-1).numpy() for batch in batches])
+
+
+def threshold_keeping(scores: np.ndarray, keep: float) -> float:
+    """The largest threshold that keeps at least ``keep`` of ``scores`` (score >= threshold is kept)."""
+    return float(np.quantile(np.asarray(scores), 1 - keep, method="lower"))

@@ -1,0 +1,156 @@
+"""Cats / dogs / neither: negatives, the prepared dataset, open-set metrics, the model folder with its
+ONNX runtimes, the batch job and the Space (the real-browser webcam test is test_webcam_browser.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import SHARED_DATA, space_app
+from PIL import Image
+
+from imagezoo.batch import run_job
+from imagezoo.data import load_splits
+from imagezoo.data.pets import LABEL_NAMES, build_pets_dataset
+from imagezoo.data.synthetic import GENERATORS, synthetic_images
+from imagezoo.export import RUNTIME_FILES, choose_runtime
+from imagezoo.inference import ImageClassifier
+from imagezoo.open_set import open_set_metrics, threshold_keeping, with_threshold
+
+PETS_DIR = SHARED_DATA / "cats-dogs" / "train"
+
+
+@pytest.mark.parametrize("family", sorted(GENERATORS))
+def test_synthetic_families_are_rgb_and_reproducible(family):
+    first, again, other = (synthetic_images(family, 3, seed) for seed in (0, 0, 1))
+    assert all(im.mode == "RGB" and im.size == (224, 224) for im in first)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(first, again))
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(first, other))
+
+
+def test_unknown_synthetic_family_lists_the_known_ones():
+    with pytest.raises(KeyError, match="noise"):
+        synthetic_images("fractal", 1, 0)
+
+
+def test_pets_dataset_labels_splits_and_held_out_sources(tmp_path):
+    if not PETS_DIR.is_dir():
+        pytest.skip("cats-dogs data not found")
+    pets = tmp_path / "train"
+    pets.mkdir()
+    for name in ["cat.0.jpg", "cat.1.jpg", "dog.0.jpg", "dog.1.jpg"]:
+        (pets / name).write_bytes((PETS_DIR / name).read_bytes())
+    (pets / "cat.2.jpg").write_bytes((PETS_DIR / "cat.0.jpg").read_bytes())  # a byte-identical copy
+    (pets / "dog.9.jpg").write_bytes((PETS_DIR / "dog.0.jpg").read_bytes()[:200])  # truncated
+    (pets / "notes.txt").write_text("not a pet")  # not in the cat.N / dog.N layout: ignored
+    dataset, report = build_pets_dataset(pets, SHARED_DATA, {"synthetic-flat": 4, "ldc": 3},
+                                         {"synthetic-plot": 2, "characters": 3})
+    rows = [row for split in dataset for row in dataset[split].remove_columns("image")]
+    assert report.duplicates == 1 and [path for path, _ in report.skipped] == ["dog.9.jpg"]
+    pet_rows = [row for row in rows if row["source"] == "kaggle-dogs-vs-cats"]
+    assert sorted(LABEL_NAMES[row["label"]] for row in pet_rows) == ["cat", "cat", "dog", "dog"]
+    held_out = [row for row in rows if row["held_out"]]
+    assert {row["source"] for row in held_out} == {"synthetic-plot", "characters"} and len(held_out) == 5
+    assert all(row in dataset["test"].remove_columns("image") for row in held_out)
+    assert all(LABEL_NAMES[row["label"]] == "neither" for row in rows if row["source"] != "kaggle-dogs-vs-cats")
+    hashes = [row["image_sha256"] for row in rows]
+    assert len(hashes) == len(set(hashes))
+    assert max(max(im.size) for split in dataset for im in dataset[split]["image"]) <= 256
+
+
+def test_open_set_metrics_by_hand():
+    names = ("cat", "dog", "neither")
+    y_true = [0, 0, 1, 1, 2, 2, 2, 2]
+    predicted = [0, 2, 1, 0, 2, 2, 0, 2]
+    sources = ["pets"] * 4 + ["seen", "seen", "unseen", "unseen"]
+    held_out = [False] * 6 + [True, True]
+    metrics = open_set_metrics(y_true, predicted, names, sources, held_out)
+    assert metrics["known_accuracy"] == 0.5 and metrics["kept"] == 0.75
+    assert metrics["refused_fit_sources"] == 1.0 and metrics["refused_held_out"] == 0.5
+    assert metrics["per_source"]["unseen"] == {"n": 2, "refused": 0.5, "held_out": True}
+    assert metrics["min_refused_held_out"] == 0.5
+
+
+def test_confidence_threshold_refuses_only_uncertain_known_classes():
+    probs = np.array([[0.9, 0.05, 0.05], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6]])
+    assert with_threshold(probs, ("cat", "dog", "neither"), 0.6).tolist() == [0, 2, 2]
+    assert threshold_keeping(np.array([0.1, 0.5, 0.9, 0.95]), 0.75) == 0.5
+
+
+def test_runtime_choice_is_the_fastest_within_half_a_point():
+    rows = [
+        {"runtime": "torch", "accuracy": 0.990, "p95_ms": 20.0},
+        {"runtime": "onnx", "accuracy": 0.990, "p95_ms": 9.0},
+        {"runtime": "onnx-int8", "accuracy": 0.984, "p95_ms": 6.0},  # 0.6 points worse
+    ]
+    assert choose_runtime(rows) == "onnx"
+    rows[2]["accuracy"] = 0.986
+    assert choose_runtime(rows) == "onnx-int8"
+
+
+def test_training_exports_timm_folder_with_onnx_runtimes_and_an_open_set_card(pets_model):
+    config = json.loads((pets_model / "config.json").read_text())
+    assert config["label_names"] == ["cat", "dog", "neither"]
+    assert config["runtime"] in ("torch", "onnx", "onnx-int8")
+    assert all((pets_model / name).is_file() for name in RUNTIME_FILES.values())
+    results = json.loads((pets_model / "eval_results.json").read_text())
+    assert {row["runtime"] for row in results["runtimes"]} == {"torch", "onnx", "onnx-int8"}
+    served = results["open_set"]["candidates"][results["open_set"]["served"]]
+    assert {"characters", "synthetic-plot", "dsb2018"} <= set(served["per_source"])
+    assert len(results["open_set"]["candidates"]) == 3
+    card = (pets_model / "README.md").read_text()
+    assert "| `characters` | yes |" in card and "(**served**)" in card
+    assert "ImageNet head pet mass" in card
+
+
+def test_onnx_and_torch_runtimes_agree(pets_model, pets_dataset):
+    images = load_splits(str(pets_dataset))["test"]["image"][:24]
+    probs = {runtime: ImageClassifier.from_pretrained(str(pets_model), runtime=runtime).predict_images(images)
+             for runtime in ("torch", "onnx", "onnx-int8")}
+    np.testing.assert_allclose(probs["onnx"], probs["torch"], atol=1e-4)
+    assert (probs["onnx-int8"].argmax(1) == probs["torch"].argmax(1)).mean() >= 0.9
+    with pytest.raises(ValueError, match="known"):
+        ImageClassifier.from_pretrained(str(pets_model), runtime="tensorrt")
+
+
+def test_batch_job_labels_every_photo_cat_dog_or_neither(pets_model, pets_dataset, bad_files, tmp_path):
+    folder = bad_files["good"].parent
+    for i, row in enumerate(load_splits(str(pets_dataset))["test"].select(range(6))):
+        row["image"].save(folder / f"test_{i}.jpg")
+    Image.new("RGB", (64, 64), (200, 200, 200)).save(folder / "blank.png")
+    out = tmp_path / "pets.parquet"
+    summary = run_job(folder, str(pets_model), out, progress=False)
+    table = pq.read_table(out).to_pylist()
+    assert len(table) == len(list(folder.iterdir()))
+    scored = [row for row in table if not row["error"]]
+    assert summary.scored == len(scored) == 9 and summary.errors == 5
+    for row in scored:
+        assert row["label"] in LABEL_NAMES
+        assert row["prob_cat"] + row["prob_dog"] + row["prob_neither"] == pytest.approx(1, abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def app(pets_model):
+    with space_app("cats_dogs", "cats_dogs_app", IMAGEZOO_MODEL=str(pets_model)) as module:
+        yield module
+
+
+def test_space_photo_tab_and_webcam_frames(app, pets_dataset, bad_files):
+    import gradio as gr
+
+    image = load_splits(str(pets_dataset))["test"]["image"][0]
+    probs = app.classify(image)
+    assert set(probs) == {"cat", "dog", "neither"} and sum(probs.values()) == pytest.approx(1, abs=1e-4)
+    with pytest.raises(gr.Error):
+        app.classify(None)
+    with pytest.raises(gr.Error, match="truncated"):
+        app.classify(str(bad_files["truncated"]))
+    frame = np.asarray(image.convert("RGB").resize((320, 240)))
+    session = None
+    for _ in range(3):
+        live, status, session = app.classify_frame(frame, session)
+    assert live == pytest.approx(probs, abs=0.05)  # a resized frame of the same photo
+    assert "frames/s" in status and "320x240" in status and len(session["times"]) == 3
+    assert app.classify_frame(None, session)[0] is None
