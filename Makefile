@@ -4,6 +4,7 @@
 #   make test   the test suite (what CI runs)
 #   make nuclei-demo   the same for the nuclei U-Net (prepare DSB2018, train, serve)
 #   make pets-demo     the same for cat / dog / neither with the live webcam tab
+#   make characters-demo   the same for the three character classifiers with Grad-CAM
 PYTHON ?= python3
 export GRADIO_ANALYTICS_ENABLED ?= False
 VENV ?= .venv
@@ -16,10 +17,13 @@ NUCLEI := models/nuclei-unet
 VIABILITY := models/ldc-viability
 PETS := models/cats-dogs
 PETS_DIR ?= ../shared/data/cats-dogs/train
+CHARACTERS_DIR ?= ../shared/data/characters
+CHARACTER_SETS := pokemon dragonball fairytail
 SPACE ?= cells
 
 .PHONY: setup data model baseline demo test benchmark push-space clean nuclei-data nuclei-model nuclei-demo \
-	nuclei-benchmark viability-data viability-model pets-data pets-model pets-demo webcam-benchmark
+	nuclei-benchmark viability-data viability-model pets-data pets-model pets-demo webcam-benchmark \
+	characters-data characters-models characters-demo
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -92,6 +96,20 @@ pets-demo: pets-model
 
 webcam-benchmark: pets-model
 	$(PY) benchmarks/bench_webcam.py
+
+data/characters-%/README.md: $(VENV)/.installed
+	$(PY) training/prepare_characters.py --set $* --characters-dir "$(CHARACTERS_DIR)" --out data/characters-$*
+
+# quick CPU recipe, a few minutes a set on 2 cores
+models/characters-%/model.safetensors: data/characters-%/README.md
+	$(PY) training/train_classifier.py --task characters-$*
+
+characters-data: $(CHARACTER_SETS:%=data/characters-%/README.md)
+
+characters-models: $(CHARACTER_SETS:%=models/characters-%/model.safetensors)
+
+characters-demo: characters-models
+	$(PY) spaces/characters/app.py
 
 test: setup
 	$(PY) -m pytest

@@ -36,9 +36,9 @@ def publish(mirrors, folder, repo_id: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory, nuclei_model, trained_model, cell_counter_model):
-    """olah serving imagezoo/nuclei-unet, imagezoo/ldc-live-dead and imagezoo/ldc-viability offline;
-    yields its endpoint."""
+def hub(tmp_path_factory, nuclei_model, trained_model, cell_counter_model, pets_model):
+    """olah serving imagezoo/nuclei-unet, imagezoo/ldc-live-dead, imagezoo/ldc-viability and
+    imagezoo/cats-dogs offline; yields its endpoint."""
     olah = shutil.which("olah-cli", path=os.path.dirname(sys.executable)) or shutil.which("olah-cli")
     if olah is None:
         pytest.skip("olah is not installed (pip install -e '.[test]')")
@@ -47,6 +47,7 @@ def hub(tmp_path_factory, nuclei_model, trained_model, cell_counter_model):
     publish(mirrors, nuclei_model, "imagezoo/nuclei-unet")
     publish(mirrors, trained_model, "imagezoo/ldc-live-dead")
     publish(mirrors, cell_counter_model, "imagezoo/ldc-viability")
+    publish(mirrors, pets_model, "imagezoo/cats-dogs")
     port = free_port()
     config = root / "olah.toml"
     config.write_text(
@@ -123,3 +124,22 @@ print(json.dumps({{"kind": counter.kind, "classifier": counter.classifier.kind, 
     assert got["kind"] == "cell-counter" and got["classifier"] == "classifier"  # the sub-folder came along
     assert len(got["revision"]) == 40
     assert got["summary"]["n_live"] + got["summary"]["n_dead"] == got["cells"]
+
+
+def test_the_pet_classifier_downloads_by_hub_id_with_its_onnx_runtime(hub, tmp_path):
+    code = """
+import json, numpy as np, timm
+from PIL import Image
+from imagezoo.predictors import load_predictor
+served = load_predictor("hf-hub:imagezoo/cats-dogs")
+eager = load_predictor("hf-hub:imagezoo/cats-dogs", runtime="torch")
+image = Image.new("RGB", (200, 150), (90, 140, 200))
+gap = float(np.abs(served.predict_images([image]) - eager.predict_images([image])).max())
+model = timm.create_model("hf-hub:imagezoo/cats-dogs")
+print(json.dumps({"runtime": served.runtime, "config": served.config["runtime"], "labels": list(served.label_names),
+                  "timm_classes": model.num_classes, "gap": gap}))
+"""
+    got = run_client(hub, tmp_path, code)
+    assert got["runtime"] == got["config"] and got["runtime"] in ("torch", "onnx", "onnx-int8")
+    assert got["labels"] == ["cat", "dog", "neither"] and got["timm_classes"] == 3
+    assert got["gap"] < 0.2  # int8 moves probabilities a little; fp32 ONNX matches to 1e-5

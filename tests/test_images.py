@@ -65,3 +65,16 @@ def test_missing_file_and_pixel_limit(tmp_path, bad_files):
         load_image(tmp_path / "absent.png")
     with pytest.raises(ImageError, match="too large"):
         load_image(bad_files["good"], max_pixels=100)
+
+
+def test_jpeg_cut_inside_its_header_is_a_clear_error(tmp_path):
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 120, 200)).save(buffer, format="JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buffer.getvalue()[:200])  # Pillow's open() itself fails on this one
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        load_image(path)

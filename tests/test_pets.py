@@ -46,13 +46,13 @@ def test_pets_dataset_labels_splits_and_held_out_sources(tmp_path):
     (pets / "dog.9.jpg").write_bytes((PETS_DIR / "dog.0.jpg").read_bytes()[:200])  # truncated
     (pets / "notes.txt").write_text("not a pet")  # not in the cat.N / dog.N layout: ignored
     dataset, report = build_pets_dataset(pets, SHARED_DATA, {"synthetic-flat": 4, "ldc": 3},
-                                         {"synthetic-plot": 2, "characters": 3})
+                                         {"synthetic-plot": 2, "characters-anime": 3})
     rows = [row for split in dataset for row in dataset[split].remove_columns("image")]
     assert report.duplicates == 1 and [path for path, _ in report.skipped] == ["dog.9.jpg"]
     pet_rows = [row for row in rows if row["source"] == "kaggle-dogs-vs-cats"]
     assert sorted(LABEL_NAMES[row["label"]] for row in pet_rows) == ["cat", "cat", "dog", "dog"]
     held_out = [row for row in rows if row["held_out"]]
-    assert {row["source"] for row in held_out} == {"synthetic-plot", "characters"} and len(held_out) == 5
+    assert {row["source"] for row in held_out} == {"synthetic-plot", "characters-anime"} and len(held_out) == 5
     assert all(row in dataset["test"].remove_columns("image") for row in held_out)
     assert all(LABEL_NAMES[row["label"]] == "neither" for row in rows if row["source"] != "kaggle-dogs-vs-cats")
     hashes = [row["image_sha256"] for row in rows]
@@ -98,10 +98,10 @@ def test_training_exports_timm_folder_with_onnx_runtimes_and_an_open_set_card(pe
     results = json.loads((pets_model / "eval_results.json").read_text())
     assert {row["runtime"] for row in results["runtimes"]} == {"torch", "onnx", "onnx-int8"}
     served = results["open_set"]["candidates"][results["open_set"]["served"]]
-    assert {"characters", "synthetic-plot", "dsb2018"} <= set(served["per_source"])
-    assert len(results["open_set"]["candidates"]) == 3
+    assert {"characters-anime", "synthetic-plot", "dsb2018"} <= set(served["per_source"])
+    assert len(results["open_set"]["candidates"]) == 4
     card = (pets_model / "README.md").read_text()
-    assert "| `characters` | yes |" in card and "(**served**)" in card
+    assert "| `characters-anime` | yes |" in card and "(**served**)" in card
     assert "ImageNet head pet mass" in card
 
 

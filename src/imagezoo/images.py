@@ -95,6 +95,8 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, name: str | No
                 raise ImageError(f"{name}: not a recognised image format") from err
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
                 raise ImageError(f"{name}: too large to decode safely ({err})") from err
+            except (OSError, SyntaxError, ValueError) as err:  # a header cut short (e.g. a JPEG of 200 bytes)
+                raise ImageError(f"{name}: corrupt or truncated image ({err})") from err
             if image.width * image.height > max_pixels:
                 raise ImageError(
                     f"{name}: too large to decode safely ({image.width}x{image.height} pixels, limit {max_pixels:,})"

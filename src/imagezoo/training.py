@@ -70,7 +70,7 @@ def eval_data_config(model: nn.Module, img_size: int) -> dict:
     )
 
 
-def train_transform(data_config: dict, augment: bool, vflip: float = 0.5) -> Callable:
+def train_transform(data_config: dict, augment: bool, vflip: float = 0.5, auto_augment: str | None = None) -> Callable:
     """Random scale/aspect crops, flips and mild colour jitter (``vflip``: microscopy has no up, photos do)."""
     if not augment:
         return eval_transform(data_config)
@@ -81,6 +81,7 @@ def train_transform(data_config: dict, augment: bool, vflip: float = 0.5) -> Cal
         hflip=0.5,
         vflip=vflip,
         color_jitter=0.2,
+        auto_augment=auto_augment,
         interpolation=data_config["interpolation"],
         mean=data_config["mean"],
         std=data_config["std"],
@@ -139,7 +140,7 @@ def fit(
     data_config = eval_data_config(model, recipe.img_size)
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(
-        ImageLabelDataset(*train, train_transform(data_config, recipe.augment, recipe.vflip)),
+        ImageLabelDataset(*train, train_transform(data_config, recipe.augment, recipe.vflip, recipe.auto_augment)),
         batch_size=recipe.batch_size,
         shuffle=True,
         drop_last=len(train[0]) > recipe.batch_size,

@@ -90,6 +90,15 @@ def assign_split(group: str, seed: int = 0, fractions: tuple[float, float] = (0.
     return "validation" if bucket < fractions[0] + fractions[1] else "test"
 
 
+def dataset_from_rows(rows: dict[str, list[dict]], features: Features) -> DatasetDict:
+    """One ``Dataset`` per split from row dicts; an empty split keeps the columns (``from_list`` of
+    nothing would have none)."""
+    return DatasetDict({
+        split: Dataset.from_dict({name: [row[name] for row in part] for name in features}, features=features)
+        for split, part in rows.items()
+    })
+
+
 def annotated_images(root: str | Path) -> list[Path]:
     """Every non-XML file under ``root`` (recursively); each is expected to have a VOC sibling."""
     root = Path(root)

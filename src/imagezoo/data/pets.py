@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import ClassLabel, DatasetDict, Features, Value
 from datasets import Image as ImageFeature
 from PIL import Image
 
-from imagezoo.data.ldc import SPLITS, assign_split, pixel_sha256
+from imagezoo.data.ldc import SPLITS, assign_split, dataset_from_rows, pixel_sha256
 from imagezoo.data.synthetic import synthetic_images
 from imagezoo.images import ImageError, load_image
 
@@ -49,21 +49,25 @@ FEATURES = Features(
 
 #: negative sources trained on -> how many images each contributes before the split
 FIT_SOURCES = {
-    "ldc": 240, "brain-mri": 240, "faces": 200,
+    "ldc": 240, "brain-mri": 240, "faces": 200, "characters-pokemon": 200, "objects-fit": 100,
     "synthetic-noise": 120, "synthetic-flat": 120, "synthetic-gradient": 120, "synthetic-text": 120,
     "synthetic-shapes": 120,
 }
-#: negative sources kept out of training and threshold choice: test split only
+#: negative sources kept out of training and threshold choice: test split only. Where a kind of image
+#: is also among the fit sources, the held-out part is another group of it (other cartoon series,
+#: other photos), never other images of the same group.
 HELD_OUT_SOURCES = {
-    "dsb2018": 150, "brain-tumor-detection": 150, "characters": 200, "objects": 100,
+    "dsb2018": 150, "brain-tumor-detection": 150, "characters-anime": 200, "objects": 100,
     "synthetic-plot": 100, "synthetic-layout": 100,
 }
 
-#: the object photos bundled with scikit-image (no animals: ``chelsea`` is a cat and is left out)
-SKIMAGE_OBJECTS = (
-    "astronaut", "camera", "coffee", "rocket", "clock", "hubble_deep_field", "moon", "gravel", "brick", "grass",
-    "coins", "logo", "retina", "immunohistochemistry", "page", "text", "colorwheel", "horse", "checkerboard",
-)
+#: photos bundled with scikit-image (no animals: ``chelsea`` is a cat and is left out), by group:
+#: the held-out ones are the everyday photos (people, a cup, a camera, a rocket, grass)
+SKIMAGE_OBJECTS = {
+    "objects-fit": ("clock", "gravel", "brick", "coins", "page", "colorwheel", "moon", "hubble_deep_field", "retina",
+                    "immunohistochemistry", "logo", "text", "horse", "checkerboard"),
+    "objects": ("astronaut", "camera", "coffee", "rocket", "grass"),
+}
 
 
 @dataclass
@@ -116,12 +120,12 @@ def _files(root: Path, pattern: str) -> list[Path]:
     return [p for p in root.glob(pattern) if p.is_file() and p.suffix.lower() != ".xml"]
 
 
-def _skimage_objects(n: int, seed: int) -> Iterator[tuple[str, Image.Image]]:
-    """Each bundled object photo whole, then random crops of them until ``n`` images."""
+def _skimage_objects(names: tuple[str, ...], n: int, seed: int) -> Iterator[tuple[str, Image.Image]]:
+    """Each of the bundled photos ``names`` whole, then random crops of them until ``n`` images."""
     import skimage.data
 
     photos = []
-    for name in SKIMAGE_OBJECTS:
+    for name in names:
         pixels = getattr(skimage.data, name)()
         if pixels.dtype != np.uint8:
             pixels = (255 * (pixels > 0) if pixels.dtype == bool else np.clip(pixels * 255, 0, 255)).astype(np.uint8)
@@ -158,7 +162,9 @@ def negative_images(source: str, n: int, data_root: str | Path, seed: int = 0) -
         "brain-mri": lambda: _files(root / "brain-tumor-mri" / "Training", "*/*"),
         "brain-tumor-detection": lambda: _files(root / "brain-tumor-detection", "*/*"),
         "dsb2018": lambda: _files(root / "dsb2018" / "stage1_train", "*/images/*"),
-        "characters": lambda: _files(root / "characters", "*/*/**/*"),
+        "characters-pokemon": lambda: _files(root / "characters" / "pokemon", "*/**/*"),
+        "characters-anime": lambda: [p for series in ("dragonball", "fairytail")
+                                     for p in _files(root / "characters" / series, "*/**/*")],
     }
     if source in file_sources:
         paths = file_sources[source]()
@@ -166,8 +172,8 @@ def negative_images(source: str, n: int, data_root: str | Path, seed: int = 0) -
             raise FileNotFoundError(f"negative source {source!r}: no files under {root}")
         for path in _sample(paths, n, seed):
             yield str(path.relative_to(root)), path
-    elif source == "objects":
-        yield from _skimage_objects(n, seed)
+    elif source in SKIMAGE_OBJECTS:
+        yield from _skimage_objects(SKIMAGE_OBJECTS[source], n, seed)
     elif source == "faces":
         yield from _lfw_faces(n, seed)
     elif source.startswith("synthetic-"):
@@ -175,7 +181,7 @@ def negative_images(source: str, n: int, data_root: str | Path, seed: int = 0) -
         for i, image in enumerate(synthetic_images(family, n, seed)):
             yield f"{source}#{i}", image
     else:
-        known = sorted([*file_sources, "objects", "faces"]) + ["synthetic-<family>"]
+        known = sorted([*file_sources, *SKIMAGE_OBJECTS, "faces"]) + ["synthetic-<family>"]
         raise KeyError(f"unknown negative source {source!r}; known: {known}")
 
 
@@ -225,5 +231,5 @@ def build_pets_dataset(
         for source, n in sources.items():
             for origin, image in negative_images(source, n, data_root, seed):
                 add(image, origin, REJECT_LABEL, source, held_out)
-    dataset = DatasetDict({split: Dataset.from_list(rows[split], features=FEATURES) for split in SPLITS})
+    dataset = dataset_from_rows(rows, FEATURES)
     return dataset, report
