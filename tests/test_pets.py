@@ -97,6 +97,8 @@ def test_training_exports_timm_folder_with_onnx_runtimes_and_an_open_set_card(pe
     assert all((pets_model / name).is_file() for name in RUNTIME_FILES.values())
     results = json.loads((pets_model / "eval_results.json").read_text())
     assert {row["runtime"] for row in results["runtimes"]} == {"torch", "onnx", "onnx-int8"}
+    assert results["open_set"]["served"] == "third class, or ImageNet head below that"  # a head-only recipe
+    assert config["backstop"]["file"] == "backstop.safetensors" and 0 < config["backstop"]["min_mass"] < 1
     served = results["open_set"]["candidates"][results["open_set"]["served"]]
     assert {"characters-anime", "synthetic-plot", "dsb2018"} <= set(served["per_source"])
     assert len(results["open_set"]["candidates"]) == 4
@@ -154,3 +156,25 @@ def test_space_photo_tab_and_webcam_frames(app, pets_dataset, bad_files):
     assert live == pytest.approx(probs, abs=0.05)  # a resized frame of the same photo
     assert "frames/s" in status and "320x240" in status and len(session["times"]) == 3
     assert app.classify_frame(None, session)[0] is None
+
+
+def test_backstop_vetoes_known_classes_only_below_its_mass():
+    import timm
+    import torch
+
+    from imagezoo.open_set import ImageNetBackstop, served_network
+
+    model = timm.create_model("tf_efficientnet_lite0", num_classes=3).eval()
+    features = model.num_features
+    bias = torch.full((10,), -20.0)
+    bias[4] = 20.0  # the stand-in "ImageNet head" always puts its mass on class 4
+    weight = torch.zeros(10, features)
+    x = torch.randn(2, 3, 64, 64)
+    plain = model(x).softmax(-1)
+    keeps = served_network(model, ImageNetBackstop(weight, bias, [4, 5], 0.5), ("cat", "dog", "neither"), "neither")
+    vetoes = served_network(model, ImageNetBackstop(weight, bias, [5, 6], 0.5), ("cat", "dog", "neither"), "neither")
+    with torch.no_grad():
+        torch.testing.assert_close(keeps(x).softmax(-1), plain, atol=1e-6, rtol=0)
+        assert vetoes(x).softmax(-1).argmax(-1).tolist() == [2, 2]
+        assert vetoes(x).softmax(-1)[:, 2].min() > 0.999
+    assert served_network(model, None, ("cat", "dog", "neither"), "neither") is model

@@ -20,14 +20,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from imagezoo.cards import model_card
 from imagezoo.data import load_splits
 from imagezoo.evaluation import classification_metrics, paired_bootstrap, save_confusion_matrix
-from imagezoo.export import choose_runtime, compare_runtimes
+from imagezoo.export import choose_runtime, compare_runtimes, exportable_copy
 from imagezoo.hub import push_folder, save_model_folder
 from imagezoo.inference import ImageClassifier, eval_transform
-from imagezoo.open_set import imagenet_pet_mass, open_set_metrics, threshold_keeping, with_threshold
+from imagezoo.open_set import (
+    IMAGENET_PET_CLASSES,
+    ImageNetBackstop,
+    imagenet_pet_mass,
+    open_set_metrics,
+    served_network,
+    threshold_keeping,
+    with_threshold,
+)
 from imagezoo.scripts import (
     hardware,
     jsonl_logger,
@@ -39,6 +48,7 @@ from imagezoo.training import ImageLabelDataset, fit, predict_probs
 from imagezoo.weights import create_pretrained
 
 logger = logging.getLogger("train_classifier")
+BACKSTOP_RULE = "third class, or ImageNet head below that"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,10 +83,14 @@ def batches(images, data_config: dict, batch_size: int = 64) -> list[torch.Tenso
             for i in range(0, len(images), batch_size)]
 
 
-def evaluate_open_set(task, result, dataset, validation, test, val_probs, probs, labels) -> dict:
-    """Refusal and keep rates per source for the served rule (argmax over the classes, ``neither`` included)
-    and three candidates: a confidence threshold on the known classes, the pretrained backbone's ImageNet
-    head kept beside ours, and either of the two refusing. Thresholds keep 99% of the validation pets."""
+def evaluate_open_set(task, result, dataset, validation, test, val_probs, probs, labels):
+    """Refusal and keep rates per source of four ways to decide the reject label: the third class alone,
+    with a confidence threshold on the known classes, the pretrained network's ImageNet head kept beside
+    ours, and either of those two refusing. Thresholds keep 99% of the validation pets.
+
+    Returns the results and, when only the head was trained (both heads then read the same features),
+    the ImageNet backstop that serves the last rule in the same forward pass; else ``None``.
+    """
     names = task.label_names
     reject = names.index(task.reject_label)
     sources, held_out = dataset["test"]["source"], dataset["test"]["held_out"]
@@ -88,21 +102,36 @@ def evaluate_open_set(task, result, dataset, validation, test, val_probs, probs,
     min_mass = threshold_keeping(val_mass, 0.99)
     test_mass = imagenet_pet_mass(imagenet, batches(test[0], result.data_config))
     pet_vs_pet = probs[:, [i for i in range(len(names)) if i != reject]].argmax(axis=1)
-    imagenet_predicted = np.where(test_mass >= min_mass, pet_vs_pet, reject)
     either = np.where(test_mass >= min_mass, probs.argmax(axis=1), reject)
     candidates = {
-        "third class (served)": open_set_metrics(labels, probs.argmax(axis=1), names, sources, held_out),
+        "third class": open_set_metrics(labels, probs.argmax(axis=1), names, sources, held_out),
         f"third class + top score >= {min_confidence:.3f}": open_set_metrics(
             labels, with_threshold(probs, names, min_confidence), names, sources, held_out),
         f"ImageNet head pet mass >= {min_mass:.3f}": open_set_metrics(
-            labels, imagenet_predicted, names, sources, held_out),
-        "third class, or ImageNet head below that": open_set_metrics(labels, either, names, sources, held_out),
+            labels, np.where(test_mass >= min_mass, pet_vs_pet, reject), names, sources, held_out),
+        BACKSTOP_RULE: open_set_metrics(labels, either, names, sources, held_out),
     }
     for name, row in candidates.items():
         logger.info("open set, %s: known accuracy %.4f, kept %.4f, refused fit %.4f, held-out %.4f (min %.4f)",
                     name, row["known_accuracy"], row["kept"], row["refused_fit_sources"], row["refused_held_out"],
                     row["min_refused_held_out"])
-    return {"served": "third class (served)", "candidates": candidates}
+    pretrained = imagenet.state_dict()
+    head_only = all(torch.equal(value, pretrained[key]) for key, value in result.model.state_dict().items()
+                    if not key.startswith("classifier"))
+    backstop = None
+    if head_only:
+        classifier = imagenet.get_classifier()
+        backstop = ImageNetBackstop(classifier.weight.detach(), classifier.bias.detach(),
+                                    IMAGENET_PET_CLASSES["dog"] + IMAGENET_PET_CLASSES["cat"], min_mass)
+    return {"served": BACKSTOP_RULE if head_only else "third class", "candidates": candidates}, backstop
+
+
+def save_backstop(backstop: ImageNetBackstop, folder: Path, reject_label: str) -> dict:
+    """Write the backstop's weights beside the model; returns its ``config.json`` entry."""
+    save_file({"weight": backstop.head.weight.detach().contiguous(), "bias": backstop.head.bias.detach()},
+              folder / "backstop.safetensors")
+    return {"file": "backstop.safetensors", "classes": backstop.classes.tolist(), "min_mass": backstop.min_mass,
+            "reject_label": reject_label, "about": "the pretrained ImageNet-1k head on the same features"}
 
 
 def compare_with_siblings(output_dir: Path, task_name: str, images, labels, predicted) -> list[dict]:
@@ -146,21 +175,28 @@ def main(argv: list[str] | None = None) -> Path:
         ImageLabelDataset(*test, eval_transform(result.data_config)), batch_size=128, num_workers=args.num_workers
     )
     probs, labels = predict_probs(result.model, loader)
+    open_set, backstop = None, None
+    if task.reject_label:
+        val_probs, _ = predict_probs(result.model, torch.utils.data.DataLoader(
+            ImageLabelDataset(*validation, eval_transform(result.data_config)), batch_size=128))
+        open_set, backstop = evaluate_open_set(task, result, dataset, validation, test, val_probs, probs, labels)
+    network = served_network(result.model, backstop, task.label_names, task.reject_label)
+    if backstop is not None:  # measure the served network itself, not a reconstruction of its rule
+        probs = predict_probs(network, loader)[0]
+        served = open_set_metrics(labels, probs.argmax(axis=1), task.label_names, dataset["test"]["source"],
+                                  dataset["test"]["held_out"])
+        assert served == open_set["candidates"][BACKSTOP_RULE], "the served network disagrees with its rule"
     metrics = classification_metrics(labels, probs, task.label_names)
     logger.info(
         "test: balanced accuracy %.4f, accuracy %.4f, ROC-AUC %.4f, ECE %.4f",
         metrics["balanced_accuracy"], metrics["accuracy"], metrics["roc_auc"], metrics["ece"],
     )
     save_confusion_matrix(metrics, task.label_names, output_dir / "confusion_matrix.png", f"{task.name} ({recipe_name})")
-    open_set = None
-    if task.reject_label:
-        val_probs, _ = predict_probs(result.model, torch.utils.data.DataLoader(
-            ImageLabelDataset(*validation, eval_transform(result.data_config)), batch_size=128))
-        open_set = evaluate_open_set(task, result, dataset, validation, test, val_probs, probs, labels)
     runtimes, runtime = [], None
     if task.runtimes:
         calibration = batches(train[0][:256], result.data_config, 32)
-        runtimes = compare_runtimes(result.model, output_dir, recipe.img_size, batches(test[0], result.data_config),
+        exportable = served_network(exportable_copy(result.model), backstop, task.label_names, task.reject_label)
+        runtimes = compare_runtimes(exportable, output_dir, recipe.img_size, batches(test[0], result.data_config),
                                     labels, calibration, task.runtimes)
         runtime = choose_runtime(runtimes)
         logger.info("serving runtime: %s", runtime)
@@ -223,6 +259,8 @@ def main(argv: list[str] | None = None) -> Path:
         command=command,
     )
     model_config = {**task.model_config, **({"runtime": runtime} if runtime else {})}
+    if backstop is not None:
+        model_config["backstop"] = save_backstop(backstop, output_dir, task.reject_label)
     save_model_folder(result.model, output_dir, list(task.label_names), result.data_config, card, model_config)
     logger.info("saved %s", output_dir)
     if args.push_to_hub:

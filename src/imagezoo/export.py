@@ -37,12 +37,13 @@ def exportable_copy(model: nn.Module) -> nn.Module:
     return copy.eval()
 
 
-def export_onnx(model: nn.Module, path: str | Path, img_size: int, opset: int = 17) -> Path:
-    """Write ``model`` as ONNX with a dynamic batch axis; input ``pixel_values`` (N, 3, H, W) float."""
+def export_onnx(network: nn.Module, path: str | Path, img_size: int, opset: int = 17) -> Path:
+    """Write ``network`` (built on :func:`exportable_copy` of a timm model) as ONNX with a dynamic batch
+    axis; input ``pixel_values`` (N, 3, H, W) float, output what the network returns."""
     path = Path(path)
     dummy = torch.zeros(1, 3, img_size, img_size)
     torch.onnx.export(
-        exportable_copy(model), dummy, str(path), input_names=[INPUT_NAME], output_names=["logits"],
+        network.eval(), dummy, str(path), input_names=[INPUT_NAME], output_names=["logits"],
         dynamic_axes={INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset, dynamo=False,
     )
     return path
@@ -104,7 +105,7 @@ def latency_ms(run, batch: torch.Tensor, repeats: int = 50, warmup: int = 5) -> 
 
 
 def compare_runtimes(
-    model: nn.Module,
+    network: nn.Module,
     folder: str | Path,
     img_size: int,
     test_batches: list[torch.Tensor],
@@ -112,13 +113,13 @@ def compare_runtimes(
     calibration: list[torch.Tensor],
     runtimes: Iterable[str] = tuple(RUNTIME_FILES),
 ) -> list[dict]:
-    """Export ``runtimes`` into ``folder`` and measure each beside torch in one run: test accuracy,
-    agreement with torch, and batch-1 latency (p50/p95 on this machine's threads)."""
+    """Export the served ``network`` for ``runtimes`` into ``folder`` and measure each beside torch in one
+    run: test accuracy, agreement with torch, and batch-1 latency (p50/p95 on this machine's threads)."""
     folder = Path(folder)
-    served = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)  # as ImageClassifier runs it
+    served = copy.deepcopy(network).eval().to(memory_format=torch.channels_last)  # as ImageClassifier runs it
     runners = {"torch": lambda batch: served(batch.contiguous(memory_format=torch.channels_last))}
     if "onnx" in runtimes or "onnx-int8" in runtimes:
-        export_onnx(model, folder / RUNTIME_FILES["onnx"], img_size)
+        export_onnx(network, folder / RUNTIME_FILES["onnx"], img_size)
         runners["onnx"] = OnnxRunner(folder / RUNTIME_FILES["onnx"])
     if "onnx-int8" in runtimes:
         quantize_int8(folder / RUNTIME_FILES["onnx"], folder / RUNTIME_FILES["onnx-int8"],

@@ -28,6 +28,7 @@ import imagezoo  # noqa: F401  (registers imagezoo architectures with timm)
 from imagezoo.data.voc import DEFAULT_CONTEXT, cell_inputs, clip_boxes, read_voc, voc_sibling
 from imagezoo.export import RUNTIME_FILES, RUNTIMES, OnnxRunner
 from imagezoo.images import ImageSource, load_image
+from imagezoo.open_set import ImageNetBackstop, served_network
 from imagezoo.predictors.base import (
     LOCAL_PREFIX,
     WEIGHTS_NAME,
@@ -117,7 +118,11 @@ class ImageClassifier(Predictor):
     revision: str
     config: dict
     runtime: str = "torch"
-    runner: Callable[[torch.Tensor], torch.Tensor] | None = None  # an ONNX session; None: the torch model
+    runner: Callable[[torch.Tensor], torch.Tensor] | None = None  # an ONNX session; None: ``network``
+    network: nn.Module | None = None  # the torch module making the served decision; None: ``model``
+
+    def __post_init__(self):
+        self.network = self.network if self.network is not None else self.model
 
     @classmethod
     def from_folder(
@@ -133,6 +138,12 @@ class ImageClassifier(Predictor):
         if isinstance(label_names, dict):
             label_names = [label_names[str(i)] for i in range(config["num_classes"])]
         data_config = resolve_data_config({}, model=model)
+        network = model
+        if config.get("backstop"):
+            spec = config["backstop"]
+            weights = load_file(folder / spec["file"])
+            backstop = ImageNetBackstop(weights["weight"], weights["bias"], spec["classes"], spec["min_mass"])
+            network = served_network(model, backstop, label_names, spec["reject_label"]).eval()
         runtime = runtime or config.get("runtime") or "torch"
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; known: {list(RUNTIMES)}")
@@ -141,7 +152,7 @@ class ImageClassifier(Predictor):
             if not (folder / RUNTIME_FILES[runtime]).is_file():
                 raise FileNotFoundError(f"{model_id}: runtime {runtime!r} needs {RUNTIME_FILES[runtime]}, not in the folder")
             runner = OnnxRunner(folder / RUNTIME_FILES[runtime])
-        return cls(model, tuple(label_names), data_config, model_id, revision, config, runtime, runner)
+        return cls(model, tuple(label_names), data_config, model_id, revision, config, runtime, runner, network)
 
     @property
     def uint8_transform(self):
@@ -165,7 +176,7 @@ class ImageClassifier(Predictor):
         if self.runner is not None:
             return self.runner(batch).softmax(dim=-1).float().numpy()
         batch = batch.contiguous(memory_format=torch.channels_last)
-        return self.model(batch).softmax(dim=-1).float().numpy()
+        return self.network(batch).softmax(dim=-1).float().numpy()
 
     def predict_images(self, images: Sequence[ImageSource], batch_size: int = 256) -> np.ndarray:
         """Class probabilities, shape (n, n_classes), for many images in batches."""

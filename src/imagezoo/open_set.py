@@ -84,3 +84,47 @@ def imagenet_pet_mass(model: nn.Module, batches) -> np.ndarray:
 def threshold_keeping(scores: np.ndarray, keep: float) -> float:
     """The largest threshold that keeps at least ``keep`` of ``scores`` (score >= threshold is kept)."""
     return float(np.quantile(np.asarray(scores), 1 - keep, method="lower"))
+
+
+class ImageNetBackstop(nn.Module):
+    """The pretrained network's own ImageNet-1k head, kept beside ours on the same pooled features:
+    it vetoes a known class when the probability mass it puts on ``classes`` is under ``min_mass``.
+
+    Valid only on a backbone that kept its pretrained weights (a head-only fine-tune), where both
+    heads read the same features; one forward pass serves both.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, classes: Sequence[int], min_mass: float):
+        super().__init__()
+        self.head = nn.Linear(weight.shape[1], weight.shape[0])
+        self.head.load_state_dict({"weight": weight, "bias": bias})
+        self.register_buffer("classes", torch.as_tensor(list(classes)), persistent=False)
+        self.min_mass = float(min_mass)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features).softmax(-1)[:, self.classes].sum(-1)
+
+
+class BackstoppedClassifier(nn.Module):
+    """A timm classifier whose known classes are vetoed by a backstop: outputs log-probabilities of the
+    served decision (a vetoed image is the reject class with probability 1), so ``softmax`` of the
+    output gives the probabilities users see, as with a plain classifier's logits."""
+
+    def __init__(self, model: nn.Module, backstop: ImageNetBackstop, reject_index: int):
+        super().__init__()
+        self.model, self.backstop, self.reject_index = model, backstop, reject_index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        probs = self.model.get_classifier()(features).softmax(-1)
+        keep = (self.backstop(features) >= self.backstop.min_mass).to(probs.dtype).unsqueeze(1)
+        reject = nn.functional.one_hot(torch.tensor(self.reject_index), probs.shape[1]).to(probs.dtype)
+        return (probs * keep + reject * (1 - keep)).clamp_min(1e-12).log()
+
+
+def served_network(model: nn.Module, backstop: ImageNetBackstop | None, label_names: Sequence[str],
+                   reject_label: str | None) -> nn.Module:
+    """The module that makes the served decision: ``model`` itself, or it with its backstop."""
+    if backstop is None:
+        return model
+    return BackstoppedClassifier(model, backstop, list(label_names).index(reject_label))

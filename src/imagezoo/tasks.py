@@ -62,6 +62,9 @@ class SegmentationRecipe:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
+#: every EfficientNet submodule but the classifier: a head-only fine-tune (a linear probe with augmentation)
+HEAD_ONLY = ("conv_stem", "bn1", "blocks", "conv_head", "bn2")
+
 #: The original project's Keras procedure: Adam at a constant 1e-3, plain cross-entropy,
 #: no augmentation, 15 epochs.
 SEED_CNN_RECIPE = Recipe(
@@ -181,17 +184,17 @@ register_task(
         dataset_repo_id=f"{HUB_ORG}/cats-dogs",
         label_names=("cat", "dog", "neither"),
         recipes={
-            # 2 CPU cores: 192 px (p95 per webcam frame within 25 ms). A gentle fine-tune of the deeper half
-            # (stem to blocks.3 frozen, lr 5e-4): at lr 1e-3 with two stages frozen, pets scored 0.950, under
-            # a linear probe of the frozen backbone (0.987); no vertical flips.
+            # 2 CPU cores: 192 px (p95 per webcam frame within 25 ms). Only the head is trained: a linear
+            # probe of the frozen backbone scored pets better (0.987) than fine-tuning its deeper half (0.964),
+            # and a frozen backbone lets the pretrained ImageNet head veto in the same forward pass.
             "quick": Recipe(
-                arch="tf_efficientnet_lite0", img_size=192, epochs=5, batch_size=32, lr=5e-4, warmup_epochs=1,
-                vflip=0.0, frozen=("conv_stem", "bn1", "blocks.0", "blocks.1", "blocks.2", "blocks.3"),
+                arch="tf_efficientnet_lite0", img_size=192, epochs=6, batch_size=32, lr=2e-3, warmup_epochs=1,
+                vflip=0.0, frozen=HEAD_ONLY,
             ),
-            # a GPU: bigger backbone and input, nothing frozen, longer schedule.
+            # a GPU: bigger backbone and input, head only (keeps the ImageNet backstop), longer schedule.
             "full": Recipe(
-                arch="tf_efficientnet_lite2", img_size=256, epochs=15, batch_size=64, lr=5e-4, warmup_epochs=1,
-                vflip=0.0, label_smoothing=0.1,
+                arch="tf_efficientnet_lite2", img_size=256, epochs=15, batch_size=64, lr=2e-3, warmup_epochs=1,
+                vflip=0.0, label_smoothing=0.1, frozen=HEAD_ONLY,
             ),
         },
         dataset_name="Cats, dogs and neither",

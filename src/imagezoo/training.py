@@ -48,13 +48,19 @@ class ImageLabelDataset(Dataset):
 
 
 def build_model(recipe: Recipe, num_classes: int) -> nn.Module:
-    """The recipe's architecture with a fresh ``num_classes`` head, on pretrained weights when they exist.
+    """The recipe's architecture with a fresh ``num_classes`` head (zeros on a pretrained backbone), on
+    pretrained weights when they exist.
 
     ``recipe.frozen`` submodules keep their pretrained weights and batch-norm statistics.
     """
     kwargs = dict(num_classes=num_classes, drop_rate=recipe.drop_rate)
     if recipe.pretrained:
         model = create_pretrained(recipe.arch, **kwargs)
+        # a zero head: timm's default init gives logits of tens on ImageNet features (a first loss near 5)
+        # whose large gradients scramble the pretrained backbone in the first steps
+        head = model.get_classifier()
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
     else:
         model = timm.create_model(recipe.arch, pretrained=False, **kwargs)
     if recipe.frozen:
