@@ -126,20 +126,21 @@ print(json.dumps({{"kind": counter.kind, "classifier": counter.classifier.kind, 
     assert got["summary"]["n_live"] + got["summary"]["n_dead"] == got["cells"]
 
 
-def test_the_pet_classifier_downloads_by_hub_id_with_its_onnx_runtime(hub, tmp_path):
+def test_the_pet_classifier_downloads_by_hub_id_with_its_onnx_runtimes(hub, tmp_path):
     code = """
 import json, numpy as np, timm
 from PIL import Image
 from imagezoo.predictors import load_predictor
 served = load_predictor("hf-hub:imagezoo/cats-dogs")
-eager = load_predictor("hf-hub:imagezoo/cats-dogs", runtime="torch")
 image = Image.new("RGB", (200, 150), (90, 140, 200))
-gap = float(np.abs(served.predict_images([image]) - eager.predict_images([image])).max())
+probs = {runtime: load_predictor("hf-hub:imagezoo/cats-dogs", runtime=runtime).predict_images([image])
+         for runtime in ("torch", "onnx")}
 model = timm.create_model("hf-hub:imagezoo/cats-dogs")
 print(json.dumps({"runtime": served.runtime, "config": served.config["runtime"], "labels": list(served.label_names),
-                  "timm_classes": model.num_classes, "gap": gap}))
+                  "backstop": served.config["backstop"]["file"], "timm_classes": model.num_classes,
+                  "gap": float(np.abs(probs["onnx"] - probs["torch"]).max())}))
 """
     got = run_client(hub, tmp_path, code)
     assert got["runtime"] == got["config"] and got["runtime"] in ("torch", "onnx", "onnx-int8")
     assert got["labels"] == ["cat", "dog", "neither"] and got["timm_classes"] == 3
-    assert got["gap"] < 0.2  # int8 moves probabilities a little; fp32 ONNX matches to 1e-5
+    assert got["backstop"] == "backstop.safetensors" and got["gap"] < 1e-4  # the ONNX graph and backstop came along

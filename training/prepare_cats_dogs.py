@@ -15,10 +15,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from imagezoo.cards import dataset_card
 from imagezoo.data.ldc import SPLITS
 from imagezoo.data.pets import FIT_SOURCES, HELD_OUT_SOURCES, LABEL_NAMES, build_pets_dataset
-from imagezoo.hub import data_files_config, push_folder, save_dataset_folder
+from imagezoo.hub import save_prepared_dataset
 from imagezoo.scripts import script_command
 
 logger = logging.getLogger("prepare_cats_dogs")
@@ -56,7 +55,9 @@ def main(argv: list[str] | None = None) -> Path:
     held_out = {source: max(1, round(n * args.scale)) for source, n in HELD_OUT_SOURCES.items()}
     dataset, report = build_pets_dataset(args.pets_dir, args.data_root, fit, held_out, args.seed, args.max_pets)
     logger.info("prepared:\n%s", report.summary())
-    card = dataset_card(
+    folder = save_prepared_dataset(
+        dataset,
+        args.out,
         "dataset_cats_dogs.md",
         dict(
             license="other",
@@ -64,9 +65,8 @@ def main(argv: list[str] | None = None) -> Path:
             task_categories=["image-classification"],
             tags=["pets", "open-set", "imagezoo"],
             size_categories=["1K<n<10K"],
-            configs=data_files_config(dataset),
         ),
-        pretty_name="Cats, dogs and neither",
+        args.push_to_hub,
         label_names=LABEL_NAMES,
         splits=SPLITS,
         report=report,
@@ -75,12 +75,8 @@ def main(argv: list[str] | None = None) -> Path:
         seed=args.seed,
         command=script_command("training/prepare_cats_dogs.py", argv),
     )
-    folder = save_dataset_folder(dataset, args.out, card)
-    logger.info("wrote %s", folder)
     if args.examples_dir:
         write_examples(dataset["test"], Path(args.examples_dir))
-    if args.push_to_hub:
-        push_folder(folder, args.push_to_hub, repo_type="dataset")
     return folder
 
 

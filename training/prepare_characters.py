@@ -15,10 +15,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from imagezoo.cards import dataset_card
 from imagezoo.data.characters import build_characters_dataset
 from imagezoo.data.ldc import SPLITS
-from imagezoo.hub import data_files_config, push_folder, save_dataset_folder
+from imagezoo.hub import save_prepared_dataset
 from imagezoo.scripts import script_command
 from imagezoo.tasks import CHARACTER_SETS, get_task
 
@@ -41,7 +40,9 @@ def main(argv: list[str] | None = None) -> Path:
     task = get_task(f"characters-{args.set}")
     dataset, report = build_characters_dataset(Path(args.characters_dir) / args.set, task.label_names, args.seed)
     logger.info("prepared:\n%s", report.summary(task.label_names))
-    card = dataset_card(
+    folder = save_prepared_dataset(
+        dataset,
+        args.out or f"data/characters-{args.set}",
         "dataset_characters.md",
         dict(
             license="other",
@@ -49,9 +50,8 @@ def main(argv: list[str] | None = None) -> Path:
             task_categories=["image-classification"],
             tags=["characters", "artwork", "imagezoo"],
             size_categories=["n<1K"],
-            configs=data_files_config(dataset),
         ),
-        pretty_name=task.dataset_name,
+        args.push_to_hub, private=True,
         set_name=args.set,
         label_names=task.label_names,
         splits=SPLITS,
@@ -59,10 +59,6 @@ def main(argv: list[str] | None = None) -> Path:
         seed=args.seed,
         command=script_command("training/prepare_characters.py", argv),
     )
-    folder = save_dataset_folder(dataset, args.out or f"data/characters-{args.set}", card)
-    logger.info("wrote %s", folder)
-    if args.push_to_hub:
-        push_folder(folder, args.push_to_hub, repo_type="dataset", private=True)
     return folder
 
 

@@ -14,9 +14,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from imagezoo.cards import dataset_card
 from imagezoo.data.dsb2018 import BORDER_WIDTH, FRACTIONS, IMAGE_TYPES, SPLITS, build_dsb2018_dataset
-from imagezoo.hub import data_files_config, push_folder, save_dataset_folder
+from imagezoo.hub import save_prepared_dataset
 
 logger = logging.getLogger("prepare_dsb2018")
 
@@ -53,7 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     dataset, report = build_dsb2018_dataset(args.dsb_dir, seed=args.seed)
     logger.info("prepared:\n%s", report.summary())
-    card = dataset_card(
+    save_prepared_dataset(
+        dataset,
+        args.out,
         "dataset_dsb2018.md",
         dict(
             license="cc0-1.0",
@@ -61,9 +62,8 @@ def main(argv: list[str] | None = None) -> None:
             task_categories=["image-segmentation"],
             tags=["microscopy", "nuclei", "instance-segmentation", "imagezoo"],
             size_categories=["n<1K"],
-            configs=data_files_config(dataset),
         ),
-        pretty_name="2018 Data Science Bowl nuclei",
+        args.push_to_hub,
         n_samples=report.n_samples,
         n_nuclei=sum(report.nuclei.values()),
         overlap_pixels=report.overlap_pixels,
@@ -87,12 +87,8 @@ def main(argv: list[str] | None = None) -> None:
             ["python", "training/prepare_dsb2018.py", *(argv if argv is not None else sys.argv[1:])]
         ),
     )
-    folder = save_dataset_folder(dataset, args.out, card)
-    logger.info("wrote %s", folder)
     if args.examples_dir:
         write_examples(dataset["test"], Path(args.examples_dir))
-    if args.push_to_hub:
-        push_folder(folder, args.push_to_hub, repo_type="dataset")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from imagezoo.cards import dataset_card
 from imagezoo.data.ldc import LABEL_NAMES, SPLITS, build_ldc_dataset
-from imagezoo.hub import data_files_config, push_folder, save_dataset_folder
+from imagezoo.hub import save_prepared_dataset
 
 logger = logging.getLogger("prepare_ldc")
 
@@ -46,7 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     dataset, report = build_ldc_dataset(args.ldc_dir, context=args.context, seed=args.seed)
     logger.info("prepared:\n%s", report.summary())
-    card = dataset_card(
+    save_prepared_dataset(
+        dataset,
+        args.out,
         "dataset_ldc.md",
         dict(
             license="other",
@@ -54,9 +55,8 @@ def main(argv: list[str] | None = None) -> None:
             task_categories=["image-classification"],
             tags=["microscopy", "cell-viability", "imagezoo"],
             size_categories=["1K<n<10K"],
-            configs=data_files_config(dataset),
         ),
-        pretty_name="LDC live/dead cell crops",
+        args.push_to_hub,
         source=Path(args.ldc_dir).name,
         n_images=report.n_images,
         n_images_without_cells=report.n_images_without_cells,
@@ -66,12 +66,8 @@ def main(argv: list[str] | None = None) -> None:
         skipped=len(report.skipped),
         command=shlex.join(["python", "training/prepare_ldc.py", *(argv if argv is not None else sys.argv[1:])]),
     )
-    folder = save_dataset_folder(dataset, args.out, card)
-    logger.info("wrote %s", folder)
     if args.examples_dir:
         write_examples(dataset["test"], Path(args.examples_dir))
-    if args.push_to_hub:
-        push_folder(folder, args.push_to_hub, repo_type="dataset")
 
 
 if __name__ == "__main__":

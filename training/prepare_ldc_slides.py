@@ -14,9 +14,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from imagezoo.cards import dataset_card
 from imagezoo.data.ldc import SPLITS, build_ldc_slides
-from imagezoo.hub import data_files_config, push_folder, save_dataset_folder
+from imagezoo.hub import save_prepared_dataset
 
 logger = logging.getLogger("prepare_ldc_slides")
 
@@ -45,7 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     dataset, report = build_ldc_slides(args.ldc_dir, seed=args.seed)
     logger.info("prepared:\n%s", report.summary())
-    card = dataset_card(
+    save_prepared_dataset(
+        dataset,
+        args.out,
         "dataset_ldc_slides.md",
         dict(
             license="other",
@@ -53,9 +54,8 @@ def main(argv: list[str] | None = None) -> None:
             task_categories=["object-detection"],
             tags=["microscopy", "cell-viability", "cell-counting", "imagezoo"],
             size_categories=["1K<n<10K"],
-            configs=data_files_config(dataset),
         ),
-        pretty_name="LDC live/dead cell slides",
+        args.push_to_hub,
         source=Path(args.ldc_dir).name,
         n_images=report.n_images,
         n_images_without_cells=report.n_images_without_cells,
@@ -65,12 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         skipped=len(report.skipped),
         command=shlex.join(["python", "training/prepare_ldc_slides.py", *(argv if argv is not None else sys.argv[1:])]),
     )
-    folder = save_dataset_folder(dataset, args.out, card)
-    logger.info("wrote %s", folder)
     if args.examples_dir:
         write_examples(dataset["test"], Path(args.examples_dir))
-    if args.push_to_hub:
-        push_folder(folder, args.push_to_hub, repo_type="dataset")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,29 @@ def save_dataset_folder(dataset: DatasetDict, folder: str | Path, card: DatasetC
     return folder
 
 
+def save_prepared_dataset(
+    dataset: DatasetDict,
+    folder: str | Path,
+    template: str,
+    card_data: dict,
+    push_to_hub: str | None = None,
+    private: bool = False,
+    **context,
+) -> Path:
+    """What every prep script ends with: the card from ``model_cards/<template>`` (``card_data`` as its
+    YAML, the ``configs`` entry added, ``pretty_name`` shared with the template), the Parquet folder, and
+    the upload when ``push_to_hub`` names a dataset repo."""
+    from imagezoo.cards import dataset_card
+
+    card_data = {**card_data, "configs": data_files_config(dataset)}
+    card = dataset_card(template, card_data, pretty_name=card_data["pretty_name"], **context)
+    folder = save_dataset_folder(dataset, folder, card)
+    logger.info("wrote %s", folder)
+    if push_to_hub:
+        push_folder(folder, push_to_hub, repo_type="dataset", private=private)
+    return folder
+
+
 def save_model_folder(
     model: nn.Module,
     folder: str | Path,

@@ -6,6 +6,8 @@ model's own ``config.json``, so the Space, the batch job and user code all see t
 exact input the model was trained on. :class:`ImageClassifier` is the ``"classifier"``
 :class:`~imagezoo.predictors.Predictor`: whole images, or one crop per box of a
 Pascal-VOC file (``--boxes voc``) with a per-image viability summary for live/dead models.
+A folder may also carry ONNX exports (served when ``config.json`` names one as ``runtime``) and
+an open-set backstop (``backstop``: the pretrained ImageNet head that can veto a known class).
 """
 
 from __future__ import annotations

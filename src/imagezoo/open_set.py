@@ -38,8 +38,8 @@ def open_set_metrics(
 ) -> dict:
     """Known-class accuracy and keep rate, and refusal rates per negative source and pooled.
 
-    ``pet_accuracy`` counts a refused pet as an error (what a user sees); ``kept`` is the
-    fraction of known-class images not refused.
+    ``known_accuracy`` counts a refused known-class image as an error (what a user sees); ``kept`` is
+    the fraction of them not refused and ``kept_accuracy`` the accuracy among those.
     """
     y_true, predicted = np.asarray(y_true), np.asarray(predicted)
     sources, held_out = np.asarray(sources), np.asarray(held_out, dtype=bool)
@@ -52,6 +52,7 @@ def open_set_metrics(
         "n_known": int(known.sum()),
         "known_accuracy": float((predicted[known] == y_true[known]).mean()),
         "kept": float((~refused[known]).mean()),
+        "kept_accuracy": float((predicted[known & ~refused] == y_true[known & ~refused]).mean()),
         "n_negative": int(negative.sum()),
         "refused_fit_sources": float(refused[negative & ~held_out].mean()) if (negative & ~held_out).any() else None,
         "refused_held_out": float(refused[negative & held_out].mean()) if (negative & held_out).any() else None,
@@ -112,14 +113,16 @@ class BackstoppedClassifier(nn.Module):
 
     def __init__(self, model: nn.Module, backstop: ImageNetBackstop, reject_index: int):
         super().__init__()
-        self.model, self.backstop, self.reject_index = model, backstop, reject_index
+        self.model, self.backstop = model, backstop
+        reject = torch.zeros(model.num_classes)
+        reject[reject_index] = 1.0
+        self.register_buffer("reject", reject, persistent=False)  # a constant in the ONNX graph
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
         probs = self.model.get_classifier()(features).softmax(-1)
         keep = (self.backstop(features) >= self.backstop.min_mass).to(probs.dtype).unsqueeze(1)
-        reject = nn.functional.one_hot(torch.tensor(self.reject_index), probs.shape[1]).to(probs.dtype)
-        return (probs * keep + reject * (1 - keep)).clamp_min(1e-12).log()
+        return (probs * keep + self.reject * (1 - keep)).clamp_min(1e-12).log()
 
 
 def served_network(model: nn.Module, backstop: ImageNetBackstop | None, label_names: Sequence[str],
