@@ -119,12 +119,12 @@ def test_onnx_and_torch_runtimes_agree(pets_model, pets_dataset):
         ImageClassifier.from_pretrained(str(pets_model), runtime="tensorrt")
 
 
-def test_batch_job_labels_every_photo_cat_dog_or_neither(pets_model, pets_dataset, bad_files, tmp_path):
+def test_batch_job_labels_every_photo_cat_dog_or_neither(pets_model, pets_dataset, bad_files, tmp_path_factory):
     folder = bad_files["good"].parent
     for i, row in enumerate(load_splits(str(pets_dataset))["test"].select(range(6))):
         row["image"].save(folder / f"test_{i}.jpg")
     Image.new("RGB", (64, 64), (200, 200, 200)).save(folder / "blank.png")
-    out = tmp_path / "pets.parquet"
+    out = tmp_path_factory.mktemp("pets_job") / "pets.parquet"  # not inside the scored folder
     summary = run_job(folder, str(pets_model), out, progress=False)
     table = pq.read_table(out).to_pylist()
     assert len(table) == len(list(folder.iterdir()))

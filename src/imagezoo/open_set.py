@@ -84,7 +84,8 @@ def imagenet_pet_mass(model: nn.Module, batches) -> np.ndarray:
 
 def threshold_keeping(scores: np.ndarray, keep: float) -> float:
     """The largest threshold that keeps at least ``keep`` of ``scores`` (score >= threshold is kept)."""
-    return float(np.quantile(np.asarray(scores), 1 - keep, method="lower"))
+    ordered = np.sort(np.asarray(scores))
+    return float(ordered[len(ordered) - int(np.ceil(keep * len(ordered)))])
 
 
 class ImageNetBackstop(nn.Module):
