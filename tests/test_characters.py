@@ -76,6 +76,7 @@ def pictures(characters_dir):
     return [Image.open(sorted((folder / label).iterdir())[0]).convert("RGB") for label in ("Erza Scarlet", "Natsu Dragneel")]
 
 
+@pytest.mark.slow
 def test_training_cards_per_class_results(characters_model):
     results = json.loads((characters_model / "eval_results.json").read_text())
     assert set(results["metrics"]["per_class"]) == set(CHARACTER_SETS["fairytail"])
@@ -83,6 +84,7 @@ def test_training_cards_per_class_results(characters_model):
     assert "| Natsu Dragneel |" in card and "RandAugment" in card and "copyrighted" in card
 
 
+@pytest.mark.slow
 def test_grad_cam_has_the_image_size_and_follows_input_and_class(characters_model, pictures):
     model = ImageClassifier.from_pretrained(str(characters_model))
     first, second = pictures
@@ -102,6 +104,7 @@ def test_grad_cam_has_the_image_size_and_follows_input_and_class(characters_mode
         grad_cam(model, first, layer="head")
 
 
+@pytest.mark.slow
 def test_feature_maps_are_a_grid_that_changes_with_input_and_layer(characters_model, pictures):
     model = ImageClassifier.from_pretrained(str(characters_model))
     layers = feature_layers(model)
@@ -112,6 +115,7 @@ def test_feature_maps_are_a_grid_that_changes_with_input_and_layer(characters_mo
     assert np.abs(first.astype(int) - np.asarray(feature_maps(model, pictures[0], "blocks.4"))).mean() > 1
 
 
+@pytest.mark.slow
 def test_space_explains_an_upload(characters_model, pictures, tmp_path):
     import gradio as gr
 

@@ -24,6 +24,8 @@ from PIL import Image
 from imagezoo.data import load_splits
 from imagezoo.inference import ImageClassifier
 
+pytestmark = pytest.mark.slow
+
 CHROMIUM = os.environ.get("IMAGEZOO_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 DEADLINE_S = 5.0

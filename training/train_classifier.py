@@ -29,9 +29,8 @@ from imagezoo.export import choose_runtime, compare_runtimes, exportable_copy
 from imagezoo.hub import push_folder, save_model_folder
 from imagezoo.inference import ImageClassifier, eval_transform
 from imagezoo.open_set import (
-    IMAGENET_PET_CLASSES,
     ImageNetBackstop,
-    imagenet_pet_mass,
+    imagenet_mass,
     open_set_metrics,
     served_network,
     threshold_keeping,
@@ -88,8 +87,9 @@ def evaluate_open_set(task, result, dataset, validation, test, val_probs, probs,
     with a confidence threshold on the known classes, the pretrained network's ImageNet head kept beside
     ours, and either of those two refusing. Thresholds keep 99% of the validation pets.
 
-    Returns the results and, when only the head was trained (both heads then read the same features),
-    the ImageNet backstop that serves the last rule in the same forward pass; else ``None``.
+    The ImageNet head's classes for our known labels are the task's ``imagenet_classes``. Returns the
+    results and, when only the head was trained (both heads then read the same features), the ImageNet
+    backstop that serves the last rule in the same forward pass; else ``None``.
     """
     names = task.label_names
     reject = names.index(task.reject_label)
@@ -97,17 +97,18 @@ def evaluate_open_set(task, result, dataset, validation, test, val_probs, probs,
     val_known = np.asarray(validation[1]) != reject
     min_confidence = threshold_keeping(val_probs[val_known].max(axis=1), 0.99)
     imagenet = create_pretrained(result.model.pretrained_cfg["architecture"]).eval()
-    val_mass = imagenet_pet_mass(imagenet, batches([validation[0][i] for i in np.flatnonzero(val_known)],
-                                                   result.data_config))
+    classes = task.imagenet_classes
+    val_mass = imagenet_mass(imagenet, batches([validation[0][i] for i in np.flatnonzero(val_known)],
+                                               result.data_config), classes)
     min_mass = threshold_keeping(val_mass, 0.99)
-    test_mass = imagenet_pet_mass(imagenet, batches(test[0], result.data_config))
+    test_mass = imagenet_mass(imagenet, batches(test[0], result.data_config), classes)
     pet_vs_pet = probs[:, [i for i in range(len(names)) if i != reject]].argmax(axis=1)
     either = np.where(test_mass >= min_mass, probs.argmax(axis=1), reject)
     candidates = {
         "third class": open_set_metrics(labels, probs.argmax(axis=1), names, sources, held_out),
         f"third class + top score >= {min_confidence:.3f}": open_set_metrics(
             labels, with_threshold(probs, names, min_confidence), names, sources, held_out),
-        f"ImageNet head pet mass >= {min_mass:.3f}": open_set_metrics(
+        f"ImageNet head mass on our classes >= {min_mass:.3f}": open_set_metrics(
             labels, np.where(test_mass >= min_mass, pet_vs_pet, reject), names, sources, held_out),
         BACKSTOP_RULE: open_set_metrics(labels, either, names, sources, held_out),
     }
@@ -121,8 +122,7 @@ def evaluate_open_set(task, result, dataset, validation, test, val_probs, probs,
     backstop = None
     if head_only:
         classifier = imagenet.get_classifier()
-        backstop = ImageNetBackstop(classifier.weight.detach(), classifier.bias.detach(),
-                                    IMAGENET_PET_CLASSES["dog"] + IMAGENET_PET_CLASSES["cat"], min_mass)
+        backstop = ImageNetBackstop(classifier.weight.detach(), classifier.bias.detach(), classes, min_mass)
     return {"served": BACKSTOP_RULE if head_only else "third class", "candidates": candidates}, backstop
 
 

@@ -14,9 +14,6 @@ import numpy as np
 import torch
 from torch import nn
 
-#: ImageNet-1k classes that are domestic dogs (151-268) and domestic cats (281-285)
-IMAGENET_PET_CLASSES = {"dog": tuple(range(151, 269)), "cat": tuple(range(281, 286))}
-
 
 def refusal_table(refused: np.ndarray, sources: Sequence[str], held_out: Sequence[bool]) -> dict[str, dict]:
     """Per negative source: ``n``, fraction ``refused`` and whether it was ``held_out`` of training."""
@@ -71,15 +68,14 @@ def with_threshold(probs: np.ndarray, label_names: Sequence[str], min_confidence
 
 
 @torch.inference_mode()
-def imagenet_pet_mass(model: nn.Module, batches) -> np.ndarray:
-    """Softmax mass an ImageNet-1k classifier puts on dog and cat classes, per image.
+def imagenet_mass(model: nn.Module, batches, classes: Sequence[int]) -> np.ndarray:
+    """Softmax mass an ImageNet-1k classifier puts on ``classes``, per image.
 
-    The candidate "keep the pretrained head beside the fine-tuned one" scores an image as a
-    pet when this mass is high; ``batches`` yields normalised float inputs.
+    The candidate "keep the pretrained head beside the fine-tuned one" scores an image as one of
+    the known classes when this mass is high; ``batches`` yields normalised float inputs.
     """
     model.eval()
-    index = list(IMAGENET_PET_CLASSES["dog"] + IMAGENET_PET_CLASSES["cat"])
-    return np.concatenate([model(batch).softmax(-1)[:, index].sum(-1).numpy() for batch in batches])
+    return np.concatenate([model(batch).softmax(-1)[:, list(classes)].sum(-1).numpy() for batch in batches])
 
 
 def threshold_keeping(scores: np.ndarray, keep: float) -> float:

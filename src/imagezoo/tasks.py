@@ -107,6 +107,7 @@ class Task:
     prepare_command: str = ""
     split_description: str = "image-grouped test split (15% of slides, by content hash, seed 0)"
     reject_label: str | None = None  # the open-set label ("neither"): refusals are measured per source
+    imagenet_classes: tuple[int, ...] = ()  # ImageNet-1k classes of the known labels (the backstop's)
     runtimes: tuple[str, ...] = ()  # ONNX runtimes to export and measure beside torch (imagezoo.export)
 
     @property
@@ -231,6 +232,7 @@ register_task(
             "negative sources"
         ),
         reject_label="neither",
+        imagenet_classes=(*range(151, 269), *range(281, 286)),  # domestic dogs, domestic cats
         runtimes=("onnx", "onnx-int8"),
     )
 )
