@@ -185,9 +185,9 @@ register_task(
         dataset_repo_id=f"{HUB_ORG}/cats-dogs",
         label_names=("cat", "dog", "neither"),
         recipes={
-            # 2 CPU cores: 192 px (p95 per webcam frame within 25 ms). Only the head is trained: a linear
-            # probe of the frozen backbone scored pets better (0.987) than fine-tuning its deeper half (0.964),
-            # and a frozen backbone lets the pretrained ImageNet head veto in the same forward pass.
+            # 2 CPU cores: 192 px (p95 per webcam frame within 25 ms). Only the head is trained: validation
+            # balanced accuracy 0.991 against 0.980 fine-tuning the deeper half, and a frozen backbone lets the
+            # pretrained ImageNet head veto in the same forward pass.
             "quick": Recipe(
                 arch="tf_efficientnet_lite0", img_size=192, epochs=6, batch_size=32, lr=2e-3, warmup_epochs=1,
                 vflip=0.0, frozen=HEAD_ONLY,
