@@ -184,3 +184,18 @@ def test_backstop_vetoes_known_classes_only_below_its_mass():
         assert vetoes(x).softmax(-1).argmax(-1).tolist() == [2, 2]
         assert vetoes(x).softmax(-1)[:, 2].min() > 0.999
     assert served_network(model, None, ("cat", "dog", "neither"), "neither") is model
+
+
+@pytest.mark.slow
+def test_a_changed_runtime_choice_is_a_new_local_revision(pets_model, tmp_path):
+    import shutil
+
+    from imagezoo.predictors import resolve_model_folder
+
+    copy = tmp_path / "cats-dogs"
+    shutil.copytree(pets_model, copy)
+    before = resolve_model_folder(str(copy))[1]
+    config = json.loads((copy / "config.json").read_text())
+    config["runtime"] = "torch" if config["runtime"] != "torch" else "onnx"
+    (copy / "config.json").write_text(json.dumps(config))
+    assert resolve_model_folder(str(copy))[1] != before and len(before) == 12

@@ -49,7 +49,7 @@ TAIL_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("n_dead", pa.int32(), "viability: cells predicted dead on the image"),
     ("viability", pa.float32(), "viability: n_live / (n_live + n_dead)"),
     ("model_id", pa.string(), "the --model argument"),
-    ("model_revision", pa.string(), "Hub commit hash, or the first 12 hex digits of the weights' SHA-256"),
+    ("model_revision", pa.string(), "Hub commit hash, or a SHA-256 prefix of a folder's weights, configs, ONNX"),
     ("error", pa.string(), "why the file could not be scored; null on success"),
 ]
 

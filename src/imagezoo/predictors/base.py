@@ -73,9 +73,9 @@ def resolve_model_folder(model_id: str, revision: str | None = None) -> tuple[Pa
     """Local folder holding ``config.json`` + ``model.safetensors`` (and any sub-models' folders), and its revision.
 
     ``model_id`` is ``hf-hub:ORG/NAME``, ``local-dir:PATH`` or a plain path. For the Hub
-    the revision is the commit hash; for a folder, the first 12 hex digits of the
-    weights' SHA-256 (so two runs with different weights never share a revision; a folder
-    with sub-models hashes the list of all their weights' hashes).
+    the revision is the commit hash; for a folder, the first 12 hex digits of a SHA-256 over
+    every file that decides its outputs (weights, configs, ONNX exports, sub-models' too), so a
+    changed runtime or threshold is a new revision as much as new weights are.
     """
     if model_id.startswith(HUB_PREFIX):
         patterns = ["config.json", "*.safetensors", "*.md", "*.onnx", f"*/{WEIGHTS_NAME}", "*/config.json"]
@@ -88,8 +88,9 @@ def resolve_model_folder(model_id: str, revision: str | None = None) -> tuple[Pa
         raise FileNotFoundError(f"{model_id}: no {WEIGHTS_NAME} (only safetensors weights are loaded)")
     if model_id.startswith(HUB_PREFIX):
         return folder, folder.name
-    digests = [file_sha256(path) for path in sorted(folder.glob(f"**/{WEIGHTS_NAME}"))]
-    return folder, (digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest())[:12]
+    served = sorted({*folder.glob("**/*.safetensors"), *folder.glob("**/config.json"), *folder.glob("**/*.onnx")})
+    digests = "".join(f"{path.relative_to(folder)}:{file_sha256(path)}" for path in served)
+    return folder, hashlib.sha256(digests.encode()).hexdigest()[:12]
 
 
 class Predictor(ABC):
