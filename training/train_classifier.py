@@ -75,14 +75,14 @@ def load_split(dataset, split: str, limit: int | None = None, seed: int = 0):
     return list(part["image"]), list(part["label"])
 
 
-def batches(images, data_config: dict, batch_size: int = 64) -> list[torch.Tensor]:
-    """Normalised float batches of ``images`` through the served preprocessing."""
-    transform = eval_transform(data_config)
-    return [torch.stack([transform(im.convert("RGB")) for im in images[i:i + batch_size]])
-            for i in range(0, len(images), batch_size)]
+def eval_batches(split, data_config: dict, batch_size: int = 128, num_workers: int = 0) -> list:
+    """``(inputs, labels)`` batches of a split through the served preprocessing, decoded and transformed
+    once: every evaluation below (our head, the ImageNet head, each runtime) reads the same list."""
+    dataset = ImageLabelDataset(*split, eval_transform(data_config))
+    return list(torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers))
 
 
-def evaluate_open_set(task, result, dataset, validation, test, val_probs, probs, labels):
+def evaluate_open_set(task, result, dataset, val_batches, test_batches, probs, labels):
     """Refusal and keep rates per source of four ways to decide the reject label: the third class alone,
     with a confidence threshold on the known classes, the pretrained network's ImageNet head kept beside
     ours, and either of those two refusing. Thresholds keep 99% of the validation pets.
@@ -94,14 +94,14 @@ def evaluate_open_set(task, result, dataset, validation, test, val_probs, probs,
     names = task.label_names
     reject = names.index(task.reject_label)
     sources, held_out = dataset["test"]["source"], dataset["test"]["held_out"]
-    val_known = np.asarray(validation[1]) != reject
+    val_probs, val_labels = predict_probs(result.model, val_batches)
+    val_known = val_labels != reject
     min_confidence = threshold_keeping(val_probs[val_known].max(axis=1), 0.99)
     imagenet = create_pretrained(result.model.pretrained_cfg["architecture"]).eval()
     classes = task.imagenet_classes
-    val_mass = imagenet_mass(imagenet, batches([validation[0][i] for i in np.flatnonzero(val_known)],
-                                               result.data_config), classes)
+    val_mass = imagenet_mass(imagenet, (inputs for inputs, _ in val_batches), classes)[val_known]
     min_mass = threshold_keeping(val_mass, 0.99)
-    test_mass = imagenet_mass(imagenet, batches(test[0], result.data_config), classes)
+    test_mass = imagenet_mass(imagenet, (inputs for inputs, _ in test_batches), classes)
     pet_vs_pet = probs[:, [i for i in range(len(names)) if i != reject]].argmax(axis=1)
     either = np.where(test_mass >= min_mass, probs.argmax(axis=1), reject)
     candidates = {
@@ -171,18 +171,15 @@ def main(argv: list[str] | None = None) -> Path:
     result = fit(recipe, train, validation, task.label_names, args.seed, args.num_workers, args.device, log)
     train_minutes = (time.time() - start) / 60
 
-    loader = torch.utils.data.DataLoader(
-        ImageLabelDataset(*test, eval_transform(result.data_config)), batch_size=128, num_workers=args.num_workers
-    )
-    probs, labels = predict_probs(result.model, loader)
+    test_batches = eval_batches(test, result.data_config, num_workers=args.num_workers)
+    probs, labels = predict_probs(result.model, test_batches)
     open_set, backstop = None, None
     if task.reject_label:
-        val_probs, _ = predict_probs(result.model, torch.utils.data.DataLoader(
-            ImageLabelDataset(*validation, eval_transform(result.data_config)), batch_size=128))
-        open_set, backstop = evaluate_open_set(task, result, dataset, validation, test, val_probs, probs, labels)
+        val_batches = eval_batches(validation, result.data_config, num_workers=args.num_workers)
+        open_set, backstop = evaluate_open_set(task, result, dataset, val_batches, test_batches, probs, labels)
     network = served_network(result.model, backstop, task.label_names, task.reject_label)
     if backstop is not None:  # measure the served network itself, not a reconstruction of its rule
-        probs = predict_probs(network, loader)[0]
+        probs = predict_probs(network, test_batches)[0]
         served = open_set_metrics(labels, probs.argmax(axis=1), task.label_names, dataset["test"]["source"],
                                   dataset["test"]["held_out"])
         assert served == open_set["candidates"][BACKSTOP_RULE], "the served network disagrees with its rule"
@@ -194,9 +191,9 @@ def main(argv: list[str] | None = None) -> Path:
     save_confusion_matrix(metrics, task.label_names, output_dir / "confusion_matrix.png", f"{task.name} ({recipe_name})")
     runtimes, runtime = [], None
     if task.runtimes:
-        calibration = batches(train[0][:256], result.data_config, 32)
+        calibration = [inputs for inputs, _ in eval_batches((train[0][:256], train[1][:256]), result.data_config, 32)]
         exportable = served_network(exportable_copy(result.model), backstop, task.label_names, task.reject_label)
-        runtimes = compare_runtimes(exportable, output_dir, recipe.img_size, batches(test[0], result.data_config),
+        runtimes = compare_runtimes(exportable, output_dir, recipe.img_size, [inputs for inputs, _ in test_batches],
                                     labels, calibration, task.runtimes)
         runtime = choose_runtime(runtimes)
         logger.info("serving runtime: %s", runtime)

@@ -108,3 +108,11 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, name: str | No
         return to_rgb(image)
     finally:
         fp.close()
+
+
+def shrink(image: Image.Image, max_side: int = 256) -> Image.Image:
+    """A copy no larger than ``max_side`` on its longest side (aspect kept): how prepared datasets
+    store photos that the models see at 192-256 px anyway."""
+    image = image.copy()
+    image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    return image

@@ -17,8 +17,7 @@ from datasets import ClassLabel, DatasetDict, Features, Value
 from datasets import Image as ImageFeature
 
 from imagezoo.data.ldc import SPLITS, assign_split, dataset_from_rows, pixel_sha256
-from imagezoo.data.pets import shrink
-from imagezoo.images import ImageError, load_image
+from imagezoo.images import ImageError, load_image, shrink
 
 
 @dataclass

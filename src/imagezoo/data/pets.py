@@ -28,14 +28,13 @@ from PIL import Image
 
 from imagezoo.data.ldc import SPLITS, assign_split, dataset_from_rows, pixel_sha256
 from imagezoo.data.synthetic import synthetic_images
-from imagezoo.images import ImageError, load_image
+from imagezoo.images import ImageError, load_image, shrink
 
 logger = logging.getLogger(__name__)
 
 LABEL_NAMES = ("cat", "dog", "neither")
 REJECT_LABEL = "neither"
 PET_FILE = re.compile(r"^(cat|dog)\.\d+\.\w+$")
-MAX_SIDE = 256  # negatives are stored at most this large (the pets already are)
 
 FEATURES = Features(
     {
@@ -89,13 +88,6 @@ class PrepReport:
             lines.append(f"  {split}: {counts}")
         lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped]
         return "\n".join(lines)
-
-
-def shrink(image: Image.Image, max_side: int = MAX_SIDE) -> Image.Image:
-    """A copy no larger than ``max_side`` on its longest side (aspect kept)."""
-    image = image.copy()
-    image.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-    return image
 
 
 def pet_files(root: str | Path) -> list[tuple[Path, str]]:
