@@ -5,6 +5,7 @@
 #   make nuclei-demo   the same for the nuclei U-Net (prepare DSB2018, train, serve)
 #   make pets-demo     the same for cat / dog / neither with the live webcam tab
 #   make characters-demo   the same for the three character classifiers with Grad-CAM
+#   make brain-demo    the same for brain MRI: gate, tumour type with Grad-CAM, bilingual chat
 PYTHON ?= python3
 export GRADIO_ANALYTICS_ENABLED ?= False
 VENV ?= .venv
@@ -23,7 +24,7 @@ SPACE ?= cells
 
 .PHONY: setup data model baseline demo test benchmark push-space clean nuclei-data nuclei-model nuclei-demo \
 	nuclei-benchmark viability-data viability-model pets-data pets-model pets-demo webcam-benchmark \
-	characters-data characters-models characters-demo
+	characters-data characters-models characters-demo brain-data brain-models brain-demo chat-benchmark
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -110,6 +111,32 @@ characters-models: $(CHARACTER_SETS:%=models/characters-%/model.safetensors)
 
 characters-demo: characters-models
 	$(PY) spaces/characters/app.py
+
+data/brain-tumor-type/README.md: $(VENV)/.installed
+	$(PY) training/prepare_brain_mri.py --data-root ../shared/data --out-dir data --examples-dir spaces/brain_mri/examples
+
+brain-data: data/brain-tumor-type/README.md
+
+# quick CPU recipes: the type model about 15 minutes on 2 cores, the gate 4 (leave-one-source-out included),
+# the yes/no detector 2; then the yes/no comparison writes its section into both cards
+models/brain-tumor-type/model.safetensors: data/brain-tumor-type/README.md
+	$(PY) training/train_classifier.py --task brain-tumor-type
+
+models/brain-mri-gate/model.safetensors: data/brain-tumor-type/README.md
+	$(PY) training/train_gate.py --task brain-mri-gate
+
+models/brain-tumor-detect/tumor_detection.json: models/brain-tumor-type/model.safetensors
+	$(PY) training/train_classifier.py --task brain-tumor-detect
+	$(PY) training/compare_tumor_detection.py
+
+brain-models: models/brain-tumor-type/model.safetensors models/brain-mri-gate/model.safetensors \
+	models/brain-tumor-detect/tumor_detection.json
+
+brain-demo: brain-models
+	$(PY) spaces/brain_mri/app.py
+
+chat-benchmark: setup
+	$(PY) benchmarks/bench_chat.py
 
 test: setup
 	$(PY) -m pytest

@@ -6,6 +6,7 @@
     python jobs/batch_predict.py --dir slides/ --out predictions.parquet --engine ray  # Ray Data
     python jobs/batch_predict.py --dir nuclei/ --model models/nuclei-unet --masks-dir labels/ --out nuclei.parquet
     python jobs/batch_predict.py --dir slides/ --model models/ldc-viability --out v.parquet   # no box files needed
+    python jobs/batch_predict.py --dir scans/ --model models/brain-tumor-type --gate models/brain-mri-gate --out scans.parquet
 
 Files are recognised by content; unreadable ones get a row with an ``error``. The output
 schema is documented in the README ("Batch job") and in the Parquet field metadata.
@@ -45,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--masks-dir", default=None,
                         help="segmentation models and cell counters: write DIR/<input path>.png (uint16 instance labels), "
                              "DIR/<input path>.objects.csv and DIR/objects.csv (one row per object)")
+    parser.add_argument("--gate", default=None,
+                        help="a gate model (folder or hf-hub:ORG/NAME, e.g. models/brain-mri-gate): every row gets its "
+                             "verdict and score, and only accepted images get --model's label")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -56,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_job(
             args.dir, args.model, args.out, boxes=args.boxes, resume=args.resume, engine=args.engine,
             batch_size=args.batch_size, num_workers=args.num_workers, rows_per_part=args.rows_per_part,
-            threads=args.threads, progress=not args.no_progress, masks_dir=args.masks_dir,
+            threads=args.threads, progress=not args.no_progress, masks_dir=args.masks_dir, gate=args.gate,
         )
     except (NotADirectoryError, FileNotFoundError, ValueError, KeyError) as err:
         logger.error("%s", err)

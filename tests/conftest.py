@@ -176,6 +176,34 @@ def pets_model(tmp_path_factory, pets_dataset) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def brain_data(tmp_path_factory) -> Path:
+    """A small real run of the brain MRI prep: 40 MRI files per class of both sets, 10% of each negative source.
+    Holds ``brain-tumor-type``, ``brain-tumor-detect``, ``brain-mri-gate`` and ``examples``."""
+    import prepare_brain_mri
+
+    if not (SHARED_DATA / "brain-tumor-mri").is_dir():
+        pytest.skip(f"brain MRI data not found under {SHARED_DATA} (set IMAGEZOO_SHARED_DATA)")
+    root = tmp_path_factory.mktemp("brain")
+    prepare_brain_mri.main(["--data-root", str(SHARED_DATA), "--out-dir", str(root), "--scale", "0.1",
+                            "--max-per-label", "40", "--examples-dir", str(root / "examples")])
+    return root
+
+
+@pytest.fixture(scope="session")
+def brain_models(tmp_path_factory, brain_data) -> Path:
+    """Short real runs of both trainers on it: the gate (the real linear probe, 160 px like the type model)
+    and the type model (2 epochs, 128 px). Returns the models folder."""
+    import train_classifier
+    import train_gate
+
+    models = tmp_path_factory.mktemp("brain_models")
+    train_gate.main(["--dataset", str(brain_data / "brain-mri-gate"), "--output-dir", str(models / "brain-mri-gate")])
+    train_classifier.main(["--task", "brain-tumor-type", "--dataset", str(brain_data / "brain-tumor-type"),
+                           "--epochs", "2", "--img-size", "128", "--output-dir", str(models / "brain-tumor-type")])
+    return models
+
+
 @contextlib.contextmanager
 def space_app(space: str, module_name: str, **env: str):
     """``spaces/<space>/app.py`` imported afresh with the environment ``env`` set while it is in use

@@ -423,6 +423,148 @@ for _set, _labels in CHARACTER_SETS.items():
     )
 
 
+_BRAIN_SPLIT = "near-duplicate-grouped test split (15% of perceptual-hash groups, seed 0)"
+_BRAIN_DATA = (
+    "Kaggle \"Brain Tumor MRI Dataset\" (masoudnickparvar, Training folder) and \"Brain MRI Images for Brain Tumor "
+    "Detection\" (navoneel), under Kaggle's terms"
+)
+_BRAIN_LIMITS = [
+    "A research and teaching demo, never a diagnosis: it has not been validated clinically, sees one 2D slice "
+    "without the rest of the study or the patient's history, and can be wrong with high confidence.",
+    "The test split is grouped by perceptual hash, so no image or near-copy is in two splits; but the sets mix "
+    "several slices of the same patients without patient ids, so random splits like ours are optimistic. "
+    "Expect lower accuracy on other hospitals' scanners and protocols.",
+    "Both sets are Kaggle collections of unknown provenance (mixed sequences, planes and resolutions); "
+    "their label quality is not documented.",
+]
+
+register_task(
+    Task(
+        name="brain-tumor-type",
+        dataset="data/brain-tumor-type",
+        dataset_repo_id=f"{HUB_ORG}/brain-tumor-type",
+        label_names=("glioma", "meningioma", "notumor", "pituitary"),
+        recipes={
+            # 2 CPU cores, about 13 minutes: 160 px, the two highest-resolution stages frozen (they cost most of
+            # the backward pass and change least), the rest fine-tuned; MRI slices have an up, so no vertical flip.
+            "quick": Recipe(
+                arch="tf_efficientnet_lite0", img_size=160, epochs=5, batch_size=32, lr=2e-3, warmup_epochs=1,
+                vflip=0.0, frozen=("conv_stem", "bn1", "blocks.0", "blocks.1"),
+            ),
+            # a GPU: bigger backbone at the sets' own resolution, everything fine-tuned, longer schedule.
+            "full": Recipe(
+                arch="tf_efficientnet_lite2", img_size=256, epochs=30, batch_size=64, lr=1e-3, warmup_epochs=2,
+                vflip=0.0, label_smoothing=0.1, auto_augment="rand-m7-mstd0.5",
+            ),
+        },
+        dataset_name="Brain tumour type MRI slices",
+        dataset_license="other",
+        card_template="image_classifier.md",
+        card_facts=dict(
+            title="Brain tumour type from one MRI slice",
+            summary=(
+                "Says which of glioma, meningioma or pituitary tumour a brain MRI slice shows, or `notumor`. "
+                "Research and teaching demo: **not a diagnosis**. Serve it behind `brain-mri-gate`, which refuses "
+                "images that are not brain MRI slices."
+            ),
+            intended_use=(
+                "Teaching and exploration: what a small CNN learns from public MRI slices, shown with Grad-CAM "
+                "heat-maps in the brain MRI Space, and a starting point for research on properly collected data. "
+                "Not for clinical use."
+            ),
+            limitations=_BRAIN_LIMITS,
+            data_source=_BRAIN_DATA,
+            tags=["medical", "brain-mri", "tumor-classification"],
+            bars=dict(accuracy=0.97, macro_f1=0.97),
+        ),
+        prepare_command="python training/prepare_brain_mri.py",
+        split_description=_BRAIN_SPLIT,
+    )
+)
+
+register_task(
+    Task(
+        name="brain-tumor-detect",
+        dataset="data/brain-tumor-detect",
+        dataset_repo_id=f"{HUB_ORG}/brain-tumor-detect",
+        label_names=("notumor", "tumor"),
+        recipes={
+            # 2 CPU cores, about 2 minutes: the small yes/no set (158 training slices), the type model's recipe
+            "quick": Recipe(
+                arch="tf_efficientnet_lite0", img_size=160, epochs=12, batch_size=32, lr=2e-3, warmup_epochs=1,
+                vflip=0.0, frozen=("conv_stem", "bn1", "blocks.0", "blocks.1"),
+            ),
+            "full": Recipe(
+                arch="tf_efficientnet_lite2", img_size=256, epochs=40, batch_size=32, lr=1e-3, warmup_epochs=2,
+                vflip=0.0, label_smoothing=0.1, auto_augment="rand-m7-mstd0.5",
+            ),
+        },
+        dataset_name="Brain tumour yes/no MRI slices",
+        dataset_license="other",
+        card_template="image_classifier.md",
+        card_facts=dict(
+            title="Brain tumour yes/no from one MRI slice",
+            summary=(
+                "Says whether a brain MRI slice shows a tumour (`tumor`) or not (`notumor`). Research and teaching "
+                "demo: **not a diagnosis**. Compared below with the type model's `1 - p(notumor)`."
+            ),
+            intended_use="Teaching: the yes/no question asked with a model of its own, against a four-class model.",
+            limitations=_BRAIN_LIMITS,
+            data_source=_BRAIN_DATA,
+            tags=["medical", "brain-mri", "tumor-detection"],
+        ),
+        prepare_command="python training/prepare_brain_mri.py",
+        split_description=_BRAIN_SPLIT,
+    )
+)
+
+
+register_task(
+    Task(
+        name="brain-mri-gate",
+        dataset="data/brain-mri-gate",
+        dataset_repo_id=f"{HUB_ORG}/brain-mri-gate",
+        label_names=("mri", "other"),
+        recipes={
+            # a linear probe (training/train_gate.py): the frozen ImageNet backbone's features, one logistic
+            # regression. 160 px, the type model's input, so one preprocessed image feeds both
+            "quick": Recipe(arch="tf_efficientnet_lite0", img_size=160, epochs=0, augment=False, frozen=HEAD_ONLY),
+            "full": Recipe(arch="tf_efficientnet_lite2", img_size=256, epochs=0, augment=False, frozen=HEAD_ONLY),
+        },
+        dataset_name="Brain MRI or not",
+        dataset_license="other",
+        card_template="gate.md",
+        card_facts=dict(
+            title="Brain MRI gate: is this a brain MRI slice?",
+            summary=(
+                "Answers `mri` for a brain MRI slice and `other` for anything else (cells, pets, cartoons, charts, "
+                "text, photos, noise...). It runs first in imagezoo's brain MRI Space, chat and batch job: a refused "
+                "image gets no tumour output."
+            ),
+            intended_use=(
+                "A gatekeeper in front of the brain tumour models, so that a photo or a chart never receives a "
+                "tumour probability. It does not judge image quality, sequence or plane."
+            ),
+            limitations=[
+                "It knows brain MRI slices from two public Kaggle sets; MRI of other organs, CT scans or unusual "
+                "sequences were not measured and may be accepted or refused.",
+                "Leave-one-source-out estimates unseen kinds of image from the kinds we had; a kind unlike all of "
+                "them can be refused less often.",
+            ],
+            data_source=(
+                "the two Kaggle brain MRI sets (Kaggle's terms) and imagezoo's other sets plus synthetic images "
+                "(see the dataset card)"
+            ),
+            tags=["medical", "brain-mri", "out-of-distribution", "gate"],
+            bars=dict(accepted=0.995, refused=0.99),
+        ),
+        prepare_command="python training/prepare_brain_mri.py",
+        split_description="near-duplicate-grouped test split (MRI by perceptual-hash group, other images by pixel hash)",
+        reject_label="other",
+    )
+)
+
+
 def default_model_id(task_name: str, models_dir: str | Path, env: str = "IMAGEZOO_MODEL") -> str:
     """The model a Space or the batch job serves when not told: ``$IMAGEZOO_MODEL`` (or the
     variable ``env``), else the trained folder ``models_dir/<task>``, else the task's Hub repo

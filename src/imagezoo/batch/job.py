@@ -44,15 +44,17 @@ def run_job(
     threads: int | None = None,
     progress: bool = True,
     masks_dir: str | Path | None = None,
+    gate: str | None = None,
 ) -> JobSummary:
-    """Score every file under ``directory`` with ``model_id`` (any predictor) into the Parquet file ``out``."""
+    """Score every file under ``directory`` with ``model_id`` (any predictor) into the Parquet file ``out``;
+    with ``gate``, only images the gate model accepts get ``model_id``'s label."""
     if engine not in ENGINES:
         raise ValueError(f"--engine must be one of {sorted(ENGINES)}, not {engine!r}")
     root, out = Path(directory), Path(out)
     files = discover(root)
     if not files:
         raise ValueError(f"{root}: no files to score (the folder is empty)")
-    predictor = load_predictor(model_id)
+    predictor = load_predictor(model_id, gate=gate)
     options = JobOptions(boxes=boxes, masks_dir=None if masks_dir is None else str(Path(masks_dir).resolve()))
     predictor.check_options(options)
     schema = output_schema(predictor.label_names)

@@ -22,7 +22,7 @@ from imagezoo.predictors import prob_column
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 #: Columns every output has, in order; ``prob_<label>`` columns follow ``score``.
 BASE_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("path", pa.string(), "file path relative to --dir, '/'-separated"),
@@ -48,6 +48,8 @@ TAIL_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("n_live", pa.int32(), "viability: cells predicted live on the image"),
     ("n_dead", pa.int32(), "viability: cells predicted dead on the image"),
     ("viability", pa.float32(), "viability: n_live / (n_live + n_dead)"),
+    ("gate", pa.string(), "--gate: the gate's verdict (its first label accepts; a refused image has no label)"),
+    ("gate_score", pa.float32(), "--gate: the gate's probability of its accepting label"),
     ("model_id", pa.string(), "the --model argument"),
     ("model_revision", pa.string(), "Hub commit hash, or a SHA-256 prefix of a folder's weights, configs, ONNX"),
     ("error", pa.string(), "why the file could not be scored; null on success"),

@@ -62,9 +62,9 @@ class Prepare:
 class ScoreActor:
     """Holds one model; turns a batch of item rows into output rows (plus reuse markers)."""
 
-    def __init__(self, model_id: str, batch_size: int, threads: int, options: JobOptions):
+    def __init__(self, load_spec: dict, batch_size: int, threads: int, options: JobOptions):
         torch.set_num_threads(threads)
-        self.predictor = load_predictor(model_id)
+        self.predictor = load_predictor(**load_spec)
         self.batch_size, self.options = batch_size, options
         self.schema = output_schema(self.predictor.label_names).append(pa.field(REUSED, pa.bool_()))
 
@@ -94,7 +94,7 @@ def run_ray(job: JobRun, actors: int = 1) -> set[tuple[str, str]]:
         .map_batches(
             ScoreActor,
             fn_constructor_kwargs=dict(
-                model_id=job.predictor.model_id, batch_size=job.batch_size, threads=threads, options=job.options
+                load_spec=job.predictor.load_spec, batch_size=job.batch_size, threads=threads, options=job.options
             ),
             batch_size=job.batch_size,
             batch_format="pyarrow",

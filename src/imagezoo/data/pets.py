@@ -154,6 +154,7 @@ def negative_images(source: str, n: int, data_root: str | Path, seed: int = 0) -
         "brain-mri": lambda: _files(root / "brain-tumor-mri" / "Training", "*/*"),
         "brain-tumor-detection": lambda: _files(root / "brain-tumor-detection", "*/*"),
         "dsb2018": lambda: _files(root / "dsb2018" / "stage1_train", "*/images/*"),
+        "cats-dogs": lambda: _files(root / "cats-dogs" / "train", "*"),
         "characters-pokemon": lambda: _files(root / "characters" / "pokemon", "*/**/*"),
         "characters-anime": lambda: [p for series in ("dragonball", "fairytail")
                                      for p in _files(root / "characters" / series, "*/**/*")],

@@ -119,6 +119,12 @@ class Predictor(ABC):
         target = predictor_class(config) if cls is Predictor else cls
         return target.from_folder(folder, config, model_id, resolved, **options)
 
+    @property
+    def load_spec(self) -> dict:
+        """The :func:`~imagezoo.predictors.load_predictor` arguments that rebuild this predictor elsewhere
+        (a Ray actor): the model id, plus a pipeline's other models."""
+        return {"model_id": self.model_id}
+
     def check_options(self, options: JobOptions) -> None:
         """Raise ``ValueError`` naming what this model cannot do of ``options``."""
 

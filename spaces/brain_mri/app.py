@@ -1,0 +1,105 @@
+"""Brain MRI: a gate that refuses anything but brain MRI slices, tumour type with Grad-CAM, and a
+bilingual (English / Spanish) chat about these tumours that knows your last analysis.
+
+Models are ``$IMAGEZOO_MODEL`` (type) and ``$IMAGEZOO_GATE`` (folders or Hub ids), defaulting to
+``models/brain-tumor-type`` and ``models/brain-mri-gate`` when trained here, else the Hub repos.
+Gradio wiring only: the analysis is :mod:`imagezoo.brain_mri`, the chat :mod:`imagezoo.chat`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import gradio as gr
+
+from imagezoo.brain_mri import DECISIVE_MARGIN, analyse, load_pipeline
+from imagezoo.chat import default_chat
+from imagezoo.explain import grad_cam, overlay
+from imagezoo.images import ImageError, load_image
+
+HERE = Path(__file__).resolve().parent
+MODELS_DIR = HERE.parents[1] / "models"
+NOTICE = (
+    "**Research and teaching demo: never a diagnosis.** These models saw public Kaggle MRI slices, not your "
+    "history or your whole study, and can be wrong with high confidence. Only a doctor who reviews the complete "
+    "study can tell what a scan shows. / **Demo de investigación y docencia: nunca un diagnóstico.**"
+)
+#: uploads live in Gradio's temporary cache; delete them after 10 minutes (checked every 10 minutes)
+DELETE_CACHE = (600, 600)
+
+
+@lru_cache(maxsize=1)
+def pipeline():
+    return load_pipeline(str(MODELS_DIR))
+
+
+def analyse_upload(image):
+    """Gate verdict, tumour probability, type probabilities, Grad-CAM overlay and the chat's scan context."""
+    if image is None:
+        raise gr.Error("Upload an MRI slice first.")
+    try:
+        picture = load_image(image)
+    except ImageError as err:
+        raise gr.Error(str(err)) from err
+    result = analyse(pipeline(), picture)
+    if not result.accepted:
+        verdict = (f"### Refused: this does not look like a brain MRI slice\nThe gate's probability that it is one: "
+                   f"{result.gate_score:.3f}. No tumour output is shown for images that are not brain MRI slices.")
+        return verdict, None, None, None, result.as_context()
+    heat, _ = grad_cam(pipeline().classifier, picture, result.label)
+    verdict = f"### Brain MRI slice (gate probability {result.gate_score:.3f})\n"
+    if result.decisive:
+        verdict += f"Most likely class: **{result.label}** ({result.probability:.1%})."
+    else:
+        verdict += (f"**Not decisive**: the two most likely classes are within {DECISIVE_MARGIN:.0%} of each other; "
+                    "the model cannot tell them apart on this slice.")
+    tumour = {"tumour": result.tumour_probability, "no tumour": 1 - result.tumour_probability}
+    return verdict, tumour, result.probabilities, overlay(picture, heat), result.as_context()
+
+
+def respond(message: str, history: list, scan: dict | None) -> str:
+    """The chat's answer in the question's language, with its sources."""
+    answer = default_chat().answer(message, scan)
+    if not answer.sources:
+        return answer.text
+    label = "Fuentes" if answer.language == "es" else "Sources"
+    sources = "\n".join(f"- [{s['title']}]({s['url']}) ({s['source']})" for s in answer.sources)
+    return f"{answer.text}\n\n**{label}:**\n{sources}"
+
+
+def build_demo() -> gr.Blocks:
+    examples = sorted(str(p) for p in (HERE / "examples").glob("*.jpg"))
+    with gr.Blocks(title="Brain MRI: tumour type, heat-maps and a chat", delete_cache=DELETE_CACHE) as demo:
+        gr.Markdown("# Brain MRI: tumour type, heat-maps and a bilingual chat")
+        gr.Markdown(NOTICE, elem_id="notice")
+        scan = gr.State(None)
+        with gr.Tab("Analysis"):
+            with gr.Row():
+                picture = gr.Image(type="filepath", label="MRI slice")
+                with gr.Column():
+                    verdict = gr.Markdown(elem_id="verdict")
+                    tumour = gr.Label(label="Tumour (1 - p(no tumour))")
+                    types = gr.Label(num_top_classes=4, label="Type")
+            cam = gr.Image(label="Grad-CAM: where the evidence for the predicted class lies (last stage)")
+            gr.Button("Analyse", variant="primary").click(
+                analyse_upload, picture, [verdict, tumour, types, cam, scan], api_name="analyse")
+            if examples:
+                gr.Examples(examples, picture, label="Test-split examples (one per class)")
+        with gr.Tab("Chat / Conversación"):
+            gr.ChatInterface(
+                respond,
+                additional_inputs=[scan],
+                description=("Answers come from a curated knowledge base with its public sources (NCI, Mayo Clinic, "
+                             "NHS, MedlinePlus...), in English or Spanish: \"What is a meningioma?\", \"¿Cómo se trata "
+                             "un glioma?\". Ask about your last analysis with \"what does my result mean?\" / \"¿qué "
+                             "significa mi resultado?\". Not medical advice."),
+                api_name="chat",
+            )
+    return demo
+
+
+demo = build_demo()
+
+if __name__ == "__main__":
+    demo.launch()

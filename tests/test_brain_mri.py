@@ -1,0 +1,187 @@
+"""Brain MRI: near-duplicate grouping, the three datasets, the gate (its leave-one-source-out and its
+refusals), the gated pipeline in the batch job, Grad-CAM on the head, and the Space's analysis tab."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import imagehash
+import matplotlib
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import SHARED_DATA, ROOT, space_app
+from PIL import Image
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+
+from imagezoo.brain_mri import analyse
+from imagezoo.data import load_splits
+from imagezoo.data.brain import DETECT_LABELS, GATE_LABELS, TYPE_LABELS, near_duplicate_groups
+from imagezoo.explain import grad_cam
+from imagezoo.inference import ImageClassifier
+from imagezoo.predictors import load_predictor
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+MRI_DIR = SHARED_DATA / "brain-tumor-mri" / "Training"
+
+
+def mri_slice(label: str = "glioma", index: int = 0) -> Image.Image:
+    return Image.open(sorted((MRI_DIR / label).iterdir())[index]).convert("RGB")
+
+
+def chart() -> Image.Image:
+    """A bar chart drawn here, unlike the prep's synthetic ones."""
+    figure, axes = plt.subplots(figsize=(3, 2.4), dpi=80)
+    axes.bar(["a", "b", "c", "d"], [3, 7, 2, 5], color="tab:green")
+    axes.set_title("sales")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return Image.open(buffer).convert("RGB")
+
+
+def cat_photo() -> Image.Image:
+    import skimage.data
+
+    return Image.fromarray(skimage.data.chelsea())
+
+
+def test_near_duplicate_groups_join_copies_and_keep_different_images_apart():
+    first, second = mri_slice("glioma", 0), mri_slice("pituitary", 3)
+    buffer = io.BytesIO()
+    first.save(buffer, format="JPEG", quality=60)
+    recoded = Image.open(buffer).convert("RGB")
+    resized = first.resize((first.width // 2, first.height // 2))
+    hashes = [imagehash.phash(image) for image in (first, recoded, resized, second)]
+    groups = near_duplicate_groups(hashes, max_bits=6)
+    assert groups[0] == groups[1] == groups[2]
+    assert groups[3] != groups[0]
+
+
+def test_prep_writes_three_datasets_with_no_group_or_near_copy_across_splits(brain_data):
+    splits = {name: load_splits(str(brain_data / name)) for name in
+              ("brain-tumor-type", "brain-tumor-detect", "brain-mri-gate")}
+    assert splits["brain-tumor-type"]["train"].features["label"].names == list(TYPE_LABELS)
+    assert splits["brain-tumor-detect"]["train"].features["label"].names == list(DETECT_LABELS)
+    assert splits["brain-mri-gate"]["train"].features["label"].names == list(GATE_LABELS)
+    # every MRI group, over all three datasets, lives in exactly one split
+    split_of = {}
+    for name, dataset in splits.items():
+        for split in dataset:
+            for group, label in zip(dataset[split]["group"], dataset[split]["label"]):
+                if name != "brain-mri-gate" or label == 0:
+                    assert split_of.setdefault(group, split) == split, f"group {group} in two splits"
+    # and no two type images closer than the grouping threshold sit in different splits
+    rows = [(split, imagehash.phash(image)) for split in ("train", "test")
+            for image in splits["brain-tumor-type"][split]["image"]]
+    groups = near_duplicate_groups([h for _, h in rows], max_bits=6)
+    for group in set(groups.tolist()):
+        assert len({rows[i][0] for i in np.flatnonzero(groups == group)}) == 1
+    # every negative source reached the gate, and the PNGs named .jpg loaded
+    sources = set(splits["brain-mri-gate"]["train"]["source"]) | set(splits["brain-mri-gate"]["test"]["source"])
+    assert {"cats-dogs", "ldc", "dsb2018", "characters-pokemon", "synthetic-plot", "brain-tumor-mri"} <= sources
+    card = (brain_data / "brain-mri-gate" / "README.md").read_text()
+    assert "perceptual hash" in card and "optimistic" in card
+
+
+def test_gate_reports_leave_one_source_out_per_source(brain_models):
+    results = json.loads((brain_models / "brain-mri-gate" / "eval_results.json").read_text())
+    gate = results["gate"]
+    negatives = [s for s, row in gate["loso"].items() if not row["accepted_class"]]
+    assert len(negatives) >= 10 and "brain-tumor-detection" in gate["loso"]
+    for row in gate["loso"].values():
+        assert 0.0 <= row["probe"] <= 1.0 and row["n"] > 0
+    assert gate["min_refused_loso"] == min(gate["loso"][s]["probe"] for s in negatives)
+    # even this small gate (40 slices a class) accepts MRI and refuses what it was trained to refuse
+    assert gate["accepted_mri"] >= 0.95 and gate["refused_test"] >= 0.95
+    card = (brain_models / "brain-mri-gate" / "README.md").read_text()
+    assert "Leave-one-source-out" in card and "`synthetic-plot`" in card
+
+
+def test_gate_refuses_a_cat_a_chart_and_blank_images_and_accepts_mri(brain_models):
+    gate = ImageClassifier.from_pretrained(str(brain_models / "brain-mri-gate"))
+    assert gate.label_names == GATE_LABELS
+    refused = [cat_photo(), chart(), Image.new("RGB", (200, 200), "white"), Image.new("RGB", (200, 200), "black"),
+               Image.new("RGB", (200, 200), (128, 128, 128))]
+    probs = gate.predict_images(refused)
+    assert (probs.argmax(axis=1) == GATE_LABELS.index("other")).all(), probs
+    accepted = gate.predict_images([mri_slice(label, 50) for label in TYPE_LABELS])  # past the prep's first 40
+    assert (accepted.argmax(axis=1) == GATE_LABELS.index("mri")).all(), accepted
+
+
+def test_gated_pipeline_gives_no_tumour_output_to_refused_images(brain_models):
+    pipeline = load_predictor(str(brain_models / "brain-tumor-type"), gate=str(brain_models / "brain-mri-gate"))
+    mri, cat = analyse(pipeline, mri_slice("meningioma", 60)), analyse(pipeline, cat_photo())
+    assert mri.accepted and mri.label in TYPE_LABELS and abs(sum(mri.probabilities.values()) - 1) < 1e-4
+    assert mri.tumour_probability == pytest.approx(1 - mri.probabilities["notumor"])
+    assert not cat.accepted and cat.gate == "other"
+    assert cat.label is None and cat.probabilities is None and cat.tumour_probability is None
+
+
+def test_batch_job_with_a_gate(brain_models, tmp_path):
+    import batch_predict
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for label in TYPE_LABELS:
+        mri_slice(label, 70).save(scans / f"{label}.png")
+    cat_photo().save(scans / "cat.jpg")
+    chart().save(scans / "chart")  # no extension
+    (scans / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    out = tmp_path / "scans.parquet"
+    code = batch_predict.main(["--dir", str(scans), "--model", str(brain_models / "brain-tumor-type"),
+                               "--gate", str(brain_models / "brain-mri-gate"), "--out", str(out),
+                               "--num-workers", "0", "--no-progress"])
+    assert code == 0
+    rows = {row["path"]: row for row in pq.read_table(out).to_pylist()}
+    assert len(rows) == 7
+    assert rows["broken.jpg"]["error"] and rows["broken.jpg"]["gate"] is None
+    for name in ("cat.jpg", "chart"):
+        assert rows[name]["gate"] == "other" and rows[name]["label"] is None and rows[name]["prob_glioma"] is None
+        assert rows[name]["gate_score"] < 0.5
+    for label in TYPE_LABELS:
+        row = rows[f"{label}.png"]
+        assert row["gate"] == "mri" and row["gate_score"] >= 0.5 and row["label"] in TYPE_LABELS
+        assert row["model_revision"].endswith(load_predictor(str(brain_models / "brain-mri-gate")).revision)
+
+
+def head_mask(image: Image.Image) -> np.ndarray:
+    """The head: pixels brighter than Otsu's threshold, holes filled (the background of a slice is dark)."""
+    grey = np.asarray(image.convert("L"), dtype=np.float32)
+    return ndimage.binary_fill_holes(ndimage.binary_closing(grey > threshold_otsu(grey), iterations=3))
+
+
+def test_grad_cam_is_image_sized_and_lies_on_the_head(brain_models, brain_data):
+    model = ImageClassifier.from_pretrained(str(brain_models / "brain-tumor-type"))
+    test = load_splits(str(brain_data / "brain-tumor-type"))["test"]
+    fractions = []
+    for image in test["image"][:16]:
+        heat, _ = grad_cam(model, image)
+        assert heat.shape == (image.height, image.width)
+        mask = head_mask(image)
+        if heat.sum() > 0:
+            fractions.append(heat[mask].sum() / heat.sum())
+    assert len(fractions) >= 12
+    assert np.mean(fractions) > 0.5, fractions
+
+
+def test_space_refuses_a_cat_and_analyses_an_mri(brain_models, brain_data):
+    with space_app("brain_mri", "brain_space", IMAGEZOO_MODEL=str(brain_models / "brain-tumor-type"),
+                   IMAGEZOO_GATE=str(brain_models / "brain-mri-gate")) as app:
+        demo = app.build_demo()
+        assert "never a diagnosis" in app.NOTICE
+        cat = ROOT / "test-artifacts" / "cat.jpg"
+        cat.parent.mkdir(exist_ok=True)
+        cat_photo().save(cat)
+        verdict, tumour, types, cam, scan = app.analyse_upload(str(cat))
+        assert "Refused" in verdict and tumour is None and types is None and cam is None
+        assert scan["gate"] == "other"
+        example = sorted((brain_data / "examples").glob("*.jpg"))[0]
+        verdict, tumour, types, cam, scan = app.analyse_upload(str(example))
+        assert "Brain MRI slice" in verdict and set(types) == set(TYPE_LABELS)
+        assert cam.size == Image.open(example).size and scan["label"] in TYPE_LABELS
+        assert demo is not None

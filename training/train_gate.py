@@ -1,0 +1,159 @@
+"""Fit, measure (leave-one-source-out), export and card a gate: accept one kind of image, refuse the rest.
+
+    python training/train_gate.py --task brain-mri-gate     # about 4 minutes on 2 CPU cores
+
+The gate is a linear probe on a frozen ImageNet backbone (:mod:`imagezoo.gate`): features are
+extracted once, so refitting without each source in turn is cheap, and the card reports what
+happens with every kind of image the gate never saw. The output folder is in timm's Hub format
+(config.json, model.safetensors, README.md) plus eval_results.json; ``--push-to-hub ORG/NAME``
+uploads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imagezoo.cards import model_card
+from imagezoo.data import load_splits
+from imagezoo.data.ldc import SPLITS
+from imagezoo.evaluation import classification_metrics, save_confusion_matrix
+from imagezoo.gate import fit_probe, leave_one_source_out, pooled_features, probe_as_head, summarise
+from imagezoo.hub import push_folder, save_model_folder
+from imagezoo.inference import ImageClassifier, eval_transform
+from imagezoo.open_set import refusal_table
+from imagezoo.scripts import hardware, script_command
+from imagezoo.tasks import HUB_ORG, TASKS, get_task
+from imagezoo.training import ImageLabelDataset, build_model, eval_data_config
+
+logger = logging.getLogger("train_gate")
+CANDIDATES = ("probe", "probe + mahalanobis")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="brain-mri-gate", choices=sorted(TASKS))
+    parser.add_argument("--recipe", default="quick", help="recipe name in the task config (quick | full)")
+    parser.add_argument("--dataset", default=None, help="dataset folder or Hub id (default: the task's)")
+    parser.add_argument("--output-dir", default=None, help="default: models/<task>")
+    parser.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None)
+    return parser.parse_args(argv)
+
+
+def split_features(model, dataset, data_config: dict) -> tuple[dict, dict, dict]:
+    """Features, label ids and sources of every split, each image through the served preprocessing once."""
+    features, labels, sources = {}, {}, {}
+    for split in SPLITS:
+        part = dataset[split]
+        loader = torch.utils.data.DataLoader(
+            ImageLabelDataset(part["image"], part["label"], eval_transform(data_config)), batch_size=128)
+        features[split] = pooled_features(model, (inputs for inputs, _ in loader))
+        labels[split], sources[split] = np.asarray(part["label"]), np.asarray(part["source"])
+        logger.info("%s: %d images", split, len(labels[split]))
+    return features, labels, sources
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    task = get_task(args.task)
+    recipe = task.recipe(args.recipe)
+    accept_label, reject_label = task.label_names[0], task.reject_label
+    accept = task.label_names.index(accept_label)
+    output_dir = Path(args.output_dir or f"models/{task.name}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+
+    dataset = load_splits(args.dataset or task.dataset)
+    model = build_model(recipe, len(task.label_names)).eval()
+    data_config = eval_data_config(model, recipe.img_size)
+    features, labels, sources = split_features(model, dataset, data_config)
+    probe = fit_probe(features["train"], labels["train"], args.C, args.seed)
+    probe_as_head(probe, model.get_classifier())
+
+    loso = leave_one_source_out(features, labels, sources, accept, args.C, seed=args.seed)
+    candidates = summarise(loso, CANDIDATES)
+    for name, row in candidates.items():
+        logger.info("leave-one-source-out, %s: worst refusal %.4f (%s), pooled %.4f, worst test acceptance %.4f",
+                    name, row["min_refused"], row["worst_source"], row["refused_pooled"], row["min_test_accepted"])
+
+    # the served model, measured through the same class users load
+    save_model_folder(model, output_dir, list(task.label_names), data_config, None, task.model_config)
+    served = ImageClassifier.from_pretrained(str(output_dir))
+    probs = served.predict_images(dataset["test"]["image"])
+    test_labels = labels["test"]
+    metrics = classification_metrics(test_labels, probs, task.label_names)
+    predicted = probs.argmax(axis=1)
+    negative = test_labels != accept
+    gate = {
+        "accepted_mri": float((predicted[~negative] == accept).mean()),
+        "refused_test": float((predicted[negative] != accept).mean()),
+        "per_source_test": refusal_table(predicted[negative] != accept, sources["test"][negative],
+                                         np.zeros(negative.sum(), bool)),
+        "loso": loso,
+        "min_refused_loso": candidates["probe"]["min_refused"],
+        "candidates": candidates,
+        "served": "probe",
+    }
+    logger.info("test: %s accepted %.4f, refused %.4f; balanced accuracy %.4f", accept_label, gate["accepted_mri"],
+                gate["refused_test"], metrics["balanced_accuracy"])
+    save_confusion_matrix(metrics, task.label_names, output_dir / "confusion_matrix.png", task.name)
+    minutes = (time.time() - start) / 60
+    summary = {"name": output_dir.name, "task": task.name, "recipe": args.recipe, "arch": recipe.arch,
+               "img_size": recipe.img_size, "split": task.split_description, "C": args.C,
+               "train_minutes": round(minutes, 2), "metrics": metrics, "gate": gate}
+    (output_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
+
+    repo_id = args.push_to_hub or f"{HUB_ORG}/{output_dir.name}"
+    card = model_card(
+        task.card_template,
+        dict(
+            license="apache-2.0",
+            library_name="timm",
+            pipeline_tag="image-classification",
+            tags=["image-classification", "timm", "imagezoo", *task.card_facts.get("tags", [])],
+            datasets=[task.dataset_repo_id],
+            metrics=["accuracy", "balanced_accuracy", "roc_auc"],
+            model_name=output_dir.name,
+            base_model=f"timm/{recipe.arch}.in1k",
+        ),
+        results={k: metrics[k] for k in ("balanced_accuracy", "accuracy", "roc_auc", "ece")},
+        task_type="image-classification",
+        dataset_name=task.dataset_name,
+        dataset_type=task.dataset_repo_id,
+        **task.card_facts,
+        repo_id=repo_id,
+        local_dir=str(output_dir),
+        label_names=list(task.label_names),
+        accept_label=accept_label,
+        reject_label=reject_label,
+        metrics=metrics,
+        gate=gate,
+        split_description=task.split_description,
+        n_train=len(labels["train"]),
+        recipe=dataclasses.asdict(recipe),
+        C=args.C,
+        seed=args.seed,
+        minutes=minutes,
+        hardware=hardware("cpu"),
+        prepare_command=task.prepare_command,
+        command=script_command("training/train_gate.py", argv),
+    )
+    card.save(output_dir / "README.md")
+    logger.info("saved %s", output_dir)
+    if args.push_to_hub:
+        push_folder(output_dir, args.push_to_hub)
+    return output_dir
+
+
+if __name__ == "__main__":
+    main()
