@@ -142,7 +142,7 @@ def test_space_refuses_bad_uploads(nuclei_app, bad_files):
 def test_serving_code_does_not_import_training_libraries():
     code = (
         "import sys, imagezoo.predictors.segmenter, imagezoo.predictors.cells, imagezoo.inference, imagezoo.batch, "
-        "imagezoo.viability, imagezoo.cells; "
+        "imagezoo.viability, imagezoo.cells, imagezoo.predictors.gated, imagezoo.brain_mri, imagezoo.explain; "
         "print(sorted(m for m in ('datasets', 'sklearn') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

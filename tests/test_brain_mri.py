@@ -11,7 +11,7 @@ import matplotlib
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import SHARED_DATA, ROOT, space_app
+from conftest import ROOT, SHARED_DATA, space_app
 from PIL import Image
 from scipy import ndimage
 from skimage.filters import threshold_otsu

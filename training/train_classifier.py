@@ -130,7 +130,8 @@ def save_backstop(backstop: ImageNetBackstop, folder: Path, reject_label: str) -
     """Write the backstop's weights beside the model; returns its ``config.json`` entry."""
     save_file({"weight": backstop.head.weight.detach().contiguous(), "bias": backstop.head.bias.detach()},
               folder / "backstop.safetensors")
-    return {"file": "backstop.safetensors", "classes": backstop.classes.tolist(), "min_mass": backstop.min_mass,
+    return {"file": "backstop.safetensors", "kind": backstop.kind, "classes": backstop.classes.tolist(),
+            "min_mass": backstop.min_mass,
             "reject_label": reject_label, "about": "the pretrained ImageNet-1k head on the same features"}
 
 

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from imagezoo.cards import model_card
 from imagezoo.data import load_splits
 from imagezoo.data.ldc import SPLITS
 from imagezoo.evaluation import classification_metrics, save_confusion_matrix
-from imagezoo.gate import fit_probe, leave_one_source_out, pooled_features, probe_as_head, summarise
+from imagezoo.gate import MahalanobisScore, fit_probe, leave_one_source_out, pooled_features, probe_as_head, summarise
 from imagezoo.hub import push_folder, save_model_folder
 from imagezoo.inference import ImageClassifier, eval_transform
 from imagezoo.open_set import refusal_table
@@ -44,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", default=None, help="dataset folder or Hub id (default: the task's)")
     parser.add_argument("--output-dir", default=None, help="default: models/<task>")
     parser.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
+    parser.add_argument("--keep", type=float, default=0.999,
+                        help="the Mahalanobis backstop's threshold keeps this share of the validation images it accepts")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None)
     return parser.parse_args(argv)
@@ -80,19 +83,35 @@ def main(argv: list[str] | None = None) -> Path:
     probe = fit_probe(features["train"], labels["train"], args.C, args.seed)
     probe_as_head(probe, model.get_classifier())
 
-    loso = leave_one_source_out(features, labels, sources, accept, args.C, seed=args.seed)
+    loso = leave_one_source_out(features, labels, sources, accept, args.C, args.keep, args.seed)
     candidates = summarise(loso, CANDIDATES)
     for name, row in candidates.items():
         logger.info("leave-one-source-out, %s: worst refusal %.4f (%s), pooled %.4f, worst test acceptance %.4f",
                     name, row["min_refused"], row["worst_source"], row["refused_pooled"], row["min_test_accepted"])
+    # the backstop is served only when it raises the worst refusal of an unseen source
+    with_backstop = candidates[CANDIDATES[1]]["min_refused"] > candidates[CANDIDATES[0]]["min_refused"]
+    model_config = dict(task.model_config)
+    if with_backstop:
+        score = MahalanobisScore(features["train"][labels["train"] == accept])
+        backstop = score.as_backstop(score.max_distance(features["validation"][labels["validation"] == accept], args.keep))
+        save_file({"mean": backstop.mean, "precision": backstop.precision}, output_dir / "backstop.safetensors")
+        model_config["backstop"] = {
+            "file": "backstop.safetensors", "kind": backstop.kind, "max_distance": backstop.max_distance,
+            "reject_label": reject_label, "about": f"squared Mahalanobis distance to the {accept_label} training "
+            f"features; keeps {args.keep} of the validation {accept_label} images"}
 
     # the served model, measured through the same class users load
-    save_model_folder(model, output_dir, list(task.label_names), data_config, None, task.model_config)
+    save_model_folder(model, output_dir, list(task.label_names), data_config, None, model_config)
     served = ImageClassifier.from_pretrained(str(output_dir))
     probs = served.predict_images(dataset["test"]["image"])
     test_labels = labels["test"]
     metrics = classification_metrics(test_labels, probs, task.label_names)
     predicted = probs.argmax(axis=1)
+    rule = probe.predict(features["test"]) == accept
+    if with_backstop:
+        rule &= score(features["test"]) <= backstop.max_distance
+    # the served network must make the measured rule's decisions, not a reconstruction of them
+    assert np.array_equal(predicted == accept, rule), "the served gate disagrees with its rule"
     negative = test_labels != accept
     gate = {
         "accepted_mri": float((predicted[~negative] == accept).mean()),
@@ -100,9 +119,9 @@ def main(argv: list[str] | None = None) -> Path:
         "per_source_test": refusal_table(predicted[negative] != accept, sources["test"][negative],
                                          np.zeros(negative.sum(), bool)),
         "loso": loso,
-        "min_refused_loso": candidates["probe"]["min_refused"],
+        "min_refused_loso": candidates[CANDIDATES[1] if with_backstop else CANDIDATES[0]]["min_refused"],
         "candidates": candidates,
-        "served": "probe",
+        "served": CANDIDATES[1] if with_backstop else CANDIDATES[0],
     }
     logger.info("test: %s accepted %.4f, refused %.4f; balanced accuracy %.4f", accept_label, gate["accepted_mri"],
                 gate["refused_test"], metrics["balanced_accuracy"])
@@ -142,6 +161,7 @@ def main(argv: list[str] | None = None) -> Path:
         n_train=len(labels["train"]),
         recipe=dataclasses.asdict(recipe),
         C=args.C,
+        keep=args.keep,
         seed=args.seed,
         minutes=minutes,
         hardware=hardware("cpu"),

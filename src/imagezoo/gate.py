@@ -19,7 +19,7 @@ from sklearn.covariance import LedoitWolf
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from imagezoo.open_set import threshold_keeping
+from imagezoo.open_set import MahalanobisBackstop, threshold_keeping
 
 
 @torch.inference_mode()
@@ -54,6 +54,15 @@ class MahalanobisScore:
     def __call__(self, features: np.ndarray) -> np.ndarray:
         return self.estimator.mahalanobis(features)
 
+    def max_distance(self, accepted_validation: np.ndarray, keep: float) -> float:
+        """The distance under which ``keep`` of the accepted class's validation images fall."""
+        return -threshold_keeping(-self(accepted_validation), keep)
+
+    def as_backstop(self, max_distance: float) -> MahalanobisBackstop:
+        """The same distance as a torch module that serves in the model's forward pass."""
+        return MahalanobisBackstop(torch.from_numpy(self.estimator.location_),
+                                   torch.from_numpy(self.estimator.get_precision()), max_distance)
+
 
 def leave_one_source_out(
     features: dict[str, np.ndarray],
@@ -61,7 +70,7 @@ def leave_one_source_out(
     sources: dict[str, np.ndarray],
     accept: int,
     C: float = 1.0,
-    keep: float = 0.998,
+    keep: float = 0.999,
     seed: int = 0,
 ) -> dict[str, dict]:
     """For each source: refit without its training images, then measure it over all its images.
@@ -82,7 +91,7 @@ def leave_one_source_out(
         accepted_train = fit_rows & (labels["train"] == accept)
         mahalanobis = MahalanobisScore(features["train"][accepted_train])
         val_accepted = (labels["validation"] == accept) & (sources["validation"] != source)
-        max_distance = -threshold_keeping(-mahalanobis(features["validation"][val_accepted]), keep)
+        max_distance = mahalanobis.max_distance(features["validation"][val_accepted], keep)
         rules = {
             "probe": lambda f: probe.predict(f) == accept,
             "probe + mahalanobis": lambda f: (probe.predict(f) == accept) & (mahalanobis(f) <= max_distance),

@@ -7,7 +7,8 @@ exact input the model was trained on. :class:`ImageClassifier` is the ``"classif
 :class:`~imagezoo.predictors.Predictor`: whole images, or one crop per box of a
 Pascal-VOC file (``--boxes voc``) with a per-image viability summary for live/dead models.
 A folder may also carry ONNX exports (served when ``config.json`` names one as ``runtime``) and
-an open-set backstop (``backstop``: the pretrained ImageNet head that can veto a known class).
+an open-set backstop (``backstop``: the pretrained ImageNet head, or a Mahalanobis distance, that can veto
+a known class; :mod:`imagezoo.open_set`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import imagezoo  # noqa: F401  (registers imagezoo architectures with timm)
 from imagezoo.data.voc import DEFAULT_CONTEXT, cell_inputs, clip_boxes, read_voc, voc_sibling
 from imagezoo.export import RUNTIME_FILES, RUNTIMES, OnnxRunner
 from imagezoo.images import ImageSource, load_image
-from imagezoo.open_set import ImageNetBackstop, served_network
+from imagezoo.open_set import load_backstop, served_network
 from imagezoo.predictors.base import (
     LOCAL_PREFIX,
     WEIGHTS_NAME,
@@ -143,8 +144,7 @@ class ImageClassifier(Predictor):
         network = model
         if config.get("backstop"):
             spec = config["backstop"]
-            weights = load_file(folder / spec["file"])
-            backstop = ImageNetBackstop(weights["weight"], weights["bias"], spec["classes"], spec["min_mass"])
+            backstop = load_backstop(load_file(folder / spec["file"]), spec)
             network = served_network(model, backstop, label_names, spec["reject_label"]).eval()
         runtime = runtime or config.get("runtime") or "torch"
         if runtime not in RUNTIMES:

@@ -92,6 +92,8 @@ class ImageNetBackstop(nn.Module):
     heads read the same features; one forward pass serves both.
     """
 
+    kind = "imagenet-head"
+
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, classes: Sequence[int], min_mass: float):
         super().__init__()
         self.head = nn.Linear(weight.shape[1], weight.shape[0])
@@ -99,8 +101,51 @@ class ImageNetBackstop(nn.Module):
         self.register_buffer("classes", torch.as_tensor(list(classes)), persistent=False)
         self.min_mass = float(min_mass)
 
+    @classmethod
+    def from_spec(cls, tensors: dict[str, torch.Tensor], spec: dict) -> "ImageNetBackstop":
+        return cls(tensors["weight"], tensors["bias"], spec["classes"], spec["min_mass"])
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features).softmax(-1)[:, self.classes].sum(-1)
+
+    def keep(self, features: torch.Tensor) -> torch.Tensor:
+        return self(features) >= self.min_mass
+
+
+class MahalanobisBackstop(nn.Module):
+    """Squared Mahalanobis distance of the pooled features to the accepted class's (mean and shrunk
+    precision from scikit-learn's Ledoit-Wolf fit): vetoes the accepted class beyond ``max_distance``,
+    whatever kind of image it is. Computed in float64, as scikit-learn does, so decisions match it."""
+
+    kind = "mahalanobis"
+
+    def __init__(self, mean: torch.Tensor, precision: torch.Tensor, max_distance: float):
+        super().__init__()
+        self.register_buffer("mean", mean.double())
+        self.register_buffer("precision", precision.double())
+        self.max_distance = float(max_distance)
+
+    @classmethod
+    def from_spec(cls, tensors: dict[str, torch.Tensor], spec: dict) -> "MahalanobisBackstop":
+        return cls(tensors["mean"], tensors["precision"], spec["max_distance"])
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        centred = features.double() - self.mean
+        return ((centred @ self.precision) * centred).sum(-1)
+
+    def keep(self, features: torch.Tensor) -> torch.Tensor:
+        return self(features) <= self.max_distance
+
+
+#: config.json ``backstop.kind`` -> its class (folders written before the key hold an ImageNet head)
+BACKSTOPS: dict[str, type[nn.Module]] = {b.kind: b for b in (ImageNetBackstop, MahalanobisBackstop)}
+
+
+def load_backstop(tensors: dict[str, torch.Tensor], spec: dict) -> nn.Module:
+    kind = spec.get("kind", ImageNetBackstop.kind)
+    if kind not in BACKSTOPS:
+        raise KeyError(f"unknown backstop {kind!r} in config.json; known: {sorted(BACKSTOPS)}")
+    return BACKSTOPS[kind].from_spec(tensors, spec)
 
 
 class BackstoppedClassifier(nn.Module):
@@ -108,7 +153,7 @@ class BackstoppedClassifier(nn.Module):
     served decision (a vetoed image is the reject class with probability 1), so ``softmax`` of the
     output gives the probabilities users see, as with a plain classifier's logits."""
 
-    def __init__(self, model: nn.Module, backstop: ImageNetBackstop, reject_index: int):
+    def __init__(self, model: nn.Module, backstop: nn.Module, reject_index: int):
         super().__init__()
         self.model, self.backstop = model, backstop
         reject = torch.zeros(model.num_classes)
@@ -118,11 +163,11 @@ class BackstoppedClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.model.forward_head(self.model.forward_features(x), pre_logits=True)
         probs = self.model.get_classifier()(features).softmax(-1)
-        keep = (self.backstop(features) >= self.backstop.min_mass).to(probs.dtype).unsqueeze(1)
+        keep = self.backstop.keep(features).to(probs.dtype).unsqueeze(1)
         return (probs * keep + self.reject * (1 - keep)).clamp_min(1e-12).log()
 
 
-def served_network(model: nn.Module, backstop: ImageNetBackstop | None, label_names: Sequence[str],
+def served_network(model: nn.Module, backstop: nn.Module | None, label_names: Sequence[str],
                    reject_label: str | None) -> nn.Module:
     """The module that makes the served decision: ``model`` itself, or it with its backstop."""
     if backstop is None:
