@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 
 import imagehash
 import matplotlib
@@ -123,20 +125,17 @@ def test_gated_pipeline_gives_no_tumour_output_to_refused_images(brain_models):
 
 
 def test_batch_job_with_a_gate(brain_models, tmp_path):
-    import batch_predict
-
     scans = tmp_path / "scans"
     scans.mkdir()
     for label in TYPE_LABELS:
         mri_slice(label, 70).save(scans / f"{label}.png")
     cat_photo().save(scans / "cat.jpg")
-    chart().save(scans / "chart")  # no extension
+    chart().save(scans / "chart", format="PNG")  # no extension
     (scans / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     out = tmp_path / "scans.parquet"
-    code = batch_predict.main(["--dir", str(scans), "--model", str(brain_models / "brain-tumor-type"),
-                               "--gate", str(brain_models / "brain-mri-gate"), "--out", str(out),
-                               "--num-workers", "0", "--no-progress"])
-    assert code == 0
+    subprocess.run([sys.executable, str(ROOT / "jobs" / "batch_predict.py"), "--dir", str(scans),
+                    "--model", str(brain_models / "brain-tumor-type"), "--gate", str(brain_models / "brain-mri-gate"),
+                    "--out", str(out), "--num-workers", "1", "--no-progress"], check=True)
     rows = {row["path"]: row for row in pq.read_table(out).to_pylist()}
     assert len(rows) == 7
     assert rows["broken.jpg"]["error"] and rows["broken.jpg"]["gate"] is None
