@@ -184,3 +184,8 @@ def test_space_refuses_a_cat_and_analyses_an_mri(brain_models, brain_data):
         assert "Brain MRI slice" in verdict and set(types) == set(TYPE_LABELS)
         assert cam.size == Image.open(example).size and scan["label"] in TYPE_LABELS
         assert demo is not None
+        # the chat tab: the last analysis, in the question's language, and the served models' own numbers
+        reply = app.respond("¿Qué significa mi resultado?", [], scan)
+        assert f"{100 * scan['probability']:.0f}%" in reply and "no es un diagnóstico" in reply
+        accuracy = json.loads((brain_models / "brain-tumor-type" / "eval_results.json").read_text())["metrics"]["accuracy"]
+        assert f"{100 * accuracy:.1f}%" in app.respond("How accurate is the tumour type classifier?", [], None)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from imagezoo.brain_mri import DECISIVE_MARGIN, analyse, load_pipeline
-from imagezoo.chat import default_chat
+from imagezoo.brain_mri import DECISIVE_MARGIN, analyse, load_pipeline, served_facts
+from imagezoo.chat import Chat
 from imagezoo.explain import grad_cam, overlay
 from imagezoo.images import ImageError, load_image
 
@@ -32,6 +32,12 @@ DELETE_CACHE = (600, 600)
 @lru_cache(maxsize=1)
 def pipeline():
     return load_pipeline(str(MODELS_DIR))
+
+
+@lru_cache(maxsize=1)
+def chat() -> Chat:
+    """The chat, quoting the numbers of the models this Space serves."""
+    return Chat(facts=served_facts(pipeline()))
 
 
 def analyse_upload(image):
@@ -60,7 +66,7 @@ def analyse_upload(image):
 
 def respond(message: str, history: list, scan: dict | None) -> str:
     """The chat's answer in the question's language, with its sources."""
-    answer = default_chat().answer(message, scan)
+    answer = chat().answer(message, scan)
     if not answer.sources:
         return answer.text
     label = "Fuentes" if answer.language == "es" else "Sources"

@@ -2,7 +2,7 @@
 
 The gate runs first; a refused image gets no tumour output at all. The tumour probability is
 ``1 - p(notumor)`` of the type model, which beat a separate yes/no model on the de-duplicated
-yes/no test split (both model cards give the comparison). A prediction whose top two
+yes/no test split (``training/compare_tumor_detection.py``; both model cards give the comparison). A prediction whose top two
 probabilities are close is flagged "not decisive" rather than shown as an answer.
 """
 
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from imagezoo.chat.corpus import ModelFacts
 from imagezoo.images import ImageSource
+from imagezoo.predictors.base import resolve_model_folder
 from imagezoo.predictors.gated import GatedClassifier
 from imagezoo.tasks import default_model_id
 
@@ -43,6 +45,13 @@ def load_pipeline(models_dir: str = "models", runtime: str = "torch") -> GatedCl
     classifier = default_model_id("brain-tumor-type", models_dir)
     gate = default_model_id("brain-mri-gate", models_dir, env="IMAGEZOO_GATE")
     return GatedClassifier.from_ids(classifier, gate, runtime=runtime)
+
+
+def served_facts(pipeline: GatedClassifier) -> ModelFacts:
+    """The chat's numbers about our models, read from the very folders the pipeline serves (local, or
+    the Hub snapshot it downloaded), so the chat and the model cards never disagree."""
+    type_folder, gate_folder = (resolve_model_folder(p.model_id)[0] for p in (pipeline.classifier, pipeline.gate))
+    return ModelFacts.from_folders(type_folder, gate_folder)
 
 
 def analyse(pipeline: GatedClassifier, image: ImageSource, margin: float = DECISIVE_MARGIN) -> ScanAnalysis:

@@ -78,7 +78,7 @@ def resolve_model_folder(model_id: str, revision: str | None = None) -> tuple[Pa
     changed runtime or threshold is a new revision as much as new weights are.
     """
     if model_id.startswith(HUB_PREFIX):
-        patterns = ["config.json", "*.safetensors", "*.md", "*.onnx", f"*/{WEIGHTS_NAME}", "*/config.json"]
+        patterns = ["*.json", "*.safetensors", "*.md", "*.onnx", f"*/{WEIGHTS_NAME}", "*/config.json"]
         folder = Path(snapshot_download(model_id[len(HUB_PREFIX):], revision=revision, allow_patterns=patterns))
     else:
         folder = Path(model_id.removeprefix(LOCAL_PREFIX))

@@ -1,0 +1,42 @@
+"""Ask the chat from a terminal: ``python -m imagezoo.chat "¿Qué es un meningioma?"``.
+
+``--scan-label glioma --scan-prob 0.93`` simulates the analysis tab's result (an accepted MRI slice), so
+questions such as "what does my result mean?" can be tried without the Space.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from imagezoo.chat.answer import LABEL_NAMES, Chat
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m imagezoo.chat", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("question")
+    parser.add_argument("--scan-label", choices=sorted(LABEL_NAMES), help="simulate a scan with this predicted class")
+    parser.add_argument("--scan-prob", type=float, default=0.9, help="probability of the simulated class")
+    parser.add_argument("--models-dir", help="folder with brain-tumor-type/ and brain-mri-gate/ (default: "
+                        "$IMAGEZOO_MODELS_DIR or models)")
+    parser.add_argument("--json", action="store_true", help="print the Answer as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    scan = None
+    if args.scan_label:
+        scan = {"gate": "mri", "label": args.scan_label, "probability": args.scan_prob, "decisive": True}
+    answer = Chat(models_dir=args.models_dir).answer(args.question, scan=scan)
+    if args.json:
+        print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
+        return
+    print(answer.text)
+    for source in answer.sources:
+        print(f"- {source['title']} ({source['source']}: {source['url']})")
+
+
+if __name__ == "__main__":
+    main()

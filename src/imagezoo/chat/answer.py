@@ -1,0 +1,236 @@
+"""The chat engine: refuse what a student tool must not answer, explain the user's scan, else retrieve a passage.
+
+Answers are passages of the knowledge base, verbatim and with their sources, in the question's language:
+nothing is generated, so nothing can be made up. A few bilingual rules catch requests for a personal
+diagnosis, treatment or doses, and unsafe requests; a relevance threshold refuses off-topic questions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from imagezoo.chat.corpus import ModelFacts, Passage, load_passages
+from imagezoo.chat.language import detect_language
+from imagezoo.chat.retrieval import FusionWeights, Hit, HybridRetriever, fold_accents
+
+# Topics whose answers are about health, so they end with the not-a-diagnosis reminder.
+NON_MEDICAL_TOPICS = {"models", "privacy"}
+
+REMINDER = {
+    "en": "This is general information, not a diagnosis: please talk to a doctor about your own health.",
+    "es": "Esto es información general y no es un diagnóstico: consulte a un médico sobre su propia salud.",
+}
+
+REFUSALS = {
+    "diagnostic": {
+        "en": "I can't give a personal diagnosis or advice on treatment or doses. Please ask a doctor or another "
+        "qualified health professional: they can look at your history and your scans.",
+        "es": "No puedo dar un diagnóstico personal ni consejos sobre tratamientos o dosis. Consulte a un médico u "
+        "otro profesional sanitario: puede valorar su historia clínica y sus pruebas.",
+    },
+    "unsafe": {
+        "en": "I can't help with that. If you are in danger or thinking about harming yourself, please call your "
+        "local emergency number now (112 in Europe, 911 in the US; 988 is the US suicide and crisis line) or go "
+        "to the nearest emergency department, and talk to a doctor or someone you trust.",
+        "es": "No puedo ayudar con eso. Si está en peligro o piensa en hacerse daño, llame ahora al número de "
+        "emergencias (112 en Europa; en España, el 024 atiende la conducta suicida) o acuda a urgencias, y hable "
+        "con un médico o con alguien de confianza.",
+    },
+    "off-topic": {
+        "en": "I can only answer questions about brain tumours, brain MRI and the models of this Space. For "
+        "anything about your own health, please ask a health professional.",
+        "es": "Solo puedo responder preguntas sobre tumores cerebrales, resonancia magnética cerebral y los modelos "
+        "de este Space. Para cualquier cuestión sobre su salud, consulte a un profesional sanitario.",
+    },
+}
+
+# Rules run on lower-case text without accents, so "¿Debería?" and "deberia" match alike.
+def _rules(*patterns: str) -> re.Pattern:
+    return re.compile("|".join(patterns))
+
+
+UNSAFE = _rules(  # self-harm, and getting drugs around a doctor
+    r"\b(kill|hurt|harm|cut) (myself|me)\b", r"suicid", r"self[- ]?harm", r"\bend (my life|it all)\b",
+    r"\bwant to die\b", r"\b(not|never) (to )?wake up\b", r"overdose", r"without (a )?prescription",
+    r"\b(buy|get|obtain|order)\b.*\b(opioids?|morphine|oxycodone|fentanyl|drugs)\b",
+    r"\b(matarme|hacerme dano|quitarme la vida|autolesion\w*|quiero morir\w*|sobredosis|sin receta)\b",
+    r"\bno (volver a )?despertar", r"\b(comprar|conseguir)\b.*\b(opioides?|morfina|oxicodona|fentanilo|drogas)\b",
+)
+DIAGNOSTIC = _rules(  # "do I have...?", "is my ... a tumour?", treatment decisions and doses
+    r"\b(do|did|could|might|may) i (have|got)\b", r"\b(means?|shows?) (that )?i have\b", r"\bam i (sick|ill|dying)\b",
+    r"\b(is|are|could) my\b.{0,40}\b(tumou?r|cancer)", r"\bdiagnos\w* (me|my)\b",
+    r"\bshould i (take|stop|start|use|get)\b", r"\b(dose|doses|dosage|dosing|mg)\b",
+    r"\b(tengo|tendre|tendria|padezco) (un|una|cancer|tumor|glioma|meningioma|algo)\b", r"\bestoy (enferm[oa]|muriendo)\b",
+    r"\b(me duele|mis? dolor\w*|mis? sintomas)\b.{0,60}\b(tumor|cancer)\b", r"\bmi diagnostico\b", r"\bdiagnostica\w*\b",
+    r"\b(debo|deberia|tengo que) (tomar|dejar|empezar|operarme)\b", r"\b(dosis|mg|miligramos)\b",
+)
+SCAN = _rules(  # questions about the user's own analysis result
+    r"\bmy (results?|prediction|analysis)\b", r"\b(explain|interpret|read|mean\w*)\b.*\bmy (scan|mri|image|slice)\b",
+    r"\bmy (scan|mri|image|slice)\b.*\b(mean|show|say)s?\b",
+    r"\bmis? (resultados?|prediccion|analisis)\b",
+    r"\b(explica\w*|interpreta\w*|significa|entender)\b.*\bmi (escaner|resonancia|imagen|corte)\b",
+    r"\bmi (escaner|resonancia|imagen|corte)\b.*\b(significa|muestra|dice)\b",
+)
+
+LABEL_NAMES = {
+    "glioma": {"en": "glioma", "es": "glioma"},
+    "meningioma": {"en": "meningioma", "es": "meningioma"},
+    "pituitary": {"en": "pituitary tumour", "es": "tumor hipofisario"},
+    "notumor": {"en": "no tumour", "es": "sin tumor"},
+}
+SCAN_TEXTS = {
+    "none": {
+        "en": "There is no result yet: upload a brain MRI slice in the analysis tab and run it, then ask again.",
+        "es": "Todavía no hay resultado: suba un corte de resonancia cerebral en la pestaña de análisis, "
+        "ejecútelo y vuelva a preguntar.",
+    },
+    "other": {
+        "en": "The image was not recognised as a brain MRI slice, so the models gave no result for it. "
+        "Try an axial brain MRI slice.",
+        "es": "La imagen no se reconoció como un corte de resonancia magnética cerebral, así que los modelos no "
+        "dieron ningún resultado. Pruebe con un corte axial de resonancia cerebral.",
+    },
+    "result": {
+        "en": "The model's most likely class for your scan is {label}, with probability {probability}.",
+        "es": "La clase más probable para su imagen según el modelo es {label}, con probabilidad {probability}.",
+    },
+    "tumour": {
+        "en": "Its probability that the slice shows any of the three tumour types is {probability}.",
+        "es": "Su probabilidad de que el corte muestre alguno de los tres tipos de tumor es {probability}.",
+    },
+    "undecided": {
+        "en": "The model was not decisive on this slice, so treat its answer as especially uncertain.",
+        "es": "El modelo no fue concluyente con este corte, así que su respuesta es especialmente incierta.",
+    },
+    "disclaimer": {
+        "en": "This is the output of a student model, not a diagnosis: only a doctor can interpret a scan, "
+        "together with your history.",
+        "es": "Es la salida de un modelo de estudiantes y no es un diagnóstico: solo un médico puede interpretar "
+        "una imagen, junto con su historia clínica.",
+    },
+}
+FIRST_SENTENCE = re.compile(r"^.+?(?:[.!?](?=\s)|$)", re.DOTALL)
+
+# A question is off-topic when no passage's dense similarity (the question vs a passage's text, title or
+# questions, in the question's language) reaches this: the midpoint between the highest off-topic question
+# and the lowest answerable one of tests/data/chat_questions.json (benchmarks/bench_chat.py reports both).
+# English 0.250 vs 0.408 (BM25 cannot separate them: "write a python function that sorts a list" scores
+# 3.7, above many answerable questions); Spanish 0.693 vs 0.722, a thin margin: MiniLM is English-only and
+# finds any two Spanish texts somewhat alike. Unsafe and diagnostic questions are caught by the rules above.
+MIN_SIMILARITY = {"en": 0.33, "es": 0.71}
+
+
+@dataclass
+class Answer:
+    """What the chat says, in which language, from which passages, and whether it declined to answer."""
+
+    text: str
+    language: str
+    sources: list[dict]  # id, title, source, url, score of the passages used, best first
+    refused: bool
+    kind: Literal["passage", "scan", "refusal"]
+    reason: str | None = None  # for refusals: "unsafe", "diagnostic" or "off-topic"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _percent(probability: float) -> str:
+    return f"{100 * probability:.0f}%"
+
+
+class Chat:
+    """The knowledge base, its indexes and the model facts: build once, then ``answer`` many questions."""
+
+    def __init__(
+        self,
+        knowledge_path: str | Path | None = None,
+        models_dir: str | Path | None = None,
+        weights: dict[str, FusionWeights] | None = None,
+        rrf_k: int = 60,
+        min_similarity: dict[str, float] | None = None,
+        facts: ModelFacts | None = None,
+    ):
+        """``facts``: the served models' numbers (default: read from ``models_dir``'s brain model folders)."""
+        self.passages = {p.id: p for p in load_passages(knowledge_path)}
+        self.facts = facts or ModelFacts.from_models_dir(models_dir)
+        self.retriever = HybridRetriever(list(self.passages.values()), weights, rrf_k)
+        self.min_similarity = min_similarity or MIN_SIMILARITY
+
+    def retrieve(self, question: str, k: int = 3) -> list[tuple[str, float]]:
+        """The ``k`` best passage ids with their fused scores: what evaluation compares to the expected id."""
+        return [(hit.id, hit.score) for hit in self.retriever.search(question, detect_language(question), k)]
+
+    def is_relevant(self, hits: list[Hit], language: str) -> bool:
+        """Whether any passage is close enough to the question to be an answer rather than a guess."""
+        return max(h.dense for h in hits) >= self.min_similarity[language]
+
+    def answer(self, question: str, scan: dict | None = None) -> Answer:
+        """Answer ``question`` in its language; ``scan`` is the analysis tab's result, if any."""
+        language = detect_language(question)
+        rule_text = fold_accents(question.lower())
+        if UNSAFE.search(rule_text):
+            return self._refusal("unsafe", language)
+        if DIAGNOSTIC.search(rule_text):
+            return self._refusal("diagnostic", language)
+        if SCAN.search(rule_text):
+            return self._scan_answer(scan, language)
+        hits = self.retriever.search(question, language)
+        if not self.is_relevant(hits, language):
+            return self._refusal("off-topic", language)
+        passage = self.passages[hits[0].id]
+        text = self.facts.fill(passage.texts[language], language)
+        if passage.topic not in NON_MEDICAL_TOPICS:
+            text = f"{text}\n\n{REMINDER[language]}"
+        sources = [self._source(self.passages[h.id], language, h.score) for h in hits[:3]]
+        return Answer(text, language, sources, refused=False, kind="passage")
+
+    def _refusal(self, reason: str, language: str) -> Answer:
+        return Answer(REFUSALS[reason][language], language, [], refused=True, kind="refusal", reason=reason)
+
+    def _source(self, passage: Passage, language: str, score: float | None) -> dict:
+        source = passage.sources[language]
+        return {
+            "id": passage.id,
+            "title": passage.titles[language],
+            "source": source["name"],
+            "url": source["url"],
+            "score": score,
+        }
+
+    def _describe(self, label: str) -> Passage | None:
+        """The passage that says what ``label`` is: ``<label>-what``, else the first of its topic."""
+        return self.passages.get(f"{label}-what") or next(
+            (p for p in self.passages.values() if p.topic == label), None
+        )
+
+    def _scan_answer(self, scan: dict | None, language: str) -> Answer:
+        if scan is None or scan.get("gate") not in ("mri", "other"):
+            return Answer(SCAN_TEXTS["none"][language], language, [], refused=False, kind="scan")
+        if scan["gate"] == "other":
+            return Answer(SCAN_TEXTS["other"][language], language, [], refused=False, kind="scan")
+        label = scan["label"]
+        name = LABEL_NAMES.get(label, {}).get(language, label)
+        parts = [SCAN_TEXTS["result"][language].format(label=name, probability=_percent(scan["probability"]))]
+        if scan.get("tumour_probability") is not None:
+            parts.append(SCAN_TEXTS["tumour"][language].format(probability=_percent(scan["tumour_probability"])))
+        if not scan.get("decisive", True):
+            parts.append(SCAN_TEXTS["undecided"][language])
+        passage = self._describe(label)
+        if passage is not None:
+            text = self.facts.fill(passage.texts[language], language)
+            parts.append(FIRST_SENTENCE.match(text).group(0))
+        parts.append(SCAN_TEXTS["disclaimer"][language])
+        sources = [self._source(passage, language, None)] if passage is not None else []
+        return Answer(" ".join(parts), language, sources, refused=False, kind="scan")
+
+
+@functools.cache
+def default_chat() -> Chat:
+    """One Chat per process (shipped knowledge base, ``$IMAGEZOO_MODELS_DIR``): the embedder loads once."""
+    return Chat()

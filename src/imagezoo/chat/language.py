@@ -1,0 +1,20 @@
+"""English or Spanish? The chat answers in the language of the question."""
+
+from __future__ import annotations
+
+import functools
+
+from lingua import Language, LanguageDetector, LanguageDetectorBuilder
+
+CODES = {Language.ENGLISH: "en", Language.SPANISH: "es"}
+
+
+@functools.cache
+def _detector() -> LanguageDetector:
+    # restricted to the two languages we answer in: lingua is accurate on short questions that way
+    return LanguageDetectorBuilder.from_languages(*CODES).build()
+
+
+def detect_language(text: str) -> str:
+    """``"en"`` or ``"es"`` for ``text``; English when lingua cannot tell (e.g. "MRI?")."""
+    return CODES.get(_detector().detect_language_of(text), "en")
