@@ -36,9 +36,9 @@ def publish(mirrors, folder, repo_id: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory, nuclei_model, trained_model, cell_counter_model, pets_model):
-    """olah serving imagezoo/nuclei-unet, imagezoo/ldc-live-dead, imagezoo/ldc-viability and
-    imagezoo/cats-dogs offline; yields its endpoint."""
+def hub(tmp_path_factory, nuclei_model, trained_model, cell_counter_model, pets_model, brain_models):
+    """olah serving imagezoo/nuclei-unet, imagezoo/ldc-live-dead, imagezoo/ldc-viability, imagezoo/cats-dogs,
+    imagezoo/brain-tumor-type and imagezoo/brain-mri-gate offline; yields its endpoint."""
     olah = shutil.which("olah-cli", path=os.path.dirname(sys.executable)) or shutil.which("olah-cli")
     if olah is None:
         pytest.skip("olah is not installed (pip install -e '.[test]')")
@@ -48,6 +48,8 @@ def hub(tmp_path_factory, nuclei_model, trained_model, cell_counter_model, pets_
     publish(mirrors, trained_model, "imagezoo/ldc-live-dead")
     publish(mirrors, cell_counter_model, "imagezoo/ldc-viability")
     publish(mirrors, pets_model, "imagezoo/cats-dogs")
+    for name in ("brain-tumor-type", "brain-mri-gate"):
+        publish(mirrors, brain_models / name, f"imagezoo/{name}")
     port = free_port()
     config = root / "olah.toml"
     config.write_text(
@@ -144,3 +146,24 @@ print(json.dumps({"runtime": served.runtime, "config": served.config["runtime"],
     assert got["runtime"] == got["config"] and got["runtime"] in ("torch", "onnx", "onnx-int8")
     assert got["labels"] == ["cat", "dog", "neither"] and got["timm_classes"] == 3
     assert got["backstop"] == "backstop.safetensors" and got["gap"] < 1e-4  # the ONNX graph and backstop came along
+
+
+def test_the_gated_brain_pipeline_downloads_by_hub_id_with_the_facts_its_chat_quotes(hub, tmp_path, brain_models):
+    code = """
+import json
+from PIL import Image
+from imagezoo.brain_mri import analyse, served_facts
+from imagezoo.predictors import load_predictor
+pipeline = load_predictor("hf-hub:imagezoo/brain-tumor-type", gate="hf-hub:imagezoo/brain-mri-gate")
+refused = analyse(pipeline, Image.new("RGB", (200, 200), "white"))
+print(json.dumps({"kind": pipeline.kind, "revision": pipeline.revision, "refused": not refused.accepted,
+                  "backstop": pipeline.gate.config.get("backstop", {}).get("kind"),
+                  "accuracy": served_facts(pipeline).type_accuracy}))
+"""
+    got = run_client(hub, tmp_path, code)
+    local = json.loads((brain_models / "brain-tumor-type" / "eval_results.json").read_text())
+    gate_config = json.loads((brain_models / "brain-mri-gate" / "config.json").read_text())
+    assert got["kind"] == "gated-classifier" and got["refused"]
+    assert got["backstop"] == gate_config.get("backstop", {}).get("kind")  # the backstop file came along
+    assert got["accuracy"] == local["metrics"]["accuracy"]  # eval_results.json downloads with the weights
+    assert len(got["revision"].split("+gate:")[1]) == 40
