@@ -6,7 +6,7 @@
     python jobs/batch_predict.py --dir slides/ --out predictions.parquet --engine ray  # Ray Data
     python jobs/batch_predict.py --dir nuclei/ --model models/nuclei-unet --masks-dir labels/ --out nuclei.parquet
     python jobs/batch_predict.py --dir slides/ --model models/ldc-viability --out v.parquet   # no box files needed
-    python jobs/batch_predict.py --dir scans/ --model models/brain-tumor-type --gate models/brain-mri-gate --out scans.parquet
+    python jobs/batch_predict.py --dir scans/ --model models/brain-tumor-type --gate models/brain-mri-gate --out s.parquet
 
 Files are recognised by content; unreadable ones get a row with an ``error``. The output
 schema is documented in the README ("Batch job") and in the Parquet field metadata.
