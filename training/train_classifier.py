@@ -12,7 +12,6 @@ uploads it with huggingface_hub.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import time
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from imagezoo.cards import model_card
+from imagezoo.cards import classifier_card
 from imagezoo.data import load_splits
 from imagezoo.evaluation import classification_metrics, paired_bootstrap, save_confusion_matrix
 from imagezoo.export import choose_runtime, compare_runtimes, exportable_copy
@@ -217,28 +216,8 @@ def main(argv: list[str] | None = None) -> Path:
     repo_id = args.push_to_hub or args.hub_repo_id or f"{HUB_ORG}/{output_dir.name}"
     command = script_command("training/train_classifier.py", argv)
     comparison = [summary, *compare_with_siblings(output_dir, task.name, test[0], labels, probs.argmax(axis=1))]
-    card = model_card(
-        task.card_template,
-        dict(
-            license="apache-2.0",
-            library_name="timm",
-            pipeline_tag="image-classification",
-            tags=["image-classification", "timm", "imagezoo", *task.card_facts.get("tags", [])],
-            datasets=[task.dataset_repo_id],
-            metrics=["accuracy", "balanced_accuracy", "roc_auc"],
-            model_name=output_dir.name,
-            base_model=f"timm/{recipe.arch}.in1k" if recipe.pretrained else None,
-        ),
-        results={k: metrics[k] for k in ("balanced_accuracy", "accuracy", "roc_auc", "ece")},
-        task_type="image-classification",
-        dataset_name=task.dataset_name,
-        dataset_type=task.dataset_repo_id,
-        **task.card_facts,
-        repo_id=repo_id,
-        local_dir=str(output_dir),
-        label_names=list(task.label_names),
-        metrics=metrics,
-        split_description=task.split_description,
+    card = classifier_card(
+        task, recipe, metrics, output_dir, repo_id,
         open_set=open_set,
         runtimes=runtimes,
         runtime=runtime,
@@ -247,13 +226,11 @@ def main(argv: list[str] | None = None) -> Path:
         needs_imagezoo=not recipe.pretrained,
         n_train=len(train[0]),
         n_validation=len(validation[0]),
-        recipe=dataclasses.asdict(recipe),
         recipe_name=recipe_name,
         best_epoch=result.best_epoch,
         seed=args.seed,
         train_minutes=train_minutes,
         hardware=hardware(args.device),
-        prepare_command=task.prepare_command,
         command=command,
     )
     model_config = {**task.model_config, **({"runtime": runtime} if runtime else {})}

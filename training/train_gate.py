@@ -12,7 +12,6 @@ uploads it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import time
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from imagezoo.cards import model_card
+from imagezoo.cards import classifier_card
 from imagezoo.data import load_splits
 from imagezoo.data.ldc import SPLITS
 from imagezoo.evaluation import classification_metrics, save_confusion_matrix
@@ -133,39 +132,17 @@ def main(argv: list[str] | None = None) -> Path:
     (output_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
 
     repo_id = args.push_to_hub or f"{HUB_ORG}/{output_dir.name}"
-    card = model_card(
-        task.card_template,
-        dict(
-            license="apache-2.0",
-            library_name="timm",
-            pipeline_tag="image-classification",
-            tags=["image-classification", "timm", "imagezoo", *task.card_facts.get("tags", [])],
-            datasets=[task.dataset_repo_id],
-            metrics=["accuracy", "balanced_accuracy", "roc_auc"],
-            model_name=output_dir.name,
-            base_model=f"timm/{recipe.arch}.in1k",
-        ),
-        results={k: metrics[k] for k in ("balanced_accuracy", "accuracy", "roc_auc", "ece")},
-        task_type="image-classification",
-        dataset_name=task.dataset_name,
-        dataset_type=task.dataset_repo_id,
-        **task.card_facts,
-        repo_id=repo_id,
-        local_dir=str(output_dir),
-        label_names=list(task.label_names),
+    card = classifier_card(
+        task, recipe, metrics, output_dir, repo_id,
         accept_label=accept_label,
         reject_label=reject_label,
-        metrics=metrics,
         gate=gate,
-        split_description=task.split_description,
         n_train=len(labels["train"]),
-        recipe=dataclasses.asdict(recipe),
         C=args.C,
         keep=args.keep,
         seed=args.seed,
         minutes=minutes,
         hardware=hardware("cpu"),
-        prepare_command=task.prepare_command,
         command=script_command("training/train_gate.py", argv),
     )
     card.save(output_dir / "README.md")

@@ -6,10 +6,15 @@ huggingface_hub does the rendering and writes the YAML metadata (licence, tags,
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
+
+if TYPE_CHECKING:
+    from imagezoo.tasks import Recipe, Task
 
 TEMPLATES = Path(os.environ.get("IMAGEZOO_CARD_TEMPLATES", Path(__file__).resolve().parents[2] / "model_cards"))
 
@@ -44,3 +49,34 @@ def model_card(
     ]
     data = ModelCardData(eval_results=eval_results, **card_data)
     return ModelCard.from_template(data, template_path=str(TEMPLATES / template), **context)
+
+
+def classifier_card(task: "Task", recipe: "Recipe", metrics: dict, folder: Path, repo_id: str, **context) -> ModelCard:
+    """The card of a timm classifier folder trained for ``task``: the Hub metadata, the model-index of its
+    test ``metrics``, and the task's facts for its template; ``context`` adds what the template shows."""
+    return model_card(
+        task.card_template,
+        dict(
+            license="apache-2.0",
+            library_name="timm",
+            pipeline_tag="image-classification",
+            tags=["image-classification", "timm", "imagezoo", *task.card_facts.get("tags", [])],
+            datasets=[task.dataset_repo_id],
+            metrics=["accuracy", "balanced_accuracy", "roc_auc"],
+            model_name=folder.name,
+            base_model=f"timm/{recipe.arch}.in1k" if recipe.pretrained else None,
+        ),
+        results={k: metrics[k] for k in ("balanced_accuracy", "accuracy", "roc_auc", "ece")},
+        task_type="image-classification",
+        dataset_name=task.dataset_name,
+        dataset_type=task.dataset_repo_id,
+        **task.card_facts,
+        repo_id=repo_id,
+        local_dir=str(folder),
+        label_names=list(task.label_names),
+        metrics=metrics,
+        split_description=task.split_description,
+        recipe=dataclasses.asdict(recipe),
+        prepare_command=task.prepare_command,
+        **context,
+    )
