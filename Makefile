@@ -117,7 +117,7 @@ data/brain-tumor-type/README.md: $(VENV)/.installed
 
 brain-data: data/brain-tumor-type/README.md
 
-# quick CPU recipes: the type model about 15 minutes on 2 cores, the gate 4 (leave-one-source-out included),
+# quick CPU recipes: the type model about 15 minutes on 2 cores, the gate 6 (leave-one-source-out included),
 # the yes/no detector 2; then the yes/no comparison writes its section into both cards
 models/brain-tumor-type/model.safetensors: data/brain-tumor-type/README.md
 	$(PY) training/train_classifier.py --task brain-tumor-type

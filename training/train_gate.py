@@ -1,6 +1,6 @@
 """Fit, measure (leave-one-source-out), export and card a gate: accept one kind of image, refuse the rest.
 
-    python training/train_gate.py --task brain-mri-gate     # about 4 minutes on 2 CPU cores
+    python training/train_gate.py --task brain-mri-gate     # about 6 minutes on 2 CPU cores
 
 The gate is a linear probe on a frozen ImageNet backbone (:mod:`imagezoo.gate`): features are
 extracted once, so refitting without each source in turn is cheap, and the card reports what

@@ -38,7 +38,6 @@ class GatedClassifier(Predictor):
         self.label_names = self.classifier.label_names
         self.model_id, self.config = self.classifier.model_id, self.classifier.config
         self.revision = f"{self.classifier.revision}+gate:{self.gate.revision}"
-        self.accepted_label = self.gate.label_names[0]
         gate_size = self.gate.data_config["input_size"][1:]
         same = gate_size == self.classifier.data_config["input_size"][1:]
         self.gate_resize = None if same else v2.Resize(list(gate_size), antialias=True)
