@@ -108,10 +108,10 @@ SCAN_TEXTS = {
         "es": "El modelo no fue concluyente con este corte, así que su respuesta es especialmente incierta.",
     },
     "disclaimer": {
-        "en": "This is the output of a student model, not a diagnosis: only a doctor can interpret a scan, "
-        "together with your history.",
-        "es": "Es la salida de un modelo de estudiantes y no es un diagnóstico: solo un médico puede interpretar "
-        "una imagen, junto con su historia clínica.",
+        "en": "This is the output of a research and teaching model, not a diagnosis: only a doctor can interpret "
+        "a scan, together with your history.",
+        "es": "Es la salida de un modelo de investigación y docencia y no es un diagnóstico: solo un médico puede "
+        "interpretar una imagen, junto con su historia clínica.",
     },
 }
 FIRST_SENTENCE = re.compile(r"^.+?(?:[.!?](?=\s)|$)", re.DOTALL)
