@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import os
 import shutil
+import socket
 import struct
 import sys
 import zlib
@@ -202,6 +203,27 @@ def brain_models(tmp_path_factory, brain_data) -> Path:
     train_classifier.main(["--task", "brain-tumor-type", "--dataset", str(brain_data / "brain-tumor-type"),
                            "--epochs", "2", "--img-size", "128", "--output-dir", str(models / "brain-tumor-type")])
     return models
+
+
+CHROMIUM = os.environ.get("IMAGEZOO_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium for Playwright; skipped where missing, unless ``IMAGEZOO_BROWSER_TESTS=required``
+    (CI sets it and installs Chromium), where a missing browser fails instead."""
+    if not Path(CHROMIUM).is_file():
+        if os.environ.get("IMAGEZOO_BROWSER_TESTS") == "required":
+            pytest.fail(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+        pytest.skip(f"Chromium not found at {CHROMIUM}")
+    pytest.importorskip("playwright")
+    return CHROMIUM
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager

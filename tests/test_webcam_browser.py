@@ -11,14 +11,12 @@ and installs Chromium), where a missing browser fails instead.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, space_app
+from conftest import ROOT, free_port, space_app
 from PIL import Image
 
 from imagezoo.data import load_splits
@@ -26,7 +24,6 @@ from imagezoo.inference import ImageClassifier
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = os.environ.get("IMAGEZOO_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 DEADLINE_S = 5.0
 MEASURE_S = 4.0  # streaming time over which round trips are measured, after the first label
@@ -70,22 +67,6 @@ def round_trips(posts: list[float], changes: list[float]) -> list[float]:
         if answered is not None and answered < following:
             trips.append(answered - sent)
     return trips
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    if not Path(CHROMIUM).is_file():
-        if os.environ.get("IMAGEZOO_BROWSER_TESTS") == "required":
-            pytest.fail(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
-        pytest.skip(f"Chromium not found at {CHROMIUM}")
-    pytest.importorskip("playwright")
-    return CHROMIUM
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,56 @@
+"""The brain MRI Space in a real browser (Debian's Chromium via Playwright): analyse a test slice in
+the Analysis tab, then ask the Chat tab about it in Spanish; the answer must carry the predicted class
+from that analysis (the scan travels between the tabs in a ``gr.State``) and say it is not a diagnosis.
+A screenshot is kept in ``test-artifacts/``."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import ROOT, free_port, space_app
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def served(brain_models):
+    with space_app("brain_mri", "brain_browser_app", IMAGEZOO_MODEL=str(brain_models / "brain-tumor-type"),
+                   IMAGEZOO_GATE=str(brain_models / "brain-mri-gate")) as module:
+        port = free_port()
+        module.demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        try:
+            yield module, f"http://127.0.0.1:{port}"
+        finally:
+            module.demo.close()
+
+
+def test_the_chat_explains_the_analysis_just_run(chromium, served, brain_data):
+    from playwright.sync_api import sync_playwright
+
+    module, url = served
+    example = sorted((brain_data / "examples").glob("*.jpg"))[0]
+    label = module.analyse_upload(str(example))[4]["label"]  # what the same app says of it, outside the browser
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(url, wait_until="load")
+            assert "never a diagnosis" in page.inner_text("#notice", timeout=60_000)
+            page.set_input_files("input[type=file]", str(example))
+            page.get_by_role("button", name="Analyse").click()
+            page.wait_for_selector("#verdict h3", timeout=60_000)
+            assert "Brain MRI slice" in page.inner_text("#verdict")
+            page.get_by_role("tab", name="Chat / Conversación").click()
+            box = page.get_by_role("textbox").last
+            box.fill("¿Qué significa mi resultado?")
+            box.press("Enter")
+            reply = page.locator("[data-testid=bot]").last
+            reply.wait_for(timeout=60_000)
+            page.wait_for_function("document.querySelector('[data-testid=bot]').innerText.includes('diagnóstico')",
+                                   timeout=60_000)
+            text = reply.inner_text()
+            (ROOT / "test-artifacts").mkdir(exist_ok=True)
+            page.screenshot(path=str(ROOT / "test-artifacts" / "brain_chat.png"), full_page=True)
+        finally:
+            browser.close()
+    names = {"glioma": "glioma", "meningioma": "meningioma", "pituitary": "tumor hipofisario", "notumor": "sin tumor"}
+    assert names[label] in text and "no es un diagnóstico" in text, text
