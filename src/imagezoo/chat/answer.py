@@ -68,6 +68,9 @@ DIAGNOSTIC = _rules(  # "do I have...?", "is my ... a tumour?", treatment decisi
     r"\b(tengo|tendre|tendria|padezco) (un|una|cancer|tumor|glioma|meningioma|algo)\b", r"\bestoy (enferm[oa]|muriendo)\b",
     r"\b(me duele|mis? dolor\w*|mis? sintomas)\b.{0,60}\b(tumor|cancer)\b", r"\bmi diagnostico\b", r"\bdiagnostica\w*\b",
     r"\b(debo|deberia|tengo que) (tomar|dejar|empezar|operarme)\b", r"\b(dosis|mg|miligramos)\b",
+    # "could it be a glioma?", "¿será un meningioma?": a symptom put to the chat as a diagnosis
+    r"\b(could|might|can) (it|this|that) be\b.{0,30}\b(tumou?r|cancer|glioma|meningioma|adenoma)",
+    r"\b(sera|podria ser|puede que sea)\b.{0,30}\b(tumor|cancer|glioma|meningioma|adenoma)\b",
 )
 SCAN = _rules(  # questions about the user's own analysis result
     r"\bmy (results?|prediction|analysis)\b", r"\b(explain|interpret|read|mean\w*)\b.*\bmy (scan|mri|image|slice)\b",
