@@ -152,3 +152,15 @@ def test_cli_simulated_scan(capsys):
     cli_main(["explain my scan", "--scan-label", "pituitary", "--scan-prob", "0.81", "--json"])
     answer = json.loads(capsys.readouterr().out)
     assert answer["kind"] == "scan" and "81%" in answer["text"] and "pituitary" in answer["text"]
+
+
+def test_second_question_set_written_blind_to_the_first(chat: Chat):
+    """tests/data/chat_dev_questions.json, by someone who never saw the first set: held at its measured
+    level (top-1 0.767, top-3 0.850; README), every question to refuse refused, at most one false refusal."""
+    dev = json.loads((Path(__file__).parent / "data" / "chat_dev_questions.json").read_text(encoding="utf-8"))
+    hits = [(ids[0] == q["expected"], q["expected"] in ids)
+            for q in dev["answerable"] for ids in [[i for i, _ in chat.retrieve(q["question"], k=3)]]]
+    top1, top3 = rates(hits)
+    assert top1 >= 0.74 and top3 >= 0.82, (top1, top3)
+    assert all(chat.answer(q["question"]).refused for q in dev["refused"])
+    assert sum(chat.answer(q["question"]).refused for q in dev["answerable"]) <= 1
