@@ -25,7 +25,15 @@ from imagezoo.cards import classifier_card
 from imagezoo.data import load_splits
 from imagezoo.data.ldc import SPLITS
 from imagezoo.evaluation import classification_metrics, save_confusion_matrix
-from imagezoo.gate import MahalanobisScore, fit_probe, leave_one_source_out, pooled_features, probe_as_head, summarise
+from imagezoo.gate import (
+    CANDIDATES,
+    MahalanobisScore,
+    fit_probe,
+    leave_one_source_out,
+    pooled_features,
+    probe_as_head,
+    summarise,
+)
 from imagezoo.hub import push_folder, save_model_folder
 from imagezoo.inference import ImageClassifier, eval_transform
 from imagezoo.open_set import refusal_table
@@ -34,7 +42,6 @@ from imagezoo.tasks import HUB_ORG, TASKS, get_task
 from imagezoo.training import ImageLabelDataset, build_model, eval_data_config
 
 logger = logging.getLogger("train_gate")
-CANDIDATES = ("probe", "probe + mahalanobis")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

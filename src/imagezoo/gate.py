@@ -64,6 +64,10 @@ class MahalanobisScore:
                                    torch.from_numpy(self.estimator.get_precision()), max_distance)
 
 
+#: the rules a gate is judged by: the probe alone, and the probe with the Mahalanobis backstop
+CANDIDATES = ("probe", "probe + mahalanobis")
+
+
 def leave_one_source_out(
     features: dict[str, np.ndarray],
     labels: dict[str, np.ndarray],
@@ -92,10 +96,10 @@ def leave_one_source_out(
         mahalanobis = MahalanobisScore(features["train"][accepted_train])
         val_accepted = (labels["validation"] == accept) & (sources["validation"] != source)
         max_distance = mahalanobis.max_distance(features["validation"][val_accepted], keep)
-        rules = {
-            "probe": lambda f: probe.predict(f) == accept,
-            "probe + mahalanobis": lambda f: (probe.predict(f) == accept) & (mahalanobis(f) <= max_distance),
-        }
+        rules = dict(zip(CANDIDATES, (
+            lambda f: probe.predict(f) == accept,
+            lambda f: (probe.predict(f) == accept) & (mahalanobis(f) <= max_distance),
+        )))
         in_source = {split: sources[split] == source for split in sources}
         held = np.concatenate([features[split][in_source[split]] for split in sources])
         is_accepted_class = bool(np.concatenate([labels[split][in_source[split]] for split in sources])[0] == accept)
