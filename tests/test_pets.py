@@ -100,11 +100,15 @@ def test_training_exports_timm_folder_with_onnx_runtimes_and_an_open_set_card(pe
     assert all((pets_model / name).is_file() for name in RUNTIME_FILES.values())
     results = json.loads((pets_model / "eval_results.json").read_text())
     assert {row["runtime"] for row in results["runtimes"]} == {"torch", "onnx", "onnx-int8"}
-    assert results["open_set"]["served"] == "third class, or ImageNet head below that"  # a head-only recipe
-    assert config["backstop"]["file"] == "backstop.safetensors" and 0 < config["backstop"]["min_mass"] < 1
+    # a head-only recipe: our head, or the ImageNet head and the Mahalanobis distance vetoing together
+    assert results["open_set"]["served"] == "third class, or ImageNet head and Mahalanobis distance both beyond theirs"
+    backstop = config["backstop"]
+    assert backstop["file"] == "backstop.safetensors" and backstop["kind"] == "any-keeps"
+    imagenet, mahalanobis = backstop["parts"]
+    assert 0 < imagenet["min_mass"] < 1 and mahalanobis["max_distance"] > 0
     served = results["open_set"]["candidates"][results["open_set"]["served"]]
     assert {"characters-anime", "synthetic-plot", "dsb2018"} <= set(served["per_source"])
-    assert len(results["open_set"]["candidates"]) == 4
+    assert len(results["open_set"]["candidates"]) == 5
     card = (pets_model / "README.md").read_text()
     assert "| `characters-anime` | yes |" in card and "(**served**)" in card
     assert "ImageNet head mass on our classes" in card
@@ -184,6 +188,28 @@ def test_backstop_vetoes_known_classes_only_below_its_mass():
         assert vetoes(x).softmax(-1).argmax(-1).tolist() == [2, 2]
         assert vetoes(x).softmax(-1)[:, 2].min() > 0.999
     assert served_network(model, None, ("cat", "dog", "neither"), "neither") is model
+
+
+def test_backstops_that_veto_together_keep_what_either_keeps_and_survive_a_save(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from imagezoo.open_set import AnyKeeps, ImageNetBackstop, MahalanobisBackstop, load_backstop, save_backstop
+
+    features = torch.cat([torch.zeros(1, 8), torch.full((1, 8), 10.0)])  # one near the mean, one far
+    bias = torch.full((10,), -20.0)
+    bias[4] = 20.0
+    imagenet_vetoes = ImageNetBackstop(torch.zeros(10, 8), bias, [5, 6], 0.5)  # refuses everything
+    imagenet_keeps = ImageNetBackstop(torch.zeros(10, 8), bias, [4], 0.5)  # keeps everything
+    near = MahalanobisBackstop(torch.zeros(8), torch.eye(8), max_distance=1.0)  # keeps the first only
+    assert AnyKeeps([imagenet_vetoes, near]).keep(features).tolist() == [True, False]
+    assert AnyKeeps([imagenet_keeps, near]).keep(features).tolist() == [True, True]
+
+    spec = save_backstop(AnyKeeps([imagenet_vetoes, near]), tmp_path, "neither", "test")
+    assert spec["kind"] == "any-keeps" and [part["kind"] for part in spec["parts"]] == ["imagenet-head", "mahalanobis"]
+    reloaded = load_backstop(load_file(tmp_path / spec["file"]), json.loads(json.dumps(spec)))
+    assert reloaded.keep(features).tolist() == [True, False]
+    torch.testing.assert_close(reloaded.parts[1].precision, torch.eye(8, dtype=torch.float64))
 
 
 @pytest.mark.slow

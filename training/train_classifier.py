@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from imagezoo.cards import classifier_card
 from imagezoo.data import load_splits
@@ -27,10 +26,12 @@ from imagezoo.evaluation import classification_metrics, paired_bootstrap, save_c
 from imagezoo.export import choose_runtime, compare_runtimes, exportable_copy
 from imagezoo.hub import push_folder, save_model_folder
 from imagezoo.inference import ImageClassifier, eval_transform
+from imagezoo.gate import MahalanobisScore, pooled_features
 from imagezoo.open_set import (
+    AnyKeeps,
     ImageNetBackstop,
-    imagenet_mass,
     open_set_metrics,
+    save_backstop,
     served_network,
     threshold_keeping,
     with_threshold,
@@ -47,6 +48,7 @@ from imagezoo.weights import create_pretrained
 
 logger = logging.getLogger("train_classifier")
 BACKSTOP_RULE = "third class, or ImageNet head below that"
+BOTH_RULE = "third class, or ImageNet head and Mahalanobis distance both beyond theirs"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,35 +83,57 @@ def eval_batches(split, data_config: dict, batch_size: int = 128, num_workers: i
     return list(torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers))
 
 
-def evaluate_open_set(task, result, dataset, val_batches, test_batches, probs, labels):
-    """Refusal and keep rates per source of four ways to decide the reject label: the third class alone,
+def evaluate_open_set(task, result, dataset, train, val_batches, test_batches, probs, labels):
+    """Refusal and keep rates per source of the ways to decide the reject label: the third class alone,
     with a confidence threshold on the known classes, the pretrained network's ImageNet head kept beside
-    ours, and either of those two refusing. Thresholds keep 99% of the validation pets.
+    ours, either of those two refusing, and (``task.mahalanobis_keep`` set) our head refusing or the
+    ImageNet head and a Mahalanobis distance to the training known-class features refusing together.
 
-    The ImageNet head's classes for our known labels are the task's ``imagenet_classes``. Returns the
-    results and, when only the head was trained (both heads then read the same features), the ImageNet
-    backstop that serves the last rule in the same forward pass; else ``None``.
+    Thresholds keep ``task.keep_known`` of the known-class images: of validation for our head's
+    confidence; of training + validation for the ImageNet head, which never saw either (a tail quantile
+    of 6x more images is less noisy); of validation for the distance, fitted on training. The ImageNet
+    head's classes for our known labels are the task's ``imagenet_classes``. Returns the results and,
+    when only the head was trained (every rule then reads the served features), the backstop that serves
+    the last rule in the same forward pass; else ``None``.
     """
     names = task.label_names
     reject = names.index(task.reject_label)
     sources, held_out = dataset["test"]["source"], dataset["test"]["held_out"]
     val_probs, val_labels = predict_probs(result.model, val_batches)
-    val_known = val_labels != reject
-    min_confidence = threshold_keeping(val_probs[val_known].max(axis=1), 0.99)
+    min_confidence = threshold_keeping(val_probs[val_labels != reject].max(axis=1), task.keep_known)
+
     imagenet = create_pretrained(result.model.pretrained_cfg["architecture"]).eval()
-    classes = task.imagenet_classes
-    val_mass = imagenet_mass(imagenet, (inputs for inputs, _ in val_batches), classes)[val_known]
-    min_mass = threshold_keeping(val_mass, 0.99)
-    test_mass = imagenet_mass(imagenet, (inputs for inputs, _ in test_batches), classes)
+    train_known = [image for image, label in zip(*train) if label != reject]
+    known_batches = eval_batches((train_known, [0] * len(train_known)), result.data_config)
+    with torch.inference_mode():
+        features = {name: torch.from_numpy(pooled_features(imagenet, (inputs for inputs, _ in batches)))
+                    for name, batches in (("train", known_batches), ("val", val_batches), ("test", test_batches))}
+    val_known = torch.from_numpy(val_labels != reject)
+    classifier = imagenet.get_classifier()
+    imagenet_head = ImageNetBackstop(classifier.weight.detach(), classifier.bias.detach(), task.imagenet_classes, 0.0)
+    with torch.inference_mode():
+        known_mass = torch.cat([imagenet_head(features["train"]), imagenet_head(features["val"][val_known])])
+    imagenet_head.min_mass = threshold_keeping(known_mass.numpy(), task.keep_known)
+    backstops = {BACKSTOP_RULE: imagenet_head}
+    if task.mahalanobis_keep is not None:
+        distance = MahalanobisScore(features["train"].numpy())
+        mahalanobis = distance.as_backstop(distance.max_distance(features["val"][val_known].numpy(),
+                                                                 task.mahalanobis_keep))
+        backstops[BOTH_RULE] = AnyKeeps([imagenet_head, mahalanobis])
+
+    def keeps(backstop) -> np.ndarray:
+        with torch.inference_mode():
+            return backstop.keep(features["test"]).numpy()
+
     pet_vs_pet = probs[:, [i for i in range(len(names)) if i != reject]].argmax(axis=1)
-    either = np.where(test_mass >= min_mass, probs.argmax(axis=1), reject)
     candidates = {
         "third class": open_set_metrics(labels, probs.argmax(axis=1), names, sources, held_out),
         f"third class + top score >= {min_confidence:.3f}": open_set_metrics(
             labels, with_threshold(probs, names, min_confidence), names, sources, held_out),
-        f"ImageNet head mass on our classes >= {min_mass:.3f}": open_set_metrics(
-            labels, np.where(test_mass >= min_mass, pet_vs_pet, reject), names, sources, held_out),
-        BACKSTOP_RULE: open_set_metrics(labels, either, names, sources, held_out),
+        f"ImageNet head mass on our classes >= {imagenet_head.min_mass:.3f}": open_set_metrics(
+            labels, np.where(keeps(imagenet_head), pet_vs_pet, reject), names, sources, held_out),
+        **{rule: open_set_metrics(labels, np.where(keeps(backstop), probs.argmax(axis=1), reject), names, sources,
+                                  held_out) for rule, backstop in backstops.items()},
     }
     for name, row in candidates.items():
         logger.info("open set, %s: known accuracy %.4f, kept %.4f, refused fit %.4f, held-out %.4f (min %.4f)",
@@ -118,20 +142,8 @@ def evaluate_open_set(task, result, dataset, val_batches, test_batches, probs, l
     pretrained = imagenet.state_dict()
     head_only = all(torch.equal(value, pretrained[key]) for key, value in result.model.state_dict().items()
                     if not key.startswith("classifier"))
-    backstop = None
-    if head_only:
-        classifier = imagenet.get_classifier()
-        backstop = ImageNetBackstop(classifier.weight.detach(), classifier.bias.detach(), classes, min_mass)
-    return {"served": BACKSTOP_RULE if head_only else "third class", "candidates": candidates}, backstop
-
-
-def save_backstop(backstop: ImageNetBackstop, folder: Path, reject_label: str) -> dict:
-    """Write the backstop's weights beside the model; returns its ``config.json`` entry."""
-    save_file({"weight": backstop.head.weight.detach().contiguous(), "bias": backstop.head.bias.detach()},
-              folder / "backstop.safetensors")
-    return {"file": "backstop.safetensors", "kind": backstop.kind, "classes": backstop.classes.tolist(),
-            "min_mass": backstop.min_mass,
-            "reject_label": reject_label, "about": "the pretrained ImageNet-1k head on the same features"}
+    served = list(backstops)[-1] if head_only else "third class"
+    return {"served": served, "candidates": candidates}, backstops[served] if head_only else None
 
 
 def compare_with_siblings(output_dir: Path, task_name: str, images, labels, predicted) -> list[dict]:
@@ -176,13 +188,13 @@ def main(argv: list[str] | None = None) -> Path:
     open_set, backstop = None, None
     if task.reject_label:
         val_batches = eval_batches(validation, result.data_config, num_workers=args.num_workers)
-        open_set, backstop = evaluate_open_set(task, result, dataset, val_batches, test_batches, probs, labels)
+        open_set, backstop = evaluate_open_set(task, result, dataset, train, val_batches, test_batches, probs, labels)
     network = served_network(result.model, backstop, task.label_names, task.reject_label)
     if backstop is not None:  # measure the served network itself, not a reconstruction of its rule
         probs = predict_probs(network, test_batches)[0]
         served = open_set_metrics(labels, probs.argmax(axis=1), task.label_names, dataset["test"]["source"],
                                   dataset["test"]["held_out"])
-        assert served == open_set["candidates"][BACKSTOP_RULE], "the served network disagrees with its rule"
+        assert served == open_set["candidates"][open_set["served"]], "the served network disagrees with its rule"
     metrics = classification_metrics(labels, probs, task.label_names)
     logger.info(
         "test: balanced accuracy %.4f, accuracy %.4f, ROC-AUC %.4f, ECE %.4f",
@@ -235,7 +247,7 @@ def main(argv: list[str] | None = None) -> Path:
     )
     model_config = {**task.model_config, **({"runtime": runtime} if runtime else {})}
     if backstop is not None:
-        model_config["backstop"] = save_backstop(backstop, output_dir, task.reject_label)
+        model_config["backstop"] = save_backstop(backstop, output_dir, task.reject_label, open_set["served"])
     save_model_folder(result.model, output_dir, list(task.label_names), result.data_config, card, model_config)
     logger.info("saved %s", output_dir)
     if args.push_to_hub:

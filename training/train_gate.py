@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from imagezoo.cards import classifier_card
 from imagezoo.data import load_splits
@@ -36,7 +35,7 @@ from imagezoo.gate import (
 )
 from imagezoo.hub import push_folder, save_model_folder
 from imagezoo.inference import ImageClassifier, eval_transform
-from imagezoo.open_set import refusal_table
+from imagezoo.open_set import refusal_table, save_backstop
 from imagezoo.scripts import hardware, script_command
 from imagezoo.tasks import HUB_ORG, TASKS, get_task
 from imagezoo.training import ImageLabelDataset, build_model, eval_data_config
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     dataset = load_splits(args.dataset or task.dataset)
     model = build_model(recipe, len(task.label_names)).eval()
-    data_config = eval_data_config(model, recipe.img_size)
+    data_config = eval_data_config(model, recipe.img_size, recipe.crop_mode, recipe.crop_pct)
     features, labels, sources = split_features(model, dataset, data_config)
     probe = fit_probe(features["train"], labels["train"], args.C, args.seed)
     probe_as_head(probe, model.get_classifier())
@@ -100,11 +99,9 @@ def main(argv: list[str] | None = None) -> Path:
     if with_backstop:
         score = MahalanobisScore(features["train"][labels["train"] == accept])
         backstop = score.as_backstop(score.max_distance(features["validation"][labels["validation"] == accept], args.keep))
-        save_file({"mean": backstop.mean, "precision": backstop.precision}, output_dir / "backstop.safetensors")
-        model_config["backstop"] = {
-            "file": "backstop.safetensors", "kind": backstop.kind, "max_distance": backstop.max_distance,
-            "reject_label": reject_label, "about": f"squared Mahalanobis distance to the {accept_label} training "
-            f"features; keeps {args.keep} of the validation {accept_label} images"}
+        model_config["backstop"] = save_backstop(
+            backstop, output_dir, reject_label, f"squared Mahalanobis distance to the {accept_label} training "
+            f"features; keeps {args.keep} of the validation {accept_label} images")
 
     # the served model, measured through the same class users load
     save_model_folder(model, output_dir, list(task.label_names), data_config, None, model_config)

@@ -78,5 +78,7 @@ def classifier_card(task: "Task", recipe: "Recipe", metrics: dict, folder: Path,
         split_description=task.split_description,
         recipe=dataclasses.asdict(recipe),
         prepare_command=task.prepare_command,
+        keep_known=task.keep_known,
+        mahalanobis_keep=task.mahalanobis_keep,
         **context,
     )

@@ -7,8 +7,8 @@ exact input the model was trained on. :class:`ImageClassifier` is the ``"classif
 :class:`~imagezoo.predictors.Predictor`: whole images, or one crop per box of a
 Pascal-VOC file (``--boxes voc``) with a per-image viability summary for live/dead models.
 A folder may also carry ONNX exports (served when ``config.json`` names one as ``runtime``) and
-an open-set backstop (``backstop``: the pretrained ImageNet head, or a Mahalanobis distance, that can veto
-a known class; :mod:`imagezoo.open_set`).
+an open-set backstop (``backstop``: the pretrained ImageNet head, a Mahalanobis distance, or both vetoing
+together, that can veto a known class; :mod:`imagezoo.open_set`).
 """
 
 from __future__ import annotations

@@ -8,10 +8,12 @@ never trained on (``held_out``) are the honest estimate for images nobody antici
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 
@@ -67,17 +69,6 @@ def with_threshold(probs: np.ndarray, label_names: Sequence[str], min_confidence
     return predicted
 
 
-@torch.inference_mode()
-def imagenet_mass(model: nn.Module, batches, classes: Sequence[int]) -> np.ndarray:
-    """Softmax mass an ImageNet-1k classifier puts on ``classes``, per image.
-
-    The candidate "keep the pretrained head beside the fine-tuned one" scores an image as one of
-    the known classes when this mass is high; ``batches`` yields normalised float inputs.
-    """
-    model.eval()
-    return np.concatenate([model(batch).softmax(-1)[:, list(classes)].sum(-1).numpy() for batch in batches])
-
-
 def threshold_keeping(scores: np.ndarray, keep: float) -> float:
     """The largest threshold that keeps at least ``keep`` of ``scores`` (score >= threshold is kept)."""
     ordered = np.sort(np.asarray(scores))
@@ -105,6 +96,12 @@ class ImageNetBackstop(nn.Module):
     def from_spec(cls, tensors: dict[str, torch.Tensor], spec: dict) -> "ImageNetBackstop":
         return cls(tensors["weight"], tensors["bias"], spec["classes"], spec["min_mass"])
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"weight": self.head.weight.detach().contiguous(), "bias": self.head.bias.detach()}
+
+    def spec(self) -> dict:
+        return {"kind": self.kind, "classes": self.classes.tolist(), "min_mass": self.min_mass}
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features).softmax(-1)[:, self.classes].sum(-1)
 
@@ -129,6 +126,12 @@ class MahalanobisBackstop(nn.Module):
     def from_spec(cls, tensors: dict[str, torch.Tensor], spec: dict) -> "MahalanobisBackstop":
         return cls(tensors["mean"], tensors["precision"], spec["max_distance"])
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean, "precision": self.precision}
+
+    def spec(self) -> dict:
+        return {"kind": self.kind, "max_distance": self.max_distance}
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         centred = features.double() - self.mean
         return ((centred @ self.precision) * centred).sum(-1)
@@ -137,8 +140,34 @@ class MahalanobisBackstop(nn.Module):
         return self(features) <= self.max_distance
 
 
+class AnyKeeps(nn.Module):
+    """Backstops that veto only together: an image is kept when any of them keeps it. The ImageNet head
+    alone refuses a cat in a bucket (ImageNet's top class is the bucket); with the Mahalanobis distance
+    beside it, it refuses only what is also unlike the training pets."""
+
+    kind = "any-keeps"
+
+    def __init__(self, parts: Sequence[nn.Module]):
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+
+    @classmethod
+    def from_spec(cls, tensors: dict[str, torch.Tensor], spec: dict) -> "AnyKeeps":
+        return cls([load_backstop({key.split(".", 1)[1]: value for key, value in tensors.items()
+                                   if key.split(".", 1)[0] == str(i)}, part) for i, part in enumerate(spec["parts"])])
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"{i}.{key}": value for i, part in enumerate(self.parts) for key, value in part.tensors().items()}
+
+    def spec(self) -> dict:
+        return {"kind": self.kind, "parts": [part.spec() for part in self.parts]}
+
+    def keep(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.stack([part.keep(features) for part in self.parts]).any(0)
+
+
 #: config.json ``backstop.kind`` -> its class (folders written before the key hold an ImageNet head)
-BACKSTOPS: dict[str, type[nn.Module]] = {b.kind: b for b in (ImageNetBackstop, MahalanobisBackstop)}
+BACKSTOPS: dict[str, type[nn.Module]] = {b.kind: b for b in (ImageNetBackstop, MahalanobisBackstop, AnyKeeps)}
 
 
 def load_backstop(tensors: dict[str, torch.Tensor], spec: dict) -> nn.Module:
@@ -146,6 +175,12 @@ def load_backstop(tensors: dict[str, torch.Tensor], spec: dict) -> nn.Module:
     if kind not in BACKSTOPS:
         raise KeyError(f"unknown backstop {kind!r} in config.json; known: {sorted(BACKSTOPS)}")
     return BACKSTOPS[kind].from_spec(tensors, spec)
+
+
+def save_backstop(backstop: nn.Module, folder: Path, reject_label: str, about: str) -> dict:
+    """Write ``backstop``'s tensors to ``folder/backstop.safetensors``; returns its ``config.json`` entry."""
+    save_file(backstop.tensors(), folder / "backstop.safetensors")
+    return {"file": "backstop.safetensors", **backstop.spec(), "reject_label": reject_label, "about": about}
 
 
 class BackstoppedClassifier(nn.Module):

@@ -21,6 +21,8 @@ class Recipe:
     arch: str
     img_size: int
     epochs: int
+    crop_mode: str = "squash"  # timm's eval crop: "squash" keeps every pixel (a cell at the edge); "center" as ImageNet
+    crop_pct: float = 1.0
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -108,6 +110,8 @@ class Task:
     split_description: str = "image-grouped test split (15% of slides, by content hash, seed 0)"
     reject_label: str | None = None  # the open-set label ("neither"): refusals are measured per source
     imagenet_classes: tuple[int, ...] = ()  # ImageNet-1k classes of the known labels (the backstop's)
+    keep_known: float = 0.99  # fraction of known-class images the refusal thresholds are set to keep
+    mahalanobis_keep: float | None = None  # set: the ImageNet head vetoes only beyond this distance too
     runtimes: tuple[str, ...] = ()  # ONNX runtimes to export and measure beside torch (imagezoo.export)
 
     @property
@@ -185,17 +189,19 @@ register_task(
         dataset_repo_id=f"{HUB_ORG}/cats-dogs",
         label_names=("cat", "dog", "neither"),
         recipes={
-            # 2 CPU cores: 192 px (p95 per webcam frame within 25 ms). Only the head is trained: validation
-            # balanced accuracy 0.991 against 0.980 fine-tuning the deeper half, and a frozen backbone lets the
-            # pretrained ImageNet head veto in the same forward pass.
+            # 2 CPU cores. Only the head is trained: validation balanced accuracy 0.991 against 0.980 fine-tuning
+            # the deeper half, and a frozen backbone lets the pretrained ImageNet head veto in the same forward
+            # pass. Lite1 at 240 px with a centre crop: cat-vs-dog accuracy of a linear probe on its frozen
+            # features, 5-fold over training + validation pets, 0.993 against 0.982 for Lite0 at 192 px squashed
+            # (Lite0 224 px centre 0.991, Lite1 240 px squashed 0.992); ONNX int8 still within the webcam's budget.
             "quick": Recipe(
-                arch="tf_efficientnet_lite0", img_size=192, epochs=6, batch_size=32, lr=2e-3, warmup_epochs=1,
-                vflip=0.0, frozen=HEAD_ONLY,
+                arch="tf_efficientnet_lite1", img_size=240, crop_mode="center", epochs=6, batch_size=32, lr=2e-3,
+                warmup_epochs=1, vflip=0.0, frozen=HEAD_ONLY,
             ),
             # a GPU: bigger backbone and input, head only (keeps the ImageNet backstop), longer schedule.
             "full": Recipe(
-                arch="tf_efficientnet_lite2", img_size=256, epochs=15, batch_size=64, lr=2e-3, warmup_epochs=1,
-                vflip=0.0, label_smoothing=0.1, frozen=HEAD_ONLY,
+                arch="tf_efficientnet_lite2", img_size=260, crop_mode="center", epochs=15, batch_size=64, lr=2e-3,
+                warmup_epochs=1, vflip=0.0, label_smoothing=0.1, frozen=HEAD_ONLY,
             ),
         },
         dataset_name="Cats, dogs and neither",
@@ -233,6 +239,10 @@ register_task(
         ),
         reject_label="neither",
         imagenet_classes=(*range(151, 269), *range(281, 286)),  # domestic dogs, domestic cats
+        # the ImageNet head alone refused cats in buckets and baskets (its top class: the bucket). Vetoing only
+        # when the features are also far from the training pets kept every validation pet, and refused the
+        # fit sources left out one at a time as well as the ImageNet head alone did (5-fold linear probes)
+        mahalanobis_keep=0.95,
         runtimes=("onnx", "onnx-int8"),
     )
 )

@@ -69,10 +69,10 @@ def build_model(recipe: Recipe, num_classes: int) -> nn.Module:
     return model
 
 
-def eval_data_config(model: nn.Module, img_size: int) -> dict:
-    """Preprocessing at ``img_size``: squash the whole crop (no centre crop cuts a cell off)."""
+def eval_data_config(model: nn.Module, img_size: int, crop_mode: str = "squash", crop_pct: float = 1.0) -> dict:
+    """Preprocessing at ``img_size``; by default squash the whole image (no centre crop cuts a cell off)."""
     return resolve_data_config(
-        dict(input_size=(3, img_size, img_size), crop_pct=1.0, crop_mode="squash"), model=model
+        dict(input_size=(3, img_size, img_size), crop_pct=crop_pct, crop_mode=crop_mode), model=model
     )
 
 
@@ -144,7 +144,7 @@ def fit(
     random_seed(seed)
     # channels-last convolutions: 1.7x faster training steps on a CPU for these networks (measured)
     model = build_model(recipe, len(label_names)).to(device, memory_format=torch.channels_last)
-    data_config = eval_data_config(model, recipe.img_size)
+    data_config = eval_data_config(model, recipe.img_size, recipe.crop_mode, recipe.crop_pct)
     generator = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(
         ImageLabelDataset(*train, train_transform(data_config, recipe.augment, recipe.vflip, recipe.auto_augment)),
