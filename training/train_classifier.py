@@ -24,9 +24,9 @@ from imagezoo.cards import classifier_card
 from imagezoo.data import load_splits
 from imagezoo.evaluation import classification_metrics, paired_bootstrap, save_confusion_matrix
 from imagezoo.export import choose_runtime, compare_runtimes, exportable_copy
+from imagezoo.gate import MahalanobisScore, pooled_features
 from imagezoo.hub import push_folder, save_model_folder
 from imagezoo.inference import ImageClassifier, eval_transform
-from imagezoo.gate import MahalanobisScore, pooled_features
 from imagezoo.open_set import (
     AnyKeeps,
     ImageNetBackstop,
