@@ -153,8 +153,12 @@ class AnyKeeps(nn.Module):
 
     @classmethod
     def from_spec(cls, tensors: dict[str, torch.Tensor], spec: dict) -> "AnyKeeps":
-        return cls([load_backstop({key.split(".", 1)[1]: value for key, value in tensors.items()
-                                   if key.split(".", 1)[0] == str(i)}, part) for i, part in enumerate(spec["parts"])])
+        parts = []
+        for i, part in enumerate(spec["parts"]):  # part i's tensors are saved as "i.<name>" (see tensors())
+            prefix = f"{i}."
+            parts.append(load_backstop({key.removeprefix(prefix): value for key, value in tensors.items()
+                                        if key.startswith(prefix)}, part))
+        return cls(parts)
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f"{i}.{key}": value for i, part in enumerate(self.parts) for key, value in part.tensors().items()}
