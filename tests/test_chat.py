@@ -62,12 +62,13 @@ def hits(chat: Chat) -> dict[str, list[tuple[bool, bool]]]:
     return retrieval_hits(chat)
 
 
-# Measured: English 35/37 top-1, 36/37 top-3; Spanish 33/37 and 35/37. Our targets: top-1 >= 0.90 overall
-# (met, 0.919), top-3 >= 0.97 (not met: 71/74 = 0.959, held here at its measured level so a regression shows).
+# Measured: English 36/37 top-1, 37/37 top-3; Spanish 34/37 and 37/37. Our targets: top-1 >= 0.90 overall
+# (0.946), top-3 >= 0.97 (1.000). This set informed the knowledge base's questions and the thresholds (README),
+# so the blind set below is the honest measure.
 def test_retrieval_accuracy(hits):
     top1, top3 = rates([h for per_language in hits.values() for h in per_language])
     assert top1 >= 0.90, report(hits)
-    assert top3 >= 0.95, report(hits)
+    assert top3 >= 0.97, report(hits)
     for language in ("en", "es"):
         assert rates(hits[language])[0] >= 0.85, report(hits)
 
@@ -154,13 +155,19 @@ def test_cli_simulated_scan(capsys):
     assert answer["kind"] == "scan" and "81%" in answer["text"] and "pituitary" in answer["text"]
 
 
-def test_second_question_set_written_blind_to_the_first(chat: Chat):
-    """tests/data/chat_dev_questions.json, by someone who never saw the first set: held at its measured
-    level (top-1 0.767, top-3 0.850; README), every question to refuse refused, at most one false refusal."""
-    dev = json.loads((Path(__file__).parent / "data" / "chat_dev_questions.json").read_text(encoding="utf-8"))
+# (file, top-1 floor, top-3 floor, most false refusals): held at the measured levels (README), so a regression
+# shows. chat_dev_questions.json was written blind to the first set and has guided changes since;
+# chat_blind_questions.json was written from the passage titles alone and guided only the diagnostic rules.
+@pytest.mark.parametrize("name, top1_floor, top3_floor, false_refusals", [
+    ("chat_dev_questions.json", 0.76, 0.95, 0),  # measured 47/60 = 0.783, 59/60 = 0.983, 0
+    ("chat_blind_questions.json", 0.81, 0.88, 6),  # measured 67/80 = 0.838, 73/80 = 0.912, 6 (Spanish, off-topic)
+])
+def test_question_sets_written_by_others(chat: Chat, name: str, top1_floor: float, top3_floor: float,
+                                         false_refusals: int):
+    questions = json.loads((Path(__file__).parent / "data" / name).read_text(encoding="utf-8"))
     hits = [(ids[0] == q["expected"], q["expected"] in ids)
-            for q in dev["answerable"] for ids in [[i for i, _ in chat.retrieve(q["question"], k=3)]]]
+            for q in questions["answerable"] for ids in [[i for i, _ in chat.retrieve(q["question"], k=3)]]]
     top1, top3 = rates(hits)
-    assert top1 >= 0.74 and top3 >= 0.82, (top1, top3)
-    assert all(chat.answer(q["question"]).refused for q in dev["refused"])
-    assert sum(chat.answer(q["question"]).refused for q in dev["answerable"]) <= 1
+    assert top1 >= top1_floor and top3 >= top3_floor, (top1, top3)
+    assert all(chat.answer(q["question"]).refused for q in questions["refused"])
+    assert sum(chat.answer(q["question"]).refused for q in questions["answerable"]) <= false_refusals

@@ -66,11 +66,17 @@ DIAGNOSTIC = _rules(  # "do I have...?", "is my ... a tumour?", treatment decisi
     r"\b(is|are|could) my\b.{0,40}\b(tumou?r|cancer)", r"\bdiagnos\w* (me|my)\b",
     r"\bshould i (take|stop|start|use|get)\b", r"\b(dose|doses|dosage|dosing|mg)\b",
     r"\b(tengo|tendre|tendria|padezco) (un|una|cancer|tumor|glioma|meningioma|algo)\b", r"\bestoy (enferm[oa]|muriendo)\b",
-    r"\b(me duele|mis? dolor\w*|mis? sintomas)\b.{0,60}\b(tumor|cancer)\b", r"\bmi diagnostico\b", r"\bdiagnostica\w*\b",
+    r"\b(me duele|mis? dolor\w*|mis? sintomas)\b.{0,60}\b(tumor|cancer)\b", r"\bmi diagnostico\b",
+    r"\bdiagnostic\w*me\b", r"\bme (puede\w*|podria\w*) diagnosticar\b", r"\bdiagnostic\w* mis?\b",
     r"\b(debo|deberia|tengo que) (tomar|dejar|empezar|operarme)\b", r"\b(dosis|mg|miligramos)\b",
     # "could it be a glioma?", "¿será un meningioma?": a symptom put to the chat as a diagnosis
     r"\b(could|might|can) (it|this|that) be\b.{0,30}\b(tumou?r|cancer|glioma|meningioma|adenoma)",
     r"\b(sera|podria ser|puede que sea)\b.{0,30}\b(tumor|cancer|glioma|meningioma|adenoma)\b",
+    # "is this cancer?", "what's wrong with my brain?", "mira mi resonancia y dime si...": a verdict on the user's own case
+    r"\bis this (a |an )?(cancer|tumou?r|malignant|glioma|meningioma|adenoma)\b",
+    r"\bwhat('?s| is) wrong with (me|my)\b",
+    r"\b(mira|mire|revisa|revise|lee|lea)\b.{0,20}\bmis? (resonancia|escaner|imagen|imagenes|prueba)s?\b.{0,40}\b(dime|digame|si)\b",
+    r"\b(dime|digame)\b.{0,20}\bsi (lo que )?(tengo|es|sera)\b", r"\bque me pasa\b",
 )
 SCAN = _rules(  # questions about the user's own analysis result
     r"\bmy (results?|prediction|analysis)\b", r"\b(explain|interpret|read|mean\w*)\b.*\bmy (scan|mri|image|slice)\b",
@@ -121,11 +127,14 @@ FIRST_SENTENCE = re.compile(r"^.+?(?:[.!?](?=\s)|$)", re.DOTALL)
 
 # A question is off-topic when no passage's dense similarity (the question vs a passage's text, title or
 # questions, in the question's language) reaches this: the midpoint between the highest off-topic question
-# and the lowest answerable one of tests/data/chat_questions.json (benchmarks/bench_chat.py reports both).
-# English 0.250 vs 0.408 (BM25 cannot separate them: "write a python function that sorts a list" scores
-# 3.7, above many answerable questions); Spanish 0.693 vs 0.722, a thin margin: MiniLM is English-only and
-# finds any two Spanish texts somewhat alike. Unsafe and diagnostic questions are caught by the rules above.
-MIN_SIMILARITY = {"en": 0.33, "es": 0.71}
+# and the lowest answerable one over the two development sets, tests/data/chat_questions.json and
+# chat_dev_questions.json (benchmarks/bench_chat.py reports both per set). English 0.356 vs 0.466 (BM25
+# cannot separate them: "write a python function that sorts a list" scores 3.7, above many answerable
+# questions; with 12 FAQ questions a passage, "who won the Champions League final" finds "no clear winner
+# in the prediction" at 0.356, hence the move from 0.33); Spanish 0.693 vs 0.725, a thin margin: MiniLM is
+# English-only and finds any two Spanish texts somewhat alike. Unsafe and diagnostic questions are caught
+# by the rules above. chat_blind_questions.json was not used.
+MIN_SIMILARITY = {"en": 0.41, "es": 0.71}
 
 
 @dataclass
