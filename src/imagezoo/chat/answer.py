@@ -75,7 +75,8 @@ DIAGNOSTIC = _rules(  # "do I have...?", "is my ... a tumour?", treatment decisi
     # "is this cancer?", "what's wrong with my brain?", "mira mi resonancia y dime si...": a verdict on the user's own case
     r"\bis this (a |an )?(cancer|tumou?r|malignant|glioma|meningioma|adenoma)\b",
     r"\bwhat('?s| is) wrong with (me|my)\b",
-    r"\b(mira|mire|revisa|revise|lee|lea)\b.{0,20}\bmis? (resonancia|escaner|imagen|imagenes|prueba)s?\b.{0,40}\b(dime|digame|si)\b",
+    r"\b(mira|mire|revisa|revise|lee|lea)\b.{0,20}\bmis? (resonancia|escaner|imagen|imagenes|prueba)s?\b"
+    r".{0,40}\b(dime|digame|si)\b",
     r"\b(dime|digame)\b.{0,20}\bsi (lo que )?(tengo|es|sera)\b", r"\bque me pasa\b",
 )
 SCAN = _rules(  # questions about the user's own analysis result
