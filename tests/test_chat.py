@@ -80,6 +80,14 @@ def test_every_refused_question_is_refused_in_its_language(chat: Chat):
         assert answer.language == q["language"] and answer.sources == [], (q, answer)
 
 
+def test_no_question_of_the_knowledge_base_is_refused(chat: Chat):
+    """Every FAQ question a passage lists is one we mean to answer: a rule or threshold that refuses one
+    is too broad (as "should I get ..." once refused "should I get a second opinion before surgery?")."""
+    refused = [(p.id, q, answer.reason) for p in chat.passages.values() for language in ("en", "es")
+               for q in p.questions[language] for answer in [chat.answer(q)] if answer.refused]
+    assert refused == []
+
+
 def test_answers_are_the_passage_in_the_question_language(chat: Chat):
     for q in QUESTIONS["answerable"]:
         answer = chat.answer(q["question"])
@@ -159,7 +167,7 @@ def test_cli_simulated_scan(capsys):
 # shows. chat_dev_questions.json was written blind to the first set and has guided changes since;
 # chat_blind_questions.json was written from the passage titles alone and guided only the diagnostic rules.
 @pytest.mark.parametrize("name, top1_floor, top3_floor, false_refusals", [
-    ("chat_dev_questions.json", 0.76, 0.95, 0),  # measured 47/60 = 0.783, 59/60 = 0.983, 0
+    ("chat_dev_questions.json", 0.76, 0.95, 0),  # measured 48/60 = 0.800, 59/60 = 0.983, 0
     ("chat_blind_questions.json", 0.81, 0.88, 6),  # measured 67/80 = 0.838, 73/80 = 0.912, 6 (Spanish, off-topic)
 ])
 def test_question_sets_written_by_others(chat: Chat, name: str, top1_floor: float, top3_floor: float,

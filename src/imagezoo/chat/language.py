@@ -18,3 +18,8 @@ def _detector() -> LanguageDetector:
 def detect_language(text: str) -> str:
     """``"en"`` or ``"es"`` for ``text``; English when lingua cannot tell (e.g. "MRI?")."""
     return CODES.get(_detector().detect_language_of(text), "en")
+
+
+def language_confidence(text: str, language: str) -> float:
+    """lingua's confidence, 0 to 1, that ``text`` is in ``language`` rather than the other one."""
+    return _detector().compute_language_confidence(text, {code: lang for lang, code in CODES.items()}[language])

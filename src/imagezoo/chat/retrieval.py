@@ -1,7 +1,7 @@
 """Hybrid passage retrieval: MiniLM embeddings plus BM25 indexes per language, fused by reciprocal rank.
 
 Dense retrieval catches paraphrases; BM25 with the question's own stemmer and stopwords catches rare
-terms (drug and tumour names). Every passage carries 12 questions it answers in each language (FAQ
+terms (drug and tumour names). Every passage carries up to 12 questions it answers in each language (FAQ
 variants: 4 by the passages' author, 8 more written later by others from the passages alone, in
 laypeople's words, typos and regional Spanish included), which matter most for Spanish: the English-only
 embedder compares a Spanish question with Spanish text far better than with English. Three rankings in
