@@ -54,6 +54,8 @@ def test_training_writes_an_smp_folder_with_both_designs_measured(cell_counter_m
     assert config["_imagezoo"]["predictor"] == "cell-counter"
     assert config["_imagezoo"]["channels"] == ["dead", "live"]
     assert config["_imagezoo"]["classifier"] == "classifier"
+    rule = config["_imagezoo"]["min_probability"]  # the calling rule tuned on validation: arg-max or dead held back
+    assert rule is None or (rule[0] == "dead" and rule[1] in (0.6, 0.7, 0.8)), rule
     assert (cell_counter_model / "classifier" / "model.safetensors").is_file()
     results = json.loads((cell_counter_model / "eval_results.json").read_text())
     assert set(results["designs"]) == {"unet", "unet+classifier"} and results["design"] == "unet+classifier"
@@ -106,7 +108,7 @@ def test_batch_job_without_box_files_gives_a_slide_row_and_cell_rows(
         labels = np.array(Image.open(masks / f"{row['path']}.png"))
         assert labels.dtype == np.uint16 and labels.max() == len(cells)
         for cell in cells:
-            assert cell["label"] in ("dead", "live") and cell["score"] >= 0.5
+            assert cell["label"] in ("dead", "live") and cell["score"] == cell[f"prob_{cell['label']}"]
             assert cell["prob_dead"] + cell["prob_live"] == pytest.approx(1, abs=1e-4)
             assert cell["box_xmin"] <= cell["center_x"] <= cell["box_xmax"]
             assert labels[round(cell["center_y"]), round(cell["center_x"])] in (0, cell["box_index"])

@@ -7,6 +7,7 @@ import pytest
 
 from imagezoo.cells import (
     box_targets,
+    call_class,
     channel_probabilities,
     find_cells,
     image_counts,
@@ -54,6 +55,16 @@ def test_cells_are_found_split_and_classified_by_their_stronger_channel():
     assert dead[0].box == (60, 10, 80, 30)
     assert find_cells(probs, "components", threshold=0.5, min_size=10).max() == 3  # merges the pair
     assert channel_probabilities(probs, np.zeros((120, 120), dtype=np.int32)).shape == (0, 2)
+
+
+def test_a_held_back_class_is_called_only_at_its_minimum_probability():
+    assert call_class((0.55, 0.45), LABELS) == 0  # the arg-max
+    assert call_class((0.55, 0.45), LABELS, ("dead", 0.6)) == 1  # dead held back: the next most probable
+    assert call_class((0.6, 0.4), LABELS, ("dead", 0.6)) == 0  # reaches it
+    assert call_class((0.3, 0.7), LABELS, ("dead", 0.6)) == 1  # the rule never promotes a class
+    assert call_class((0.2, 0.8), LABELS, ("live", 0.9)) == 0
+    with pytest.raises(ValueError):
+        call_class((0.5, 0.5), LABELS, ("necrotic", 0.5))
 
 
 def test_outline_colours_live_green_and_dead_red():

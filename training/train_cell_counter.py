@@ -8,7 +8,8 @@ Two designs are measured on the same image-grouped split: (a) the U-Net alone, a
 being the stronger of its two channels; (b) the U-Net's cells, each classified by the crop
 classifier ``--classifier`` (default ``models/ldc-live-dead``, skipped if absent) on its box.
 Post-processing (method, threshold, minimum size, minimum size of objects cut by the image
-edge) is tuned per design on the validation slides; the design better on validation is shipped
+edge), then the calling rule (a cell is called ``--call-label`` only at ``--call-thresholds``, or at
+the arg-max) are tuned per design on the validation slides; the design better on validation is shipped
 (with (b), the classifier is copied into the folder as ``classifier/``), and the card shows both
 on the test slides.
 """
@@ -70,6 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-sizes", type=int, nargs="+", default=[30, 60, 100], help="tuned on validation")
     parser.add_argument("--border-min-sizes", type=int, nargs="+", default=[0, 100, 150, 200],
                         help="objects touching the image edge need this many pixels (0: no rule); tuned on validation")
+    parser.add_argument("--call-label", default=None, help="the label held back by --call-thresholds (default: the "
+                        "task's first, LDC's dead, which the counter over-calls at the arg-max)")
+    parser.add_argument("--call-thresholds", type=float, nargs="*", default=[0.6, 0.7, 0.8],
+                        help="call a cell --call-label only at this probability or more; tuned on validation "
+                        "against the arg-max")
     return parser.parse_args(argv)
 
 
@@ -109,16 +115,19 @@ def main(argv: list[str] | None = None) -> Path:
         candidates["unet+classifier"] = counter_for(model, config, classifier)
     else:
         logger.warning("no crop classifier at %r: design (b) is not measured", args.classifier)
+    call_label = args.call_label or task.label_names[0]
+    min_probabilities = [None, *((call_label, threshold) for threshold in args.call_thresholds)]
     designs, tuned = {}, {}
     for name, candidate in candidates.items():
         tuned[name], val_metrics = tune_counter(
-            candidate, validation, val_probs, args.methods, args.thresholds, args.min_sizes, args.border_min_sizes
+            candidate, validation, val_probs, args.methods, args.thresholds, args.min_sizes, args.border_min_sizes,
+            min_probabilities,
         )
         settings = tuned[name].settings
         designs[name] = {
             "description": DESIGNS[name],
             "postprocess": settings.postprocess, "threshold": settings.threshold, "min_size": settings.min_size,
-            "border_min_size": settings.border_min_size,
+            "border_min_size": settings.border_min_size, "min_probability": settings.min_probability,
             "validation": val_metrics,
             "test": evaluate_counter(tuned[name], test, test_probs),
         }

@@ -75,7 +75,7 @@ def count_cells(image_path: str | None):
             f"{summary['n_dead']} dead (red) cells found."
         )
     table = [
-        [cell.label_id, result.cell_label(cell), round(max(cell.probabilities), 3),
+        [cell.label_id, result.cell_label(cell), round(result.cell_score(cell), 3),
          round(cell.centre[0], 1), round(cell.centre[1], 1), *cell.box]
         for cell in result.cells
     ]

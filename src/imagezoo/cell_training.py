@@ -87,7 +87,7 @@ def counter_for(model: nn.Module, config: SegmenterConfig, classifier: ImageClas
 
 def predicted_cells(segmentation: CellSegmentation) -> list[tuple[float, float, int]]:
     """(x, y, class index) of every cell found."""
-    return [(*cell.centre, int(np.argmax(cell.probabilities))) for cell in segmentation.cells]
+    return [(*cell.centre, segmentation.cell_class(cell)) for cell in segmentation.cells]
 
 
 def evaluate_counter(counter: CellCounter, slides: Slides, probabilities: Sequence[np.ndarray]) -> dict:
@@ -128,9 +128,12 @@ def tune_counter(
     thresholds: Sequence[float],
     min_sizes: Sequence[int],
     border_min_sizes: Sequence[int] = (0,),
+    min_probabilities: Sequence[tuple[str, float] | None] = (None,),
 ) -> tuple[CellCounter, dict]:
     """The post-processing (method, threshold, min_size, border_min_size) with the best
-    :func:`selection_key` on ``slides`` (validation only): the counter with those settings, and its metrics."""
+    :func:`selection_key` on ``slides`` (validation only), then, for those, the best calling rule
+    (:func:`~imagezoo.cells.call_class`) among ``min_probabilities``: the counter with those settings,
+    and its metrics."""
     best, best_metrics = None, None
     grid = itertools.product(methods, thresholds, min_sizes, border_min_sizes)
     for method, threshold, min_size, border_min_size in grid:
@@ -142,6 +145,13 @@ def tune_counter(
         logger.info("%s threshold %.2f min_size %d border_min_size %s: key %s", method, threshold, min_size,
                     border_min_size, selection_key(metrics))
         if best_metrics is None or selection_key(metrics) > selection_key(best_metrics):
+            best, best_metrics = candidate, metrics
+    found = best
+    for min_probability in min_probabilities:
+        candidate = dataclasses.replace(found, settings=dataclasses.replace(found.settings, min_probability=min_probability))
+        metrics = evaluate_counter(candidate, slides, probabilities)
+        logger.info("calling rule %s: key %s", min_probability, selection_key(metrics))
+        if selection_key(metrics) > selection_key(best_metrics):
             best, best_metrics = candidate, metrics
     return best, best_metrics
 

@@ -52,6 +52,19 @@ class Cell:
     probabilities: tuple[float, ...]
 
 
+def call_class(probabilities: Sequence[float], label_names: Sequence[str],
+               min_probability: tuple[str, float] | None = None) -> int:
+    """The index of the class a cell is called: the most probable one, except that the label of
+    ``min_probability`` (e.g. ``("dead", 0.6)``) is called only at that probability or more, so a
+    counter that over-calls one class can be held back (tuned on validation slides)."""
+    ranked = np.argsort(-np.asarray(probabilities, dtype=np.float64), kind="stable")
+    if min_probability is None:
+        return int(ranked[0])
+    label, threshold = min_probability
+    held_back = list(label_names).index(label)
+    return int(next((i for i in ranked if i != held_back or probabilities[i] >= threshold), ranked[0]))
+
+
 def find_cells(
     probs: np.ndarray, method: str, threshold: float, min_size: int, border_min_size: int | None = None
 ) -> np.ndarray:

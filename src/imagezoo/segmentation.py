@@ -52,6 +52,7 @@ class SegmenterConfig:
     percentiles: tuple[float, float] | None = None
     classifier: str | None = None  # cell counters: a crop classifier folder, inside the model's, that labels each object
     border_min_size: int | None = None  # cell counters: objects touching the image edge need this many pixels
+    min_probability: tuple[str, float] | None = None  # cell counters: (label, p): call a cell that label only at p or more
 
     @classmethod
     def from_dict(cls, values: dict) -> "SegmenterConfig":

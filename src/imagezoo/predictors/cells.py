@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from imagezoo.cells import Cell, cell_geometry, channel_probabilities, find_cells, make_cells, outline
+from imagezoo.cells import Cell, call_class, cell_geometry, channel_probabilities, find_cells, make_cells, outline
 from imagezoo.data.voc import Box
 from imagezoo.inference import ImageClassifier
 from imagezoo.instances import encode_rle
@@ -34,9 +34,17 @@ class CellSegmentation(Segmentation):
 
     cells: list[Cell] = field(default_factory=list)
     label_names: tuple[str, ...] = ()
+    min_probability: tuple[str, float] | None = None  # the counter's calling rule (:func:`~imagezoo.cells.call_class`)
+
+    def cell_class(self, cell: Cell) -> int:
+        return call_class(cell.probabilities, self.label_names, self.min_probability)
 
     def cell_label(self, cell: Cell) -> str:
-        return self.label_names[int(np.argmax(cell.probabilities))]
+        return self.label_names[self.cell_class(cell)]
+
+    def cell_score(self, cell: Cell) -> float:
+        """The probability of the class the cell is called."""
+        return cell.probabilities[self.cell_class(cell)]
 
     def outlined(self, image: np.ndarray) -> np.ndarray:
         """uint8 RGB ``image`` with live cells outlined green, dead red."""
@@ -93,7 +101,7 @@ class CellCounter(InstanceSegmenter):
         """Cells, classified, from already computed probabilities."""
         labels = self.instances(probabilities, threshold, min_size)
         cells = make_cells(labels, self.classify(image, probabilities, labels))
-        return CellSegmentation(labels, probabilities, cells, self.label_names)
+        return CellSegmentation(labels, probabilities, cells, self.label_names, self.settings.min_probability)
 
     def check_options(self, options) -> None:
         if options.boxes:
@@ -112,7 +120,7 @@ class CellCounter(InstanceSegmenter):
                 "box_index": cell.label_id,
                 "box_xmin": cell.box[0], "box_ymin": cell.box[1], "box_xmax": cell.box[2], "box_ymax": cell.box[3],
                 "center_x": cell.centre[0], "center_y": cell.centre[1],
-                "label": output.cell_label(cell), "score": max(cell.probabilities),
+                "label": output.cell_label(cell), "score": output.cell_score(cell),
                 **{prob_column(name): p for name, p in zip(self.label_names, cell.probabilities)},
             }
             for cell in output.cells
