@@ -191,12 +191,12 @@ class Chat:
 
     def retrieve(self, question: str, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` best passage ids with their fused scores: what evaluation compares to the expected id."""
-        return [(hit.id, hit.score) for hit in self.search(question)[1][:k]]
+        return [(hit.id, hit.score) for hit in self.search(question, detect_language(question))[1][:k]]
 
-    def search(self, question: str) -> tuple[str, list[Hit]]:
-        """The question's language and every passage, best first. When lingua is unsure of the language,
-        both are searched and the one where the question is most clearly on topic wins."""
-        language = detect_language(question)
+    def search(self, question: str, language: str) -> tuple[str, list[Hit]]:
+        """The language to answer in and every passage, best first, given lingua's pick ``language``.
+        When lingua is unsure of it, both are searched and the one where the question is most clearly
+        on topic wins."""
         if language_confidence(question, language) >= UNSURE_LANGUAGE:
             return language, self.retriever.search(question, language)
         candidates = {lang: self.retriever.search(question, lang) for lang in LANGUAGES}
@@ -217,7 +217,7 @@ class Chat:
             return self._refusal("diagnostic", language)
         if SCAN.search(rule_text):
             return self._scan_answer(scan, language)
-        language, hits = self.search(question)
+        language, hits = self.search(question, language)
         if self.relevance_margin(hits, language) < 0:
             return self._refusal("off-topic", language)
         passage = self.passages[hits[0].id]
