@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> Path:
     else:
         logger.warning("no crop classifier at %r: design (b) is not measured", args.classifier)
     call_label = args.call_label or task.label_names[0]
-    min_probabilities = [None, *((call_label, threshold) for threshold in args.call_thresholds)]
+    min_probabilities = [(call_label, threshold) for threshold in args.call_thresholds]
     designs, tuned = {}, {}
     for name, candidate in candidates.items():
         tuned[name], val_metrics = tune_counter(

@@ -128,12 +128,12 @@ def tune_counter(
     thresholds: Sequence[float],
     min_sizes: Sequence[int],
     border_min_sizes: Sequence[int] = (0,),
-    min_probabilities: Sequence[tuple[str, float] | None] = (None,),
+    min_probabilities: Sequence[tuple[str, float]] = (),
 ) -> tuple[CellCounter, dict]:
     """The post-processing (method, threshold, min_size, border_min_size) with the best
     :func:`selection_key` on ``slides`` (validation only), then, for those, the best calling rule
-    (:func:`~imagezoo.cells.call_class`) among ``min_probabilities``: the counter with those settings,
-    and its metrics."""
+    (:func:`~imagezoo.cells.call_class`): the counter's own (a new one's: the arg-max) or one of ``min_probabilities``.
+    Returns the counter with those settings, and its metrics."""
     best, best_metrics = None, None
     grid = itertools.product(methods, thresholds, min_sizes, border_min_sizes)
     for method, threshold, min_size, border_min_size in grid:
