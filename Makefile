@@ -24,7 +24,8 @@ SPACE ?= cells
 
 .PHONY: setup data model baseline demo test benchmark push-space clean nuclei-data nuclei-model nuclei-demo \
 	nuclei-benchmark viability-data viability-model pets-data pets-model pets-demo webcam-benchmark \
-	characters-data characters-models characters-demo brain-data brain-models brain-demo chat-benchmark
+	characters-data characters-models characters-demo brain-data brain-models brain-demo chat-benchmark \
+	chat-generation-benchmark
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -140,6 +141,10 @@ chat-benchmark: setup
 	$(PY) benchmarks/bench_chat.py
 	$(PY) benchmarks/bench_chat.py --questions tests/data/chat_dev_questions.json --out benchmarks/results/chat_dev.json
 	$(PY) benchmarks/bench_chat.py --questions tests/data/chat_blind_questions.json --out benchmarks/results/chat_blind.json
+
+# the chat's optional generation mode (SmolLM2-135M) on the second question set: about 10 minutes
+chat-generation-benchmark: setup
+	$(PY) benchmarks/bench_chat_generation.py
 
 test: setup
 	$(PY) -m pytest

@@ -190,6 +190,20 @@ def test_backstop_vetoes_known_classes_only_below_its_mass():
     assert served_network(model, None, ("cat", "dog", "neither"), "neither") is model
 
 
+def test_an_imagenet_backstop_fitted_on_known_images_keeps_the_share_asked_for():
+    import torch
+
+    from imagezoo.open_set import ImageNetBackstop
+
+    generator = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(10, 8, generator=generator), torch.zeros(10)
+    known = torch.randn(200, 8, generator=generator)
+    backstop = ImageNetBackstop.fit(weight, bias, [4, 5], known, keep=0.95)
+    assert backstop.keep(known).float().mean() >= 0.95
+    stricter = ImageNetBackstop(weight, bias, [4, 5], backstop.min_mass + 1e-6)
+    assert stricter.keep(known).float().mean() < 0.95  # the largest threshold that keeps 95%
+
+
 def test_backstops_that_veto_together_keep_what_either_keeps_and_survive_a_save(tmp_path):
     import torch
     from safetensors.torch import load_file

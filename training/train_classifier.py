@@ -110,10 +110,8 @@ def evaluate_open_set(task, result, dataset, train, val_batches, test_batches, p
                     for name, batches in (("train", known_batches), ("val", val_batches), ("test", test_batches))}
     val_known = torch.from_numpy(val_labels != reject)
     classifier = imagenet.get_classifier()
-    imagenet_head = ImageNetBackstop(classifier.weight.detach(), classifier.bias.detach(), task.imagenet_classes, 0.0)
-    with torch.inference_mode():
-        known_mass = torch.cat([imagenet_head(features["train"]), imagenet_head(features["val"][val_known])])
-    imagenet_head.min_mass = threshold_keeping(known_mass.numpy(), task.keep_known)
+    imagenet_head = ImageNetBackstop.fit(classifier.weight.detach(), classifier.bias.detach(), task.imagenet_classes,
+                                         torch.cat([features["train"], features["val"][val_known]]), task.keep_known)
     backstops = {BACKSTOP_RULE: imagenet_head}
     if task.mahalanobis_keep is not None:
         distance = MahalanobisScore(features["train"].numpy())

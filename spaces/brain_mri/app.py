@@ -3,11 +3,13 @@ bilingual (English / Spanish) chat about these tumours that knows your last anal
 
 Models are ``$IMAGEZOO_MODEL`` (type) and ``$IMAGEZOO_GATE`` (folders or Hub ids), defaulting to
 ``models/brain-tumor-type`` and ``models/brain-mri-gate`` when trained here, else the Hub repos.
+``IMAGEZOO_CHAT_GENERATE=1`` turns on the chat's generation mode (off by default: README, "The chat").
 Gradio wiring only: the analysis is :mod:`imagezoo.brain_mri`, the chat :mod:`imagezoo.chat`.
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import gradio as gr
 
 from imagezoo.brain_mri import DECISIVE_MARGIN, analyse, load_pipeline, served_facts
 from imagezoo.chat import Chat
+from imagezoo.chat.generate import Generator
 from imagezoo.explain import grad_cam, overlay
 from imagezoo.images import ImageError, load_image
 
@@ -37,7 +40,8 @@ def pipeline():
 @lru_cache(maxsize=1)
 def chat() -> Chat:
     """The chat, quoting the numbers of the models this Space serves."""
-    return Chat(facts=served_facts(pipeline()))
+    generator = Generator.from_pretrained() if os.environ.get("IMAGEZOO_CHAT_GENERATE") == "1" else None
+    return Chat(facts=served_facts(pipeline()), generator=generator)
 
 
 def analyse_upload(image):

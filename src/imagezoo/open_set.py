@@ -93,6 +93,14 @@ class ImageNetBackstop(nn.Module):
         self.min_mass = float(min_mass)
 
     @classmethod
+    def fit(cls, weight: torch.Tensor, bias: torch.Tensor, classes: Sequence[int], known: torch.Tensor,
+            keep: float) -> "ImageNetBackstop":
+        """The backstop whose ``min_mass`` keeps ``keep`` of the ``known`` images' pooled features."""
+        with torch.inference_mode():
+            mass = cls(weight, bias, classes, min_mass=0.0)(known).numpy()
+        return cls(weight, bias, classes, threshold_keeping(mass, keep))
+
+    @classmethod
     def from_spec(cls, tensors: dict[str, torch.Tensor], spec: dict) -> "ImageNetBackstop":
         return cls(tensors["weight"], tensors["bias"], spec["classes"], spec["min_mass"])
 

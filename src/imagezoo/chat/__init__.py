@@ -3,7 +3,8 @@
     from imagezoo.chat import default_chat
     default_chat().answer("¿Qué es un meningioma?").text
 
-Retrieval only: answers are knowledge-base passages with their sources, never generated text.
+Answers are knowledge-base passages with their sources; the optional generation mode
+(``Chat(generator=Generator.from_pretrained())``) shows a rewrite only when it is grounded in them.
 """
 
 from imagezoo.chat.answer import Answer, Chat, default_chat

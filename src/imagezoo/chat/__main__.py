@@ -1,7 +1,8 @@
 """Ask the chat from a terminal: ``python -m imagezoo.chat "¿Qué es un meningioma?"``.
 
 ``--scan-label glioma --scan-prob 0.93`` simulates the analysis tab's result (an accepted MRI slice), so
-questions such as "what does my result mean?" can be tried without the Space.
+questions such as "what does my result mean?" can be tried without the Space. ``--generate`` turns on the
+optional generation mode (:mod:`imagezoo.chat.generate`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import json
 
 from imagezoo.chat.answer import LABEL_NAMES, Chat
+from imagezoo.chat.generate import Generator
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -20,6 +22,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scan-prob", type=float, default=0.9, help="probability of the simulated class")
     parser.add_argument("--models-dir", help="folder with brain-tumor-type/ and brain-mri-gate/ (default: "
                         "$IMAGEZOO_MODELS_DIR or models)")
+    parser.add_argument("--generate", nargs="?", const="", metavar="MODEL",
+                        help="rewrite the passages with an instruct model (Hub id, folder or .gguf; default SmolLM2-"
+                        "135M-Instruct, offline from its PyPI wheel); kept only when grounded in them")
     parser.add_argument("--json", action="store_true", help="print the Answer as JSON")
     return parser.parse_args(argv)
 
@@ -29,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     scan = None
     if args.scan_label:
         scan = {"gate": "mri", "label": args.scan_label, "probability": args.scan_prob, "decisive": True}
-    answer = Chat(models_dir=args.models_dir).answer(args.question, scan=scan)
+    generator = None if args.generate is None else Generator.from_pretrained(args.generate or None)
+    answer = Chat(models_dir=args.models_dir, generator=generator).answer(args.question, scan=scan)
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
         return

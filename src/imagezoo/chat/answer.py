@@ -1,7 +1,8 @@
 """The chat engine: refuse what a student tool must not answer, explain the user's scan, else retrieve a passage.
 
 Answers are passages of the knowledge base, verbatim and with their sources, in the question's language:
-nothing is generated, so nothing can be made up. A few bilingual rules catch requests for a personal
+nothing is generated, so nothing can be made up (the optional generation mode, :mod:`imagezoo.chat.generate`,
+rewrites them and is kept only when the rewrite is grounded in them). A few bilingual rules catch requests for a personal
 diagnosis, treatment or doses, and unsafe requests; a relevance threshold refuses off-topic questions.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from imagezoo.chat.corpus import LANGUAGES, ModelFacts, Passage, load_passages
+from imagezoo.chat.generate import Generator
 from imagezoo.chat.language import detect_language, language_confidence
 from imagezoo.chat.retrieval import FusionWeights, Hit, HybridRetriever, fold_accents
 
@@ -160,8 +162,9 @@ class Answer:
     language: str
     sources: list[dict]  # id, title, source, url, score of the passages used, best first
     refused: bool
-    kind: Literal["passage", "scan", "refusal"]
+    kind: Literal["passage", "generated", "scan", "refusal"]
     reason: str | None = None  # for refusals: "unsafe", "diagnostic" or "off-topic"
+    support: float | None = None  # for generated answers: the share of their trigrams found in the passages
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -182,12 +185,17 @@ class Chat:
         rrf_k: int = 60,
         min_similarity: dict[str, float] | None = None,
         facts: ModelFacts | None = None,
+        generator: Generator | None = None,
+        generation_passages: int = 2,
     ):
-        """``facts``: the served models' numbers (default: read from ``models_dir``'s brain model folders)."""
+        """``facts``: the served models' numbers (default: read from ``models_dir``'s brain model folders);
+        ``generator``: rewrite the best ``generation_passages`` passages (None: answer with the best one)."""
         self.passages = {p.id: p for p in load_passages(knowledge_path)}
         self.facts = facts or ModelFacts.from_models_dir(models_dir)
         self.retriever = HybridRetriever(list(self.passages.values()), weights, rrf_k)
         self.min_similarity = min_similarity or MIN_SIMILARITY
+        self.generator = generator
+        self.generation_passages = generation_passages
 
     def retrieve(self, question: str, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` best passage ids with their fused scores: what evaluation compares to the expected id."""
@@ -220,12 +228,23 @@ class Chat:
         language, hits = self.search(question, language)
         if self.relevance_margin(hits, language) < 0:
             return self._refusal("off-topic", language)
-        passage = self.passages[hits[0].id]
-        text = self.facts.fill(passage.texts[language], language)
-        if passage.topic not in NON_MEDICAL_TOPICS:
+        if self.generator is not None:
+            given = {h.id: self.facts.fill(self.passages[h.id].texts[language], language)
+                     for h in hits[:self.generation_passages]}
+            rewrite = self.generator.rewrite(question, given, language)
+            if rewrite.grounded:
+                used = [h for h in hits if h.id in rewrite.used]
+                return self._passage_answer(rewrite.text, used, language, "generated", rewrite.support)
+        text = self.facts.fill(self.passages[hits[0].id].texts[language], language)
+        return self._passage_answer(text, hits[:3], language, "passage")
+
+    def _passage_answer(self, text: str, hits: list[Hit], language: str, kind: str,
+                        support: float | None = None) -> Answer:
+        """``text`` from the knowledge base (the reminder added to health topics) with ``hits`` as sources."""
+        if self.passages[hits[0].id].topic not in NON_MEDICAL_TOPICS:
             text = f"{text}\n\n{REMINDER[language]}"
-        sources = [self._source(self.passages[h.id], language, h.score) for h in hits[:3]]
-        return Answer(text, language, sources, refused=False, kind="passage")
+        sources = [self._source(self.passages[h.id], language, h.score) for h in hits]
+        return Answer(text, language, sources, refused=False, kind=kind, support=support)
 
     def _refusal(self, reason: str, language: str) -> Answer:
         return Answer(REFUSALS[reason][language], language, [], refused=True, kind="refusal", reason=reason)
