@@ -1,9 +1,10 @@
 """The chat engine: refuse what a student tool must not answer, explain the user's scan, else retrieve a passage.
 
 Answers are passages of the knowledge base, verbatim and with their sources, in the question's language:
-nothing is generated, so nothing can be made up (the optional generation mode, :mod:`imagezoo.chat.generate`,
-rewrites them and is kept only when the rewrite is grounded in them). A few bilingual rules catch requests for a personal
-diagnosis, treatment or doses, and unsafe requests; a relevance threshold refuses off-topic questions.
+nothing is generated, so nothing can be made up (the optional generation mode,
+:mod:`imagezoo.chat.generate`, rewrites them, kept only when grounded in them). A few bilingual rules
+catch requests for a personal diagnosis, treatment or doses, and unsafe requests; a relevance threshold
+refuses off-topic questions.
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ class Answer:
     refused: bool
     kind: Literal["passage", "generated", "scan", "refusal"]
     reason: str | None = None  # for refusals: "unsafe", "diagnostic" or "off-topic"
-    support: float | None = None  # for generated answers: the share of their trigrams found in the passages
+    support: float | None = None  # generated answers: share of the least supported sentence's trigrams in the passages
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
