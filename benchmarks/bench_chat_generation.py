@@ -46,29 +46,30 @@ def main() -> dict:
     args = parse_args()
     torch.set_num_threads(available_cpus())
     questions = json.loads(Path(args.questions).read_text(encoding="utf-8"))["answerable"][:args.limit]
-    chat = Chat(models_dir=ROOT / "models")
+    chat = Chat(models_dir=ROOT / "models", generation_passages=args.passages)
     start = time.perf_counter()
     generator = Generator.from_pretrained(args.generator)
     load_s = time.perf_counter() - start
     rows = []
     for q in questions:
         language, hits = chat.search(q["question"], q["language"])
-        given = {h.id: chat.facts.fill(chat.passages[h.id].texts[language], language) for h in hits[:args.passages]}
+        given = chat.generation_input(hits, language)
         row = {"question": q["question"], "language": language, "expected": q["expected"], "given": list(given)}
         for mode, grounded in (("rewrite", True), ("closed_book", False)):
             start = time.perf_counter()
             text, new_tokens = generator.generate(q["question"], list(given.values()), language, grounded=grounded)
             seconds = time.perf_counter() - start
-            judged = judge(text, given, language, new_tokens=new_tokens)
-            row[mode] = {"text": text, "support": judged.support, "used": list(judged.used), "seconds": seconds,
-                         "new_tokens": new_tokens, "words": len(text.split()),
-                         "same_language": bool(text) and detect_language(text) == language}
+            judged = {t: judge(text, given, language, t, new_tokens) for t in THRESHOLDS}
+            row[mode] = {"text": text, "support": judged[THRESHOLDS[0]].support, "used": list(judged[THRESHOLDS[0]].used),
+                         "seconds": seconds, "new_tokens": new_tokens, "words": len(text.split()),
+                         "same_language": bool(text) and detect_language(text) == language,
+                         "kept": {str(t): j.grounded for t, j in judged.items()}}
         row["passage_words"] = len(next(iter(given.values())).split())
         rows.append(row)
         print(f"{row['rewrite']['support']:.2f} / {row['closed_book']['support']:.2f}  {q['question']}", flush=True)
 
     def kept(mode: str, threshold: float) -> float:
-        return float(np.mean([r[mode]["support"] >= threshold and r[mode]["same_language"] for r in rows]))
+        return float(np.mean([r[mode]["kept"][str(threshold)] for r in rows]))
 
     seconds = [r["rewrite"]["seconds"] for r in rows]
     tokens = sum(r["rewrite"]["new_tokens"] for r in rows)

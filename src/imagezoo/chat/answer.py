@@ -230,14 +230,19 @@ class Chat:
         if self.relevance_margin(hits, language) < 0:
             return self._refusal("off-topic", language)
         if self.generator is not None:
-            given = {h.id: self.facts.fill(self.passages[h.id].texts[language], language)
-                     for h in hits[:self.generation_passages]}
-            rewrite = self.generator.rewrite(question, given, language)
+            rewrite = self.generator.rewrite(question, self.generation_input(hits, language), language)
             if rewrite.grounded:
                 used = [h for h in hits if h.id in rewrite.used]
                 return self._passage_answer(rewrite.text, used, language, "generated", rewrite.support)
-        text = self.facts.fill(self.passages[hits[0].id].texts[language], language)
-        return self._passage_answer(text, hits[:3], language, "passage")
+        return self._passage_answer(self.passage_text(hits[0].id, language), hits[:3], language, "passage")
+
+    def passage_text(self, passage_id: str, language: str) -> str:
+        """A passage's text in ``language`` with the served models' numbers filled in."""
+        return self.facts.fill(self.passages[passage_id].texts[language], language)
+
+    def generation_input(self, hits: list[Hit], language: str) -> dict[str, str]:
+        """What the generator is given: the best ``generation_passages`` passages (id -> text), best first."""
+        return {h.id: self.passage_text(h.id, language) for h in hits[:self.generation_passages]}
 
     def _passage_answer(self, text: str, hits: list[Hit], language: str, kind: str,
                         support: float | None = None) -> Answer:
@@ -280,8 +285,7 @@ class Chat:
             parts.append(SCAN_TEXTS["undecided"][language])
         passage = self._describe(label)
         if passage is not None:
-            text = self.facts.fill(passage.texts[language], language)
-            parts.append(FIRST_SENTENCE.match(text).group(0))
+            parts.append(FIRST_SENTENCE.match(self.passage_text(passage.id, language)).group(0))
         parts.append(SCAN_TEXTS["disclaimer"][language])
         sources = [self._source(passage, language, None)] if passage is not None else []
         return Answer(" ".join(parts), language, sources, refused=False, kind="scan")

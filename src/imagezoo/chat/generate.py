@@ -53,8 +53,11 @@ def trigrams(text: str) -> set[tuple[str, ...]]:
 
 def support(answer: str, passage: str) -> float:
     """The share of ``answer``'s word trigrams that occur in ``passage`` (0 for an empty answer)."""
-    grams = trigrams(answer)
-    return len(grams & trigrams(passage)) / len(grams) if grams else 0.0
+    return _share(trigrams(answer), trigrams(passage))
+
+
+def _share(grams: set, pool: set) -> float:
+    return len(grams & pool) / len(grams) if grams else 0.0
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,8 @@ def judge(text: str, passages: dict[str, str], language: str, min_support: float
     grams = trigrams(text)
     quoted = {pid: len(grams & trigrams(passage)) for pid, passage in passages.items()}
     used = tuple(sorted((pid for pid, n in quoted.items() if n), key=lambda pid: -quoted[pid]))
-    together = "\n".join(passages.values())
-    least = min((support(sentence, together) for sentence in sentences(text)), default=0.0)
+    pool = trigrams("\n".join(passages.values()))
+    least = min((_share(trigrams(sentence), pool) for sentence in sentences(text)), default=0.0)
     grounded = least >= min_support and detect_language(text) == language
     return Generation(text, least, used, grounded, new_tokens)
 
