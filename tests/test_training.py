@@ -111,6 +111,11 @@ def test_arch_alias_selects_the_seed_recipe():
     assert task.recipe("quick", "tf_efficientnet_lite1").arch == "tf_efficientnet_lite1"
 
 
+def test_unknown_recipe_error_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="no recipe 'medium'; valid: quick, long, full"):
+        get_task("nuclei-unet").recipe("medium")
+
+
 def test_seed_cnn_trains_exports_and_reloads_through_timm(tmp_path, ldc_crops, trained_model):
     import train_classifier
 

@@ -123,6 +123,8 @@ class Task:
         """The named recipe, or the own recipe of an ``--arch`` alias such as ``seed-cnn``."""
         if arch in ARCH_RECIPES:
             return ARCH_RECIPES[arch]
+        if name not in self.recipes:
+            raise ValueError(f"task {self.name!r} has no recipe {name!r}; valid: {', '.join(self.recipes)}")
         return self.recipes[name].with_overrides(arch=arch)
 
 
@@ -264,6 +266,12 @@ register_task(
             # half smp's default width (1.7x faster per crop, as good per minute), two crops per image per epoch.
             "quick": SegmentationRecipe(
                 encoder="tf_efficientnet_lite0", crop_size=192, epochs=10, batch_size=8, lr=3e-3,
+                decoder_channels=(128, 64, 32, 16, 8), crops_per_image=2,
+            ),
+            # 2 CPU cores, 34 min of training: "quick" for 30 epochs. Measured on test against "quick": DSB 0.599
+            # vs 0.574, foreground IoU per image 0.858 vs 0.843 (validation still rose at epoch 24 of 30).
+            "long": SegmentationRecipe(
+                encoder="tf_efficientnet_lite0", crop_size=192, epochs=30, batch_size=8, lr=3e-3,
                 decoder_channels=(128, 64, 32, 16, 8), crops_per_image=2,
             ),
             # a GPU: bigger encoder, smp's default decoder, larger crops, 8x as many crops as "quick".
