@@ -37,6 +37,7 @@ from imagezoo.open_set import (
     with_threshold,
 )
 from imagezoo.scripts import (
+    add_recipe_argument,
     hardware,
     jsonl_logger,
     script_command,
@@ -53,7 +54,7 @@ BOTH_RULE = "third class, or ImageNet head and Mahalanobis distance both beyond 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="ldc-live-dead", choices=sorted(TASKS))
-    parser.add_argument("--recipe", default="quick", help="recipe name in the task config: quick (CPU), full (GPU), or another the task lists")
+    add_recipe_argument(parser)
     parser.add_argument("--arch", default=None, help="timm architecture, or seed-cnn for the seed baseline")
     parser.add_argument("--dataset", default=None, help="dataset folder or Hub id (default: the task's)")
     parser.add_argument("--output-dir", default=None, help="default: models/<task>[-<arch alias>]")

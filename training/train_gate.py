@@ -36,7 +36,7 @@ from imagezoo.gate import (
 from imagezoo.hub import push_folder, save_model_folder
 from imagezoo.inference import ImageClassifier, eval_transform
 from imagezoo.open_set import refusal_table, save_backstop
-from imagezoo.scripts import hardware, script_command
+from imagezoo.scripts import add_recipe_argument, hardware, script_command
 from imagezoo.tasks import HUB_ORG, TASKS, get_task
 from imagezoo.training import ImageLabelDataset, build_model, eval_data_config
 
@@ -46,7 +46,7 @@ logger = logging.getLogger("train_gate")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="brain-mri-gate", choices=sorted(TASKS))
-    parser.add_argument("--recipe", default="quick", help="recipe name in the task config: quick (CPU), full (GPU), or another the task lists")
+    add_recipe_argument(parser)
     parser.add_argument("--dataset", default=None, help="dataset folder or Hub id (default: the task's)")
     parser.add_argument("--output-dir", default=None, help="default: models/<task>")
     parser.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regression")

@@ -44,9 +44,16 @@ def hardware(device: str) -> str:
     )
 
 
+def add_recipe_argument(parser: argparse.ArgumentParser) -> None:
+    """``--recipe``: a name in the task's recipes (an unknown one is an error that lists them)."""
+    parser.add_argument(
+        "--recipe", default="quick", help="recipe name in the task config: quick (CPU), full (GPU), or another the task lists"
+    )
+
+
 def add_unet_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Recipe, data and output arguments of the U-Net training scripts (``None``: the recipe's value)."""
-    parser.add_argument("--recipe", default="quick", help="recipe name in the task config: quick (CPU), full (GPU), or another the task lists")
+    add_recipe_argument(parser)
     parser.add_argument("--dataset", default=None, help="dataset folder or Hub id (default: the task's)")
     parser.add_argument("--output-dir", default=None, help="default: models/<task>")
     parser.add_argument("--encoder", default=None, help="timm encoder, e.g. tf_efficientnet_lite2")

@@ -255,6 +255,17 @@ register_task(
     )
 )
 
+#: the quick CPU recipes of the two U-Nets, named so that their longer CPU recipes are stated as a change of them
+NUCLEI_QUICK_RECIPE = SegmentationRecipe(
+    encoder="tf_efficientnet_lite0", crop_size=192, epochs=10, batch_size=8, lr=3e-3,
+    decoder_channels=(128, 64, 32, 16, 8), crops_per_image=2,
+)
+CELL_COUNTER_QUICK_RECIPE = SegmentationRecipe(
+    encoder="tf_efficientnet_lite0", crop_size=128, epochs=8, batch_size=16, lr=3e-3,
+    decoder_channels=(128, 64, 32, 16, 8), invert=0.0,
+)
+
+
 register_task(
     Task(
         name="nuclei-unet",
@@ -264,16 +275,10 @@ register_task(
         recipes={
             # 2 CPU cores: 13.6 min of training + 2.4 of evaluation (measured). 192 px crops, a decoder
             # half smp's default width (1.7x faster per crop, as good per minute), two crops per image per epoch.
-            "quick": SegmentationRecipe(
-                encoder="tf_efficientnet_lite0", crop_size=192, epochs=10, batch_size=8, lr=3e-3,
-                decoder_channels=(128, 64, 32, 16, 8), crops_per_image=2,
-            ),
+            "quick": NUCLEI_QUICK_RECIPE,
             # 2 CPU cores, 34 min of training: "quick" for 30 epochs. Measured on test against "quick": DSB 0.599
             # vs 0.574, foreground IoU per image 0.858 vs 0.843 (validation still rose at epoch 24 of 30).
-            "long": SegmentationRecipe(
-                encoder="tf_efficientnet_lite0", crop_size=192, epochs=30, batch_size=8, lr=3e-3,
-                decoder_channels=(128, 64, 32, 16, 8), crops_per_image=2,
-            ),
+            "long": NUCLEI_QUICK_RECIPE.with_overrides(epochs=30),
             # a GPU: bigger encoder, smp's default decoder, larger crops, 8x as many crops as "quick".
             "full": SegmentationRecipe(
                 encoder="tf_efficientnet_lite2", crop_size=256, epochs=40, batch_size=16, lr=2e-3, warmup_epochs=2,
@@ -335,16 +340,10 @@ register_task(
         recipes={
             # 2 CPU cores: 9.7 min of training + 8.3 of tuning and evaluation (measured). 128 px crops of
             # the ~220 px slides (cells are ~20 px), no inversion (a live cell's bright centre is the signal).
-            "quick": SegmentationRecipe(
-                encoder="tf_efficientnet_lite0", crop_size=128, epochs=8, batch_size=16, lr=3e-3,
-                decoder_channels=(128, 64, 32, 16, 8), invert=0.0,
-            ),
+            "quick": CELL_COUNTER_QUICK_RECIPE,
             # 2 CPU cores, 26 min of training: "quick" for 24 epochs. Measured on test against "quick" (served
             # design b): dead F1 0.816 vs 0.751, live F1 0.940 vs 0.906, viability MAE 0.0505 vs 0.0641.
-            "long": SegmentationRecipe(
-                encoder="tf_efficientnet_lite0", crop_size=128, epochs=24, batch_size=16, lr=3e-3,
-                decoder_channels=(128, 64, 32, 16, 8), invert=0.0,
-            ),
+            "long": CELL_COUNTER_QUICK_RECIPE.with_overrides(epochs=24),
             # a GPU: bigger encoder, smp's default decoder, whole slides, 4x as many crops per epoch.
             "full": SegmentationRecipe(
                 encoder="tf_efficientnet_lite2", crop_size=224, epochs=40, batch_size=32, lr=2e-3, warmup_epochs=2,
