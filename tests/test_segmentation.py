@@ -29,6 +29,7 @@ from imagezoo.segmentation_metrics import foreground_iou
 from imagezoo.segmentation_training import (
     NucleiImages,
     SegmentationCrops,
+    build_losses,
     fit_segmenter,
     nuclei_validation,
     train_transform,
@@ -187,6 +188,23 @@ def test_tiled_and_whole_image_predictions_agree(blob_unet):
     tiled = predict_probabilities(model, image, dataclasses.replace(config, tile_size=256))
     assert foreground_iou(labels, whole[0] > config.threshold) > 0.8  # the model really segments
     assert foreground_iou(whole[0] > config.threshold, tiled[0] > config.threshold) >= 0.99
+
+
+def test_lovasz_loss_is_zero_for_a_confident_right_answer_and_counts_each_channel_alike():
+    targets = torch.zeros(2, 2, 16, 16)
+    targets[:, :, 4:12, 4:12] = 1
+    right = (targets * 2 - 1) * 10  # logits far on the right side of every pixel
+    lovasz = build_losses(["lovasz"])["lovasz"]
+    assert lovasz(right, targets).item() == pytest.approx(0.0)
+    wrong = lovasz(-right, targets).item()
+    assert wrong > 1.0
+    half_wrong = torch.cat([right[:, :1], -right[:, 1:]], dim=1)  # body right, border wrong
+    assert lovasz(half_wrong, targets).item() == pytest.approx(wrong / 2)
+
+
+def test_an_unknown_loss_name_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="valid names.*bce.*dice.*lovasz"):
+        build_losses(["dice", "focal"])
 
 
 @pytest.mark.slow

@@ -162,6 +162,33 @@ def tune_postprocessing(
     return best_params, best_metrics
 
 
+class ChannelLovasz(nn.Module):
+    """Lovasz hinge per image and per channel, averaged: a surrogate of each image's IoU, the
+    number a per-image foreground IoU scores (smp's multilabel mode pools the channels into one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lovasz = smp.losses.LovaszLoss(smp.losses.BINARY_MODE, per_image=True, from_logits=True)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.lovasz(logits[:, c:c + 1], targets[:, c:c + 1]) for c in range(logits.shape[1])]).mean()
+
+
+#: Loss terms a recipe's ``losses`` names; the training loss is their sum.
+LOSSES: dict[str, Callable[[], nn.Module]] = {
+    "dice": lambda: smp.losses.DiceLoss(smp.losses.MULTILABEL_MODE, from_logits=True),
+    "bce": smp.losses.SoftBCEWithLogitsLoss,
+    "lovasz": ChannelLovasz,
+}
+
+
+def build_losses(names: Sequence[str]) -> dict[str, nn.Module]:
+    unknown = sorted(set(names) - set(LOSSES))
+    if unknown:
+        raise ValueError(f"unknown loss {unknown}; valid names: {sorted(LOSSES)}")
+    return {name: LOSSES[name]() for name in names}
+
+
 @dataclass
 class SegmenterFitResult:
     model: nn.Module
@@ -195,8 +222,9 @@ def fit_segmenter(
     """Train a U-Net with one output per ``config.channels`` and return the best validation epoch's.
 
     ``train_set`` yields (image, targets) crops; ``sampler`` draws them (default: shuffled,
-    ``recipe.crops_per_image`` passes per epoch). Loss: Dice + BCE on every channel (Dice copes
-    with the small foreground fraction, BCE keeps thin structures sharp). ``validate(model)``
+    ``recipe.crops_per_image`` passes per epoch). Loss: the sum of ``recipe.losses`` on every
+    channel (default Dice + BCE: Dice copes with the small foreground fraction, BCE keeps thin
+    structures sharp; :data:`LOSSES` lists the others). ``validate(model)``
     returns the epoch's validation metrics and a key; the epoch with the largest key is kept,
     so the selection is on the numbers a card publishes.
     """
@@ -215,8 +243,7 @@ def fit_segmenter(
         num_workers=recipe.num_workers,
         persistent_workers=recipe.num_workers > 0,
     )
-    dice = smp.losses.DiceLoss(smp.losses.MULTILABEL_MODE, from_logits=True)
-    bce = smp.losses.SoftBCEWithLogitsLoss()
+    losses = build_losses(recipe.losses)
     optimizer = create_optimizer_v2(model, opt="adamw", lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = len(loader)
     scheduler = cosine_schedule(optimizer, recipe, steps_per_epoch)
@@ -224,29 +251,28 @@ def fit_segmenter(
     for epoch in range(1, recipe.epochs + 1):
         start = time.time()
         model.train()
-        sums, seen = {"dice": 0.0, "bce": 0.0}, 0
+        sums, seen = dict.fromkeys(losses, 0.0), 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{recipe.epochs}", unit="batch", leave=False)
         for step, (images, targets) in enumerate(bar):
             images = images.to(device, memory_format=torch.channels_last)
             targets = targets.to(device)
             logits = model(images)
-            dice_loss, bce_loss = dice(logits, targets), bce(logits, targets)
+            terms = {name: loss(logits, targets) for name, loss in losses.items()}
             optimizer.zero_grad(set_to_none=True)
-            (dice_loss + bce_loss).backward()
+            sum(terms.values()).backward()
             optimizer.step()
             scheduler.step_update((epoch - 1) * steps_per_epoch + step + 1)
-            sums["dice"] += dice_loss.item() * len(images)
-            sums["bce"] += bce_loss.item() * len(images)
+            for name, term in terms.items():
+                sums[name] += term.item() * len(images)
             seen += len(images)
-            bar.set_postfix(loss=f"{(sums['dice'] + sums['bce']) / seen:.4f}")
+            bar.set_postfix(loss=f"{sum(sums.values()) / seen:.4f}")
         train_seconds = time.time() - start
         val, key = validate(model)
         row = {
             "epoch": epoch,
             "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": (sums["dice"] + sums["bce"]) / seen,
-            "train_dice_loss": sums["dice"] / seen,
-            "train_bce_loss": sums["bce"] / seen,
+            "train_loss": sum(sums.values()) / seen,
+            **{f"train_{name}_loss": total / seen for name, total in sums.items()},
             **{f"val_{k}": v for k, v in val.items()},
             "train_seconds": train_seconds,
             "val_seconds": time.time() - start - train_seconds,

@@ -59,6 +59,7 @@ class SegmentationRecipe:
     invert: float = 0.2  # probability of inverting intensities in augmentation; 0 where brightness is the signal
     num_workers: int = 0  # DataLoader workers for augmentation (on a CPU the cores run the model)
     pretrained: bool = True
+    losses: tuple[str, ...] = ("dice", "bce")  # summed; names of imagezoo.segmentation_training.LOSSES
 
     def with_overrides(self, **overrides) -> "SegmentationRecipe":
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
