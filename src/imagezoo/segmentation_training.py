@@ -183,6 +183,7 @@ LOSSES: dict[str, Callable[[], nn.Module]] = {
 
 
 def build_losses(names: Sequence[str]) -> dict[str, nn.Module]:
+    """The named loss terms, each logged on its own; a misspelt name fails before any training."""
     unknown = sorted(set(names) - set(LOSSES))
     if unknown:
         raise ValueError(f"unknown loss {unknown}; valid names: {sorted(LOSSES)}")
