@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import segmentation_models_pytorch as smp
+import torch
 from conftest import LDC_SAMPLES, space_app
 from PIL import Image
 
@@ -19,6 +20,7 @@ from imagezoo.images import load_image
 from imagezoo.predictors import load_predictor
 from imagezoo.predictors.cells import CellCounter
 from imagezoo.predictors.segmenter import image_tensor
+from imagezoo.segmentation import SegmenterConfig, build_unet, save_unet
 
 pytestmark = pytest.mark.slow
 
@@ -82,6 +84,22 @@ def test_predictor_finds_classifies_and_summarises_cells(cell_counter_model, ldc
     tensor = image_tensor(load_image(ldc_dir / LDC_SAMPLES["RGB"]))[0]
     nothing = counter.from_probabilities(tensor, counter.probabilities(tensor), threshold=1.0)
     assert nothing.cells == [] and nothing.summary == {"n_live": 0, "n_dead": 0, "viability": None}
+
+
+def test_a_counter_with_a_centre_channel_classifies_cells_by_its_class_channels_only(tmp_path, ldc_dir):
+    model = build_unet("tf_efficientnet_lite0", pretrained=False, classes=3, decoder_channels=(16, 8, 8, 8, 8))
+    head = model.segmentation_head[0]  # a constant answer: live everywhere, dead and centre nowhere
+    torch.nn.init.zeros_(head.weight)
+    head.bias.data = torch.tensor([-6.0, 6.0, -6.0])
+    config = SegmenterConfig(predictor="cell-counter", channels=("dead", "live", "centre"),
+                             postprocess="watershed-centres", min_size=30)
+    counter = load_predictor(str(save_unet(model, config, tmp_path / "counter")))
+    assert isinstance(counter, CellCounter) and counter.has_centres and counter.label_names == ("dead", "live")
+    result = counter.segment(ldc_dir / LDC_SAMPLES["RGB"])
+    assert result.probabilities.shape[0] == 3
+    assert len(result.cells) == 1 and result.foreground_fraction == 1.0  # no seed: the foreground is one object
+    assert result.cells[0].probabilities == pytest.approx((0.0025, 0.9975), abs=1e-4)
+    assert result.summary == {"n_live": 1, "n_dead": 0, "viability": 1.0}
 
 
 def test_batch_job_without_box_files_gives_a_slide_row_and_cell_rows(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from skimage.measure import label
 
 from imagezoo.cells import (
     box_targets,
@@ -31,6 +32,29 @@ def test_box_targets_fill_the_inscribed_ellipse_in_the_box_label_channel():
     assert (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) == (60, 50, 100, 70)
     assert not (live & dead).any()
     assert box_targets((10, 10), [], [], 2).sum() == 0
+
+
+def test_centre_targets_are_one_shrunken_ellipse_per_box_in_a_last_channel():
+    boxes, labels = [[10, 20, 30, 40], [28, 20, 48, 40], [80, 60, 82, 62]], [1, 0, 1]
+    targets = box_targets((100, 120), boxes, labels, 2, centre_scale=0.4)
+    assert targets.shape == (3, 100, 120)
+    assert np.array_equal(targets[:2], box_targets((100, 120), boxes, labels, 2))  # class channels unchanged
+    centres = label(targets[2])
+    assert centres.max() == 3  # the two overlapping cells get separate centres; the 2 px cell gets one too
+    assert (centres == centres[30, 20]).sum() == pytest.approx(np.pi * 4 * 4, rel=0.25)  # radii 0.4 x 10 px
+    assert not (targets[2] & ~targets[:2].max(axis=0).astype(bool)).any()  # centres lie inside their cells
+
+
+def test_a_watershed_from_centres_splits_cells_the_body_channel_merges():
+    targets = box_targets((80, 80), [[10, 20, 40, 50], [18, 20, 48, 50]], [1, 1], 2, centre_scale=0.2)
+    probs = targets[:2] * 0.9
+    centre = targets[2] * 0.8
+    assert find_cells(probs, "watershed-distance", threshold=0.5, min_size=10).max() == 1  # too much overlap
+    cells = find_cells(probs, "watershed-centres", threshold=0.5, min_size=10, centre=centre)
+    assert cells.max() == 2
+    assert cells[35, 14] != cells[35, 44] and cells[35, 14] > 0 and cells[35, 44] > 0
+    with pytest.raises(ValueError, match="needs \\(body, centre\\)"):
+        find_cells(probs, "watershed-centres", threshold=0.5, min_size=10)
 
 
 def two_class_probabilities() -> np.ndarray:

@@ -11,7 +11,8 @@ Post-processing (method, threshold, minimum size, minimum size of objects cut by
 edge), then the calling rule (a cell is called ``--call-label`` only at ``--call-thresholds``, or at
 the arg-max) are tuned per design on the validation slides; the design better on validation is shipped
 (with (b), the classifier is copied into the folder as ``classifier/``), and the card shows both
-on the test slides.
+on the test slides. With ``--centre-scale`` (a recipe field) the U-Net also learns the cells'
+centres, and the watershed from them (``watershed-centres``) joins the tuned methods.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from imagezoo.cell_training import (
     selection_key,
     tune_counter,
 )
+from imagezoo.cells import CENTRE
 from imagezoo.data import load_splits
 from imagezoo.hub import push_folder
 from imagezoo.inference import ImageClassifier
@@ -66,7 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--classifier", default="models/ldc-live-dead", help="crop classifier of design (b); '' for none")
     parser.add_argument("--design", default="auto", choices=["auto", *DESIGNS],
                         help="the design to ship; auto: the better on validation")
-    parser.add_argument("--methods", nargs="+", default=["components", "watershed-distance"], help="tuned on validation")
+    parser.add_argument("--centre-scale", type=float, default=None,
+                        help="also learn the cells' centres: ellipses this fraction of each box (default: the recipe's)")
+    parser.add_argument("--methods", nargs="+", default=None, help="tuned on validation (default: components, "
+                        "watershed-distance, and watershed-centres when the U-Net learns centres)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.4, 0.5, 0.6], help="tuned on validation")
     parser.add_argument("--min-sizes", type=int, nargs="+", default=[30, 60, 100], help="tuned on validation")
     parser.add_argument("--border-min-sizes", type=int, nargs="+", default=[0, 100, 150, 200],
@@ -83,7 +88,9 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     task = get_task(args.task)
-    recipe = unet_recipe(task, args)
+    recipe = unet_recipe(task, args).with_overrides(centre_scale=args.centre_scale)
+    centres = recipe.centre_scale is not None
+    methods = args.methods or ["components", "watershed-distance", *(["watershed-centres"] if centres else [])]
     output_dir = Path(args.output_dir or f"models/{task.name}")
     output_dir.mkdir(parents=True, exist_ok=True)
     logger.info("task %s, recipe %s: %s", task.name, args.recipe, recipe)
@@ -92,13 +99,15 @@ def main(argv: list[str] | None = None) -> Path:
     train = Slides.from_rows(subsample(dataset, "train", args.max_train_samples, args.seed))
     validation = Slides.from_rows(dataset["validation"])
     test = Slides.from_rows(dataset["test"])
-    config = SegmenterConfig(channels=task.label_names, **encoder_normalization(recipe.encoder), **task.model_config)
+    config = SegmenterConfig(channels=(*task.label_names, *([CENTRE] if centres else [])),
+                             **encoder_normalization(recipe.encoder), **task.model_config)
+    if centres:  # validate epochs with the post-processing the centres are for
+        config = dataclasses.replace(config, postprocess="watershed-centres")
 
     log = jsonl_logger(output_dir / "train_log.jsonl")
     start = time.time()
-    crops = SegmentationCrops(
-        train.images, train.targets(len(config.channels)), train_transform(recipe.crop_size, config, recipe.invert)
-    )
+    targets = train.targets(len(task.label_names), recipe.centre_scale)
+    crops = SegmentationCrops(train.images, targets, train_transform(recipe.crop_size, config, recipe.invert))
     result = fit_segmenter(recipe, crops, config, cell_validation(validation, config), None, args.seed, args.device, log)
     train_minutes = (time.time() - start) / 60
 
@@ -120,7 +129,7 @@ def main(argv: list[str] | None = None) -> Path:
     designs, tuned = {}, {}
     for name, candidate in candidates.items():
         tuned[name], val_metrics = tune_counter(
-            candidate, validation, val_probs, args.methods, args.thresholds, args.min_sizes, args.border_min_sizes,
+            candidate, validation, val_probs, methods, args.thresholds, args.min_sizes, args.border_min_sizes,
             min_probabilities,
         )
         settings = tuned[name].settings

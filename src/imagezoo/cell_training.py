@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from imagezoo.cells import CLASS_COLOURS, box_targets, viability_metrics
+from imagezoo.cells import CLASS_COLOURS, box_targets, class_channels, viability_metrics
 from imagezoo.inference import ImageClassifier
 from imagezoo.predictors.cells import CellCounter, CellSegmentation
 from imagezoo.segmentation import SegmenterConfig
@@ -53,9 +53,9 @@ class Slides:
     def __len__(self) -> int:
         return len(self.images)
 
-    def targets(self, n_classes: int) -> list[np.ndarray]:
+    def targets(self, n_classes: int, centre_scale: float | None = None) -> list[np.ndarray]:
         return [
-            box_targets(image.shape[:2], boxes, labels, n_classes)
+            box_targets(image.shape[:2], boxes, labels, n_classes, centre_scale)
             for image, boxes, labels in zip(self.images, self.boxes, self.box_labels)
         ]
 
@@ -82,7 +82,8 @@ class TuningCounter(CellCounter):
 
 def counter_for(model: nn.Module, config: SegmenterConfig, classifier: ImageClassifier | None = None) -> TuningCounter:
     """A :class:`CellCounter` around an in-memory model, as serving would load it (plus the verdict memo)."""
-    return TuningCounter(model, config, "(training)", "", {}, label_names=config.channels, classifier=classifier)
+    return TuningCounter(model, config, "(training)", "", {}, label_names=class_channels(config.channels),
+                         classifier=classifier)
 
 
 def predicted_cells(segmentation: CellSegmentation) -> list[tuple[float, float, int]]:
@@ -113,7 +114,7 @@ def cell_validation(validation: Slides, config: SegmenterConfig) -> Callable[[nn
         counter = counter_for(model, config)
         metrics = evaluate_counter(counter, validation, [counter.probabilities(t) for t in validation.tensors()])
         overall = metrics["overall"]
-        flat = {f"{name}_f1": overall[name]["f1"] for name in (*config.channels, "cells")}
+        flat = {f"{name}_f1": overall[name]["f1"] for name in (*counter.label_names, "cells")}
         flat["viability_mae"] = overall["viability_mae"]
         return flat, selection_key(metrics)
 

@@ -4,8 +4,11 @@ A viability U-Net predicts one sigmoid channel per class (``dead``, ``live``): t
 ellipse inscribed in each annotated box. A cell is a connected blob of the strongest
 channel (touching cells split by the nuclei path's distance watershed); its class is the
 channel with the larger mean over the blob, or the crop classifier's verdict on the blob's
-box. Counts are scored the way a biologist checks them: a predicted centre inside a true box
-of its class, matched one-to-one.
+box. A counter may also learn a ``centre`` channel, each box's ellipse shrunk about its
+centre, whose blobs seed the watershed instead: one seed per cell even where cells touch
+(the nuclei path's body-minus-border idea for cells without drawn outlines). Counts are
+scored the way a biologist checks them: a predicted centre inside a true box of its class,
+matched one-to-one.
 
 Serving code: numpy, scipy and scikit-image only.
 """
@@ -27,17 +30,33 @@ from imagezoo.viability import viability_fraction
 
 #: the colours cells are outlined with, by class
 CLASS_COLOURS = {"live": (0, 200, 0), "dead": (230, 0, 0)}
+#: the name of a counter's optional last channel, the cells' centres (see the module docstring)
+CENTRE = "centre"
 
 
-def box_targets(shape: tuple[int, int], boxes: Sequence[Sequence[int]], labels: Sequence[int], n_classes: int) -> np.ndarray:
+def class_channels(channels: Sequence[str]) -> tuple[str, ...]:
+    """A counter's class channels: all its channels but a last :data:`CENTRE` one."""
+    return tuple(channels[:-1] if channels[-1] == CENTRE else channels)
+
+
+def box_targets(
+    shape: tuple[int, int],
+    boxes: Sequence[Sequence[int]],
+    labels: Sequence[int],
+    n_classes: int,
+    centre_scale: float | None = None,
+) -> np.ndarray:
     """uint8 (n_classes, H, W): the filled ellipse inscribed in each ``[xmin, ymin, xmax, ymax]``
-    box, in its label's channel."""
-    targets = np.zeros((n_classes, *shape), dtype=np.uint8)
+    box, in its label's channel; with ``centre_scale``, one more channel (:data:`CENTRE`) holds
+    every box's ellipse with its radii scaled by it (at least one pixel)."""
+    targets = np.zeros((n_classes + (centre_scale is not None), *shape), dtype=np.uint8)
     for (xmin, ymin, xmax, ymax), label in zip(boxes, labels):
         centre = ((ymin + ymax - 1) / 2, (xmin + xmax - 1) / 2)
         radii = (max((ymax - ymin) / 2, 0.5), max((xmax - xmin) / 2, 0.5))
-        rows, cols = ellipse(*centre, *radii, shape=shape)
-        targets[label, rows, cols] = 1
+        targets[(label, *ellipse(*centre, *radii, shape=shape))] = 1
+        if centre_scale is not None:
+            core = tuple(max(radius * centre_scale, 1.0) for radius in radii)
+            targets[(-1, *ellipse(*centre, *core, shape=shape))] = 1
     return targets
 
 
@@ -66,16 +85,25 @@ def call_class(probabilities: Sequence[float], label_names: Sequence[str],
 
 
 def find_cells(
-    probs: np.ndarray, method: str, threshold: float, min_size: int, border_min_size: int | None = None
+    probs: np.ndarray,
+    method: str,
+    threshold: float,
+    min_size: int,
+    border_min_size: int | None = None,
+    centre: np.ndarray | None = None,
 ) -> np.ndarray:
     """Instance labels of the cells in (n_classes, H, W) probabilities: ``method``'s instances
-    (:data:`~imagezoo.instances.POSTPROCESSORS`) of the per-pixel strongest class.
+    (:data:`~imagezoo.instances.POSTPROCESSORS`) of the per-pixel strongest class, with the
+    (H, W) ``centre`` probabilities as a second channel when the counter predicts them.
 
     Annotators skip cells that the image edge cuts off, so an object touching the edge is kept
     only with at least ``border_min_size`` pixels (``None``: no such rule); objects are then
     numbered 1..N again.
     """
-    labels = postprocess(method, probs.max(axis=0, keepdims=True), threshold=threshold, min_size=min_size)
+    channels = probs.max(axis=0, keepdims=True)
+    if centre is not None:
+        channels = np.concatenate([channels, centre[None]])
+    labels = postprocess(method, channels, threshold=threshold, min_size=min_size)
     if border_min_size:
         sizes = np.bincount(labels.ravel())
         edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))

@@ -60,6 +60,7 @@ class SegmentationRecipe:
     num_workers: int = 0  # DataLoader workers for augmentation (on a CPU the cores run the model)
     pretrained: bool = True
     losses: tuple[str, ...] = ("dice", "bce")  # summed; names of imagezoo.segmentation_training.LOSSES
+    centre_scale: float | None = None  # cell counters: also learn the cells' centres, ellipses this fraction of a box
 
     def with_overrides(self, **overrides) -> "SegmentationRecipe":
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})

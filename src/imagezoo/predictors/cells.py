@@ -1,7 +1,8 @@
 """The ``"cell-counter"`` predictor: a U-Net folder -> every cell of a slide, its class, counts and viability.
 
-The U-Net predicts one channel per class (``dead``, ``live``); cells are the blobs of the
-strongest channel (:func:`imagezoo.cells.find_cells`). Each cell is labelled by the channel
+The U-Net predicts one channel per class (``dead``, ``live``), and optionally the cells'
+centres; cells are the blobs of the strongest class channel, split from the centres when there
+are any (:func:`imagezoo.cells.find_cells`). Each cell is labelled by the channel
 means over its blob or, when the folder ships a crop classifier (``_imagezoo.classifier``,
 a timm folder inside the model's), by that classifier on the blob's box, cropped exactly as
 in its training. Everything else (any image size, label images, object tables) is the
@@ -18,7 +19,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from imagezoo.cells import Cell, call_class, cell_geometry, channel_probabilities, find_cells, make_cells, outline
+from imagezoo.cells import (
+    CENTRE,
+    Cell,
+    call_class,
+    cell_geometry,
+    channel_probabilities,
+    class_channels,
+    find_cells,
+    make_cells,
+    outline,
+)
 from imagezoo.data.voc import Box
 from imagezoo.inference import ImageClassifier
 from imagezoo.instances import encode_rle
@@ -59,7 +70,8 @@ class CellSegmentation(Segmentation):
 @register_predictor
 @dataclass
 class CellCounter(InstanceSegmenter):
-    """A class-per-channel U-Net, its post-processing settings and an optional crop classifier."""
+    """A class-per-channel U-Net (plus a centre channel, last, when ``settings.channels`` name
+    one), its post-processing settings and an optional crop classifier."""
 
     kind = "cell-counter"
 
@@ -71,22 +83,28 @@ class CellCounter(InstanceSegmenter):
         classifier = None
         if settings.classifier:
             classifier = ImageClassifier.from_pretrained(str(folder / settings.classifier))
-            if set(classifier.label_names) != set(settings.channels):
-                raise ValueError(f"{model_id}: its classifier's labels {classifier.label_names} are not {settings.channels}")
-        return cls(model, settings, model_id, revision, config, label_names=settings.channels, classifier=classifier)
+        label_names = class_channels(settings.channels)
+        if classifier is not None and set(classifier.label_names) != set(label_names):
+            raise ValueError(f"{model_id}: its classifier's labels {classifier.label_names} are not {label_names}")
+        return cls(model, settings, model_id, revision, config, label_names=label_names, classifier=classifier)
+
+    @property
+    def has_centres(self) -> bool:
+        return self.settings.channels[-1] == CENTRE
 
     def instances(
         self, probabilities: np.ndarray, threshold: float | None = None, min_size: int | None = None
     ) -> np.ndarray:
         settings = self.postprocess_settings(threshold, min_size)
+        classes, centre = (probabilities[:-1], probabilities[-1]) if self.has_centres else (probabilities, None)
         return find_cells(
-            probabilities, settings.postprocess, settings.threshold, settings.min_size, settings.border_min_size
+            classes, settings.postprocess, settings.threshold, settings.min_size, settings.border_min_size, centre
         )
 
     def classify(self, image: torch.Tensor, probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """(n_cells, n_classes) class probabilities, in ``label_names`` order."""
         if self.classifier is None:
-            return channel_probabilities(probabilities, labels)
+            return channel_probabilities(probabilities[: len(self.label_names)], labels)
         return self.classify_boxes(image, [box for _, _, box in cell_geometry(labels)])
 
     def classify_boxes(self, image: torch.Tensor, boxes: Sequence[tuple[int, int, int, int]]) -> np.ndarray:
