@@ -32,7 +32,8 @@ class SegmenterConfig:
     """What serving needs beyond the network: input normalisation, tiling and post-processing.
 
     ``channels`` name the network's outputs: ``body`` (nucleus foreground) and ``border``
-    (nucleus boundaries and contacts); the watershed grows body-minus-border seeds.
+    (nucleus boundaries and contacts); the watershed grows body-minus-border seeds. A cell
+    counter's are its classes, then optionally ``centre`` (:mod:`imagezoo.cells`).
     ``threshold`` and ``min_size`` are the post-processing settings tuned on validation.
     ``percentiles``: each image's intensities are stretched so these percentiles become 0 and
     255 before ``mean``/``std`` (``None``: not stretched), as CSBDeep and Cellpose do, so a dim
