@@ -54,7 +54,7 @@ def test_duplicate_slides_are_kept_once(tmp_path, ldc_dir):
 def test_training_writes_an_smp_folder_with_both_designs_measured(cell_counter_model):
     config = json.loads((cell_counter_model / "config.json").read_text())
     assert config["_imagezoo"]["predictor"] == "cell-counter"
-    assert config["_imagezoo"]["channels"] == ["dead", "live"]
+    assert config["_imagezoo"]["channels"] == ["dead", "live", "centre"]  # the recipe learns the cells' centres
     assert config["_imagezoo"]["classifier"] == "classifier"
     rule = config["_imagezoo"]["min_probability"]  # the calling rule tuned on validation: arg-max or dead held back
     assert rule is None or (rule[0] == "dead" and rule[1] in (0.6, 0.7, 0.8)), rule
@@ -66,7 +66,7 @@ def test_training_writes_an_smp_folder_with_both_designs_measured(cell_counter_m
     assert results["metrics"]["without_cells"]["n_images"] >= 0
     card = (cell_counter_model / "README.md").read_text()
     assert "model-index" in card and "Two designs, one split" in card and "(**served**)" in card
-    assert smp.from_pretrained(str(cell_counter_model)).segmentation_head[0].out_channels == 2
+    assert smp.from_pretrained(str(cell_counter_model)).segmentation_head[0].out_channels == 3
 
 
 def test_predictor_finds_classifies_and_summarises_cells(cell_counter_model, ldc_dir):

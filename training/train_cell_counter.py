@@ -69,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--design", default="auto", choices=["auto", *DESIGNS],
                         help="the design to ship; auto: the better on validation")
     parser.add_argument("--centre-scale", type=float, default=None,
-                        help="also learn the cells' centres: ellipses this fraction of each box (default: the recipe's)")
+                        help="learn the cells' centres as ellipses this fraction of each box (0: no centre channel; "
+                        "default: the recipe's)")
     parser.add_argument("--methods", nargs="+", default=None, help="tuned on validation (default: components, "
                         "watershed-distance, and watershed-centres when the U-Net learns centres)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.4, 0.5, 0.6], help="tuned on validation")
@@ -88,7 +89,9 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     task = get_task(args.task)
-    recipe = unet_recipe(task, args).with_overrides(centre_scale=args.centre_scale)
+    recipe = unet_recipe(task, args)
+    if args.centre_scale is not None:  # 0 turns the centre channel off
+        recipe = dataclasses.replace(recipe, centre_scale=args.centre_scale or None)
     centres = recipe.centre_scale is not None
     methods = args.methods or ["components", "watershed-distance", *(["watershed-centres"] if centres else [])]
     output_dir = Path(args.output_dir or f"models/{task.name}")
