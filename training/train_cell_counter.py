@@ -11,8 +11,8 @@ Post-processing (method, threshold, minimum size, minimum size of objects cut by
 edge), then the calling rule (a cell is called ``--call-label`` only at ``--call-thresholds``, or at
 the arg-max) are tuned per design on the validation slides; the design better on validation is shipped
 (with (b), the classifier is copied into the folder as ``classifier/``), and the card shows both
-on the test slides. With ``--centre-scale`` (a recipe field) the U-Net also learns the cells'
-centres, and the watershed from them (``watershed-centres``) joins the tuned methods.
+on the test slides. The recipes' ``centre_scale`` (``--centre-scale``; 0: none) makes the U-Net
+also learn the cells' centres, and the watershed from them (``watershed-centres``) joins the tuned methods.
 """
 
 from __future__ import annotations

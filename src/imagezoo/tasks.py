@@ -340,7 +340,7 @@ register_task(
         dataset_repo_id=f"{HUB_ORG}/ldc-slides",
         label_names=("dead", "live"),  # the U-Net's output channels, as ldc-live-dead's labels
         recipes={
-            # 2 CPU cores: about 7 min of training + 4-8 of tuning and evaluation (measured). 128 px crops of
+            # 2 CPU cores: 7.0 min of training + 9.5 of tuning and evaluation (measured). 128 px crops of
             # the ~220 px slides (cells are ~20 px), no inversion (a live cell's bright centre is the signal).
             # A centre channel (0.4 of each box's radii): validation cells F1 0.919 -> 0.943 (README).
             "quick": CELL_COUNTER_QUICK_RECIPE,
