@@ -5,7 +5,7 @@
     python training/train_cell_counter.py --push-to-hub ORG/ldc-viability
 
 Two designs are measured on the same image-grouped split: (a) the U-Net alone, a cell's class
-being the stronger of its two channels; (b) the U-Net's cells, each classified by the crop
+being the stronger of its two class channels; (b) the U-Net's cells, each classified by the crop
 classifier ``--classifier`` (default ``models/ldc-live-dead``, skipped if absent) on its box.
 Post-processing (method, threshold, minimum size, minimum size of objects cut by the image
 edge), then the calling rule (a cell is called ``--call-label`` only at ``--call-thresholds``, or at
@@ -56,7 +56,7 @@ logger = logging.getLogger("train_cell_counter")
 COUNTER_TASKS = sorted(name for name, task in TASKS.items() if task.model_config.get("predictor") == "cell-counter")
 CLASSIFIER_FOLDER = "classifier"
 DESIGNS = {
-    "unet": "U-Net alone: each cell's class is the stronger of its two output channels",
+    "unet": "U-Net alone: each cell's class is the stronger of its two class channels",
     "unet+classifier": "U-Net finds the cells, the crop classifier labels each one from its box",
 }
 
