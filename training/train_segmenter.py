@@ -4,8 +4,9 @@
     python training/train_segmenter.py --recipe full           # GPU recipe
     python training/train_segmenter.py --push-to-hub ORG/nuclei-unet
 
-After training, the threshold and minimum object size of every post-processing are tuned on
-the validation images, and the test images are scored with each of them. The output folder is
+After training, the threshold and minimum object size of each post-processing (``--methods``: the
+body-border watershed and the two baselines that ignore the border) are tuned on the validation
+images, and the test images are scored with each of them. The output folder is
 in smp's Hub format (config.json with our serving settings under "_imagezoo", model.safetensors,
 README.md) plus eval_results.json, train_log.jsonl and test_predictions.png;
 ``smp.from_pretrained(folder)`` loads it.
@@ -60,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="nuclei-unet", choices=SEGMENTATION_TASKS)
     add_unet_arguments(parser)
+    parser.add_argument("--methods", nargs="+", choices=sorted(POSTPROCESSORS),
+                        default=["watershed-border", "watershed-distance", "components"],
+                        help="post-processings of (body, border) tuned and scored on validation; the best is served")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6, 0.7], help="tuned on validation")
     parser.add_argument("--min-sizes", type=int, nargs="+", default=[10, 25, 50], help="tuned on validation")
     return parser.parse_args(argv)
@@ -94,7 +98,7 @@ def main(argv: list[str] | None = None) -> Path:
     val_probs = predict_all(result.model, validation.images, config)
     test_probs = predict_all(result.model, test.images, config)
     postprocessing = {}
-    for method in POSTPROCESSORS:
+    for method in args.methods:
         params, val_metrics = tune_postprocessing(val_probs, validation, method, args.thresholds, args.min_sizes)
         postprocessing[method] = {
             **params,
