@@ -20,7 +20,6 @@ import torch
 from PIL import Image
 
 from imagezoo.cells import (
-    CENTRE,
     Cell,
     call_class,
     cell_geometry,
@@ -90,13 +89,18 @@ class CellCounter(InstanceSegmenter):
 
     @property
     def has_centres(self) -> bool:
-        return self.settings.channels[-1] == CENTRE
+        return len(self.settings.channels) > len(self.label_names)
+
+    def split_centre(self, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The network's probabilities as (class channels, the centre channel or ``None``)."""
+        n_classes = len(self.label_names)
+        return probabilities[:n_classes], probabilities[n_classes] if self.has_centres else None
 
     def instances(
         self, probabilities: np.ndarray, threshold: float | None = None, min_size: int | None = None
     ) -> np.ndarray:
         settings = self.postprocess_settings(threshold, min_size)
-        classes, centre = (probabilities[:-1], probabilities[-1]) if self.has_centres else (probabilities, None)
+        classes, centre = self.split_centre(probabilities)
         return find_cells(
             classes, settings.postprocess, settings.threshold, settings.min_size, settings.border_min_size, centre
         )
@@ -104,7 +108,7 @@ class CellCounter(InstanceSegmenter):
     def classify(self, image: torch.Tensor, probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """(n_cells, n_classes) class probabilities, in ``label_names`` order."""
         if self.classifier is None:
-            return channel_probabilities(probabilities[: len(self.label_names)], labels)
+            return channel_probabilities(self.split_centre(probabilities)[0], labels)
         return self.classify_boxes(image, [box for _, _, box in cell_geometry(labels)])
 
     def classify_boxes(self, image: torch.Tensor, boxes: Sequence[tuple[int, int, int, int]]) -> np.ndarray:
