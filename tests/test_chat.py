@@ -62,9 +62,9 @@ def hits(chat: Chat) -> dict[str, list[tuple[bool, bool]]]:
     return retrieval_hits(chat)
 
 
-# Measured: English 36/37 top-1, 37/37 top-3; Spanish 34/37 and 37/37. Our targets: top-1 >= 0.90 overall
-# (0.946), top-3 >= 0.97 (1.000). This set informed the knowledge base's questions and the thresholds (README),
-# so the blind set below is the honest measure.
+# Measured: English 37/37 top-1, 37/37 top-3; Spanish 35/37 and 37/37. Our targets: top-1 >= 0.90 overall
+# (0.973), top-3 >= 0.97 (1.000). This set informed the knowledge base's questions, the thresholds and the
+# fusion (README), so the blind sets below are the honest measure.
 def test_retrieval_accuracy(hits):
     top1, top3 = rates([h for per_language in hits.values() for h in per_language])
     assert top1 >= 0.90, report(hits)
@@ -165,10 +165,13 @@ def test_cli_simulated_scan(capsys):
 
 # (file, top-1 floor, top-3 floor, most false refusals): held at the measured levels (README), so a regression
 # shows. chat_dev_questions.json was written blind to the first set and has guided changes since;
-# chat_blind_questions.json was written from the passage titles alone and guided only the diagnostic rules.
+# chat_blind_questions.json was written from the passage titles alone and guided the diagnostic rules and the
+# fusion; chat_blind2_questions.json, written the same way later, judged the fusion once and guided the rules
+# added after it (its refusals are no longer blind).
 @pytest.mark.parametrize("name, top1_floor, top3_floor, false_refusals", [
-    ("chat_dev_questions.json", 0.76, 0.95, 0),  # measured 48/60 = 0.800, 59/60 = 0.983, 0
-    ("chat_blind_questions.json", 0.81, 0.88, 6),  # measured 67/80 = 0.838, 73/80 = 0.912, 6 (Spanish, off-topic)
+    ("chat_dev_questions.json", 0.85, 0.95, 0),  # measured 53/60 = 0.883, 59/60 = 0.983, 0
+    ("chat_blind_questions.json", 0.90, 0.95, 6),  # measured 75/80 = 0.938, 78/80 = 0.975, 6 (Spanish, off-topic)
+    ("chat_blind2_questions.json", 0.90, 0.97, 3),  # measured 75/80 = 0.938, 79/80 = 0.988, 3 (off-topic)
 ])
 def test_question_sets_written_by_others(chat: Chat, name: str, top1_floor: float, top3_floor: float,
                                          false_refusals: int):

@@ -19,7 +19,7 @@ from typing import Literal
 from imagezoo.chat.corpus import LANGUAGES, ModelFacts, Passage, load_passages
 from imagezoo.chat.generate import Generator
 from imagezoo.chat.language import detect_language, language_confidence
-from imagezoo.chat.retrieval import FusionWeights, Hit, HybridRetriever, fold_accents
+from imagezoo.chat.retrieval import RRF_K, FusionWeights, Hit, HybridRetriever, fold_accents
 
 # Topics whose answers are about health, so they end with the not-a-diagnosis reminder.
 NON_MEDICAL_TOPICS = {"models", "privacy"}
@@ -65,12 +65,16 @@ UNSAFE = _rules(  # self-harm, and getting drugs around a doctor
     r"\bno (volver a )?despertar", r"\bwithout (my )?(doctor|gp)\b.{0,10}\b(knowing|finding out)",
     r"\bsin que (se entere|lo sepa)\b.{0,10}\b(medico|doctor)",
     r"\b(comprar|conseguir)\b.*\b(opioides?|morfina|oxicodona|fentanilo|drogas)\b",
+    # "I don't want to be here anymore", "the easiest way to end it" (the second blind set)
+    r"\b(don'?t|do not) want to (be here|live|go on)\b", r"\b(easiest|quickest|painless) way to (die|end it|go)\b",
+    r"\bno quiero (seguir viviendo|vivir|estar aqui)\b", r"\bacabar con (todo|mi vida)\b",
+    r"\bforma (mas )?(facil|rapida) de (morir|acabar)\b",
 )
 DIAGNOSTIC = _rules(  # "do I have...?", "is my ... a tumour?", treatment decisions and doses
     r"\b(do|did|could|might|may) i (have|got) (a |an |some )?(brain )?(tumou?r|cancer|glioma|meningioma|adenoma|something)",
     r"\b(means?|shows?) (that )?i have\b", r"\bam i (sick|ill|dying)\b",
     r"\b(is|are|could) my\b.{0,40}\b(tumou?r|cancer)", r"\bdiagnos\w* (me|my)\b",
-    r"\bshould i (take|stop|start|use)\b(?!.{0,40}\b(mri|scan|appointment)\b)",
+    r"\bshould i (take|stop|start|use)\b(?! (with|along)\b)(?!.{0,40}\b(mri|scan|appointment)\b)",
     r"\bshould i (get|have)\b.{0,20}\b(surgery|operat\w*|treatment|radio\w*|radiation|chemo\w*)",
     r"\b(dose|doses|dosage|dosing|mg)\b",
     # "¿tengo un tumor?", not "tengo una placa de titanio" nor "si creo que tengo un tumor, ¿a qué médico voy?"
@@ -89,6 +93,13 @@ DIAGNOSTIC = _rules(  # "do I have...?", "is my ... a tumour?", treatment decisi
     r"\b(mira|mire|revisa|revise|lee|lea)\b.{0,20}\bmis? (resonancia|escaner|imagen|imagenes|prueba)s?\b"
     r".{0,40}\b(dime|digame|si)\b",
     r"\b(dime|digame)\b.{0,20}\bsi (lo que )?(tengo|es|sera)\b", r"\bque me pasa\b",
+    # the second blind set: "is it cancer? just tell me yes or no", "which kind of tumour do you think I have?",
+    # someone else's case ("does my son have a tumour?", "mi hijo vomita..., ¿tiene un tumor cerebral?")
+    r"\bmy (mri|scan|image|result)\b.{0,80}\bis it (a |an )?(cancer|tumou?r|malignant)\b",
+    r"\btell me (yes or no|if it'?s|whether it'?s)\b",
+    r"\b(do|would) you think (i|he|she|it) (have|has|got|is)\b",
+    r"\b(does|could|might) (he|she|my \w+) have (a |an )?(brain )?(tumou?r|cancer|glioma|meningioma|adenoma)",
+    r"¿\s*(tiene|tendra|tendria) (un |una )?(cancer|tumor|glioma|meningioma|adenoma)\b",
 )
 SCAN = _rules(  # questions about the user's own analysis result
     r"\bmy (results?|prediction|analysis)\b", r"\b(explain|interpret|read|mean\w*)\b.*\bmy (scan|mri|image|slice)\b",
@@ -183,7 +194,7 @@ class Chat:
         knowledge_path: str | Path | None = None,
         models_dir: str | Path | None = None,
         weights: dict[str, FusionWeights] | None = None,
-        rrf_k: int = 60,
+        rrf_k: int = RRF_K,
         min_similarity: dict[str, float] | None = None,
         facts: ModelFacts | None = None,
         generator: Generator | None = None,
