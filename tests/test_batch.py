@@ -196,6 +196,23 @@ def test_resume_rescores_changed_files_and_drops_deleted_ones(trained_model, ldc
     assert second[LDC_SAMPLES["L"]] == first[LDC_SAMPLES["L"]]
 
 
+def test_resume_takes_each_file_from_one_source(trained_model, ldc_sample_dir, tmp_path):
+    """A complete output plus the parts of a killed re-run both hold every file: resuming must not
+    merge both copies (nor an old error row beside a newer success)."""
+    folder = tmp_path / "slides"
+    shutil.copytree(ldc_sample_dir, folder)
+    out = tmp_path / "out.parquet"
+    run_job(folder, str(trained_model), out, boxes="voc", progress=False)
+    first = read_rows(out)
+    parts = out.with_name(out.name + ".parts")
+    parts.mkdir()
+    shutil.copy(out, parts / "part-00000.parquet")  # what a killed non-resume re-run leaves beside it
+    summary = run_job(folder, str(trained_model), out, boxes="voc", resume=True, progress=False)
+    again = read_rows(out)
+    assert summary.scored == 0 and summary.skipped > 0
+    assert len(again) == len(first) and sorted(map(key, again)) == sorted(map(key, first))
+
+
 def test_ray_engine_gives_the_same_rows_as_local(trained_model, slides, tmp_path):
     pytest.importorskip("ray")
     local, distributed = tmp_path / "local.parquet", tmp_path / "ray.parquet"

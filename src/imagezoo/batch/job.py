@@ -79,7 +79,7 @@ def run_job(
     reused = ENGINES[engine](job)
     job.writer.flush()
     job.summary.seconds = time.perf_counter() - start
-    finalize(out, schema, reused_sources, reused, job.writer.written)
+    finalize(out, schema, done, reused, job.writer.written)
     scored = pq.read_table(out, columns=["path", "error"]).to_pylist()
     predictor.finish_outputs(options, sorted({row["path"] for row in scored if row["error"] is None}))
     return job.summary

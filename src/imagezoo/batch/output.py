@@ -105,30 +105,35 @@ def previous_sources(out: Path, schema: pa.Schema) -> list[Path]:
     return sources
 
 
-def done_keys(sources: list[Path], revision: str) -> set[tuple[str, str]]:
-    """(path, sha256) already scored without error by this model revision."""
-    keys = set()
-    for source in sources:
+def done_keys(sources: list[Path], revision: str) -> dict[tuple[str, str], Path]:
+    """(path, sha256) already scored without error by this model revision -> the newest source holding
+    those rows. One source per file: an older output may also hold it (an error row since retried, or
+    the rows a killed re-run wrote again), and merging both would give the file two sets of rows."""
+    keys = {}
+    for source in sources:  # oldest first: the last complete output, then the parts in order
         table = pq.read_table(source, columns=["path", "sha256", "model_revision", "error"])
         for path, sha, rev, err in zip(*(table[c].to_pylist() for c in table.column_names)):
             if rev == revision and err is None:
-                keys.add((path, sha))
+                keys[path, sha] = source
     return keys
 
 
-def finalize(out: Path, schema: pa.Schema, reused: list[Path], keep: set[tuple[str, str]], new_parts: list[Path]) -> None:
-    """Merge reused rows (only those in ``keep``) and this run's parts into ``out``, atomically.
+def finalize(out: Path, schema: pa.Schema, done: dict[tuple[str, str], Path], keep: set[tuple[str, str]],
+             new_parts: list[Path]) -> None:
+    """Merge the reused rows (files in ``keep``, each from its source in ``done``) and this run's parts
+    into ``out``, atomically.
 
-    ``reused`` holds only files written with ``schema`` (see :func:`previous_sources`).
+    ``done``'s sources hold only files written with ``schema`` (see :func:`previous_sources`).
     """
 
     def merge(tmp: Path) -> None:
         with pq.ParquetWriter(tmp, schema) as writer:
-            for source in reused:
+            for source in dict.fromkeys(done.values()):
                 parquet = pq.ParquetFile(source)
                 for group in range(parquet.num_row_groups):
                     table = parquet.read_row_group(group)
-                    mask = [(p, s) in keep for p, s in zip(table["path"].to_pylist(), table["sha256"].to_pylist())]
+                    keys = zip(table["path"].to_pylist(), table["sha256"].to_pylist())
+                    mask = [key in keep and done[key] == source for key in keys]
                     if any(mask):
                         writer.write_table(table.filter(pa.array(mask)))
             for part in new_parts:
