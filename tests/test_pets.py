@@ -4,6 +4,7 @@ ONNX runtimes, the batch job and the Space (the real-browser webcam test is test
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -121,6 +122,9 @@ def test_onnx_and_torch_runtimes_agree(pets_model, pets_dataset):
              for runtime in ("torch", "onnx", "onnx-int8")}
     np.testing.assert_allclose(probs["onnx"], probs["torch"], atol=1e-4)
     np.testing.assert_allclose(probs["onnx-int8"].sum(1), 1, atol=1e-4)  # how close it comes is measured in training
+    # a spawned batch-job worker gets the predictor pickled: the session is rebuilt there, not copied
+    onnx = pickle.loads(pickle.dumps(ImageClassifier.from_pretrained(str(pets_model), runtime="onnx")))
+    np.testing.assert_allclose(onnx.predict_images(images), probs["onnx"], atol=1e-6)
     with pytest.raises(ValueError, match="known"):
         ImageClassifier.from_pretrained(str(pets_model), runtime="tensorrt")
 

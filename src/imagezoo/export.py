@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Iterable
@@ -77,19 +78,38 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: Ite
 
 
 class OnnxRunner:
-    """An onnxruntime CPU session as a callable: float (N, 3, H, W) tensor -> logits tensor."""
+    """An onnxruntime CPU session as a callable: float (N, 3, H, W) tensor -> logits tensor.
+
+    The session is built in the process that runs it, with that process's torch thread count: a batch
+    job's workers (forked, or spawned, which pickles the predictor) each build their own single-threaded
+    one; a session cannot be pickled, and a forked copy of the parent's has lost its threads.
+    """
 
     def __init__(self, path: str | Path, threads: int | None = None):
+        self.path = Path(path)
+        self.threads = threads
+        self._session, self._pid = self._new_session(), os.getpid()  # a bad file fails at load time
+
+    def _new_session(self):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = self.threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         # idle workers sleep instead of spinning: a server decodes frames and runs torch between calls,
         # and spinning threads starve them (measured: torch's forward 2-3x slower beside a spinning session)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+
+    @property
+    def session(self):
+        """This process's session (built on first use in a worker)."""
+        if self._pid != os.getpid():
+            self._session, self._pid = self._new_session(), os.getpid()
+        return self._session
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_session": None, "_pid": None}
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.session.run(None, {INPUT_NAME: batch.contiguous().numpy()})[0])
