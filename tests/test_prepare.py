@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import LDC_SAMPLES
 
-from imagezoo.data import load_splits
+from imagezoo.data import check_label_names, load_splits
 from imagezoo.data.ldc import LABEL_NAMES, assign_split, build_ldc_dataset, pixel_sha256
 from imagezoo.data.voc import AnnotationError, read_voc
 from imagezoo.images import load_image
@@ -109,10 +109,26 @@ def test_malformed_xml_is_a_clear_error(tmp_path):
 def test_reloading_a_rewritten_folder_gives_the_new_rows(tmp_path, ldc_sample_dir):
     import prepare_ldc
 
-    out = tmp_path / "crops"
-    prepare_ldc.main(["--ldc-dir", str(ldc_sample_dir), "--out", str(out), "--context", "0.5"])
-    first = [im.size for split in load_splits(str(out)).values() for im in split["image"]]
-    assert len(first) > 0  # six slides leave some splits empty: those are left out, not written empty
-    prepare_ldc.main(["--ldc-dir", str(ldc_sample_dir), "--out", str(out), "--context", "1.0"])
-    second = [im.size for split in load_splits(str(out)).values() for im in split["image"]]
-    assert len(first) == len(second) and all(b[0] > a[0] for a, b in zip(first, second))
+    slides, out = tmp_path / "slides", tmp_path / "crops"
+    shutil.copytree(ldc_sample_dir, slides)
+    prepare_ldc.main(["--ldc-dir", str(slides), "--out", str(out)])
+    first = sum(len(split) for split in load_splits(str(out)).values())
+    assert first > 0  # six slides leave some splits empty: those are left out, not written empty
+    png = next(slides.glob("*.png"))
+    boxes = len(read_voc(png.with_suffix(".xml")))
+    png.unlink()
+    prepare_ldc.main(["--ldc-dir", str(slides), "--out", str(out)])
+    assert sum(len(split) for split in load_splits(str(out)).values()) == first - boxes
+
+
+def test_training_refuses_a_dataset_whose_classes_are_in_another_order():
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence
+
+    def dataset(names: list[str]) -> DatasetDict:
+        features = Features({"label": ClassLabel(names=names), "box_labels": Sequence(ClassLabel(names=names))})
+        return DatasetDict(train=Dataset.from_dict({"label": [0, 1], "box_labels": [[0], [1, 0]]}, features=features))
+
+    check_label_names(dataset(list(LABEL_NAMES)), LABEL_NAMES, "ours")
+    for column in ("label", "box_labels"):
+        with pytest.raises(ValueError, match=r"'live', 'dead'"):
+            check_label_names(dataset(list(reversed(LABEL_NAMES))), LABEL_NAMES, "swapped", column)

@@ -3,7 +3,8 @@
     python training/prepare_ldc.py --ldc-dir "../shared/data/ldc/Original Dataset" --out data/ldc-crops
 
 Writes Parquet shards and a dataset card so that ``datasets.load_dataset("data/ldc-crops")``
-and, after ``--push-to-hub ORG/ldc-crops``, ``load_dataset("ORG/ldc-crops")`` give the same rows.
+and, after ``--push-to-hub ORG/ldc-crops``, ``load_dataset("ORG/ldc-crops")`` give the same rows. Cells are
+cropped with the registry's ``CELL_CROP_CONTEXT``, which the trained classifier records for inference.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from imagezoo.data.ldc import LABEL_NAMES, SPLITS, build_ldc_dataset
 from imagezoo.hub import save_prepared_dataset
+from imagezoo.tasks import CELL_CROP_CONTEXT
 
 logger = logging.getLogger("prepare_ldc")
 
@@ -24,7 +26,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ldc-dir", default="../shared/data/ldc/Original Dataset", help="LDC folder (PNG + VOC XML)")
     parser.add_argument("--out", default="data/ldc-crops", help="output dataset folder")
-    parser.add_argument("--context", type=float, default=0.5, help="margin around each box, in box sides")
     parser.add_argument("--seed", type=int, default=0, help="seed of the image-grouped split")
     parser.add_argument("--examples-dir", default=None, help="also write a few test crops here (Space examples)")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="upload the folder as a dataset repo")
@@ -43,7 +44,7 @@ def write_examples(test_split, folder: Path, per_class: int = 3) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    dataset, report = build_ldc_dataset(args.ldc_dir, context=args.context, seed=args.seed)
+    dataset, report = build_ldc_dataset(args.ldc_dir, seed=args.seed)
     logger.info("prepared:\n%s", report.summary())
     save_prepared_dataset(
         dataset,
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         source=Path(args.ldc_dir).name,
         n_images=report.n_images,
         n_images_without_cells=report.n_images_without_cells,
-        context=1 + 2 * args.context,
+        context=1 + 2 * CELL_CROP_CONTEXT,
         seed=args.seed,
         split_rows=[(s, report.crops[s, "dead"], report.crops[s, "live"]) for s in SPLITS],
         skipped=len(report.skipped),

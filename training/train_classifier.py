@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from imagezoo.cards import classifier_card
-from imagezoo.data import load_splits
+from imagezoo.data import check_label_names, load_splits
 from imagezoo.evaluation import classification_metrics, paired_bootstrap, save_confusion_matrix
 from imagezoo.export import choose_runtime, compare_runtimes, exportable_copy
 from imagezoo.gate import MahalanobisScore, pooled_features
@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> Path:
     logger.info("task %s, recipe %s: %s", task.name, recipe_name, recipe)
 
     dataset = load_splits(args.dataset or task.dataset)
+    check_label_names(dataset, task.label_names, args.dataset or task.dataset)
     train = load_split(dataset, "train", args.max_train_samples, args.seed)
     validation = load_split(dataset, "validation")
     test = load_split(dataset, "test")

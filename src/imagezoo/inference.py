@@ -28,7 +28,7 @@ from torch import nn
 from torchvision.transforms import CenterCrop, Resize, v2
 
 import imagezoo  # noqa: F401  (registers imagezoo architectures with timm)
-from imagezoo.data.voc import DEFAULT_CONTEXT, cell_inputs, clip_boxes, read_voc, voc_sibling
+from imagezoo.data.voc import cell_inputs, clip_boxes, read_voc, voc_sibling
 from imagezoo.export import RUNTIME_FILES, RUNTIMES, OnnxRunner
 from imagezoo.images import ImageSource, load_image
 from imagezoo.open_set import load_backstop, served_network
@@ -41,6 +41,7 @@ from imagezoo.predictors.base import (
     prob_column,
     register_predictor,
 )
+from imagezoo.tasks import CELL_CROP_CONTEXT
 from imagezoo.viability import viability
 
 BOX_MODES = ("voc",)
@@ -86,7 +87,7 @@ class CropPreparer:
     """
 
     data_config: dict
-    crop_context: float = DEFAULT_CONTEXT
+    crop_context: float = CELL_CROP_CONTEXT
     boxes: str | None = None
     _transform: object = field(default=None, repr=False)
 
@@ -201,7 +202,7 @@ class ImageClassifier(Predictor):
             raise ValueError(f"--masks-dir needs a segmentation model; {self.model_id} is an image classifier")
 
     def preparer(self, options: JobOptions) -> CropPreparer:
-        return CropPreparer(self.data_config, self.config.get("crop_context", DEFAULT_CONTEXT), options.boxes)
+        return CropPreparer(self.data_config, self.config.get("crop_context", CELL_CROP_CONTEXT), options.boxes)
 
     def forward(self, items: Sequence[Item], batch_size: int) -> list[np.ndarray | None]:
         """Probabilities of every input of ``items``, run in chunks of ``batch_size`` across items."""

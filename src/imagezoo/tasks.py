@@ -12,6 +12,11 @@ from pathlib import Path
 
 #: The Hub organisation our models and datasets are published under.
 HUB_ORG = "imagezoo"
+#: The margin around a cell's box when it is cropped, in box sides: the LDC crops are cut with it
+#: (``prepare_ldc.py``), the classifier records it in its config.json, and every inference crop reads it there.
+CELL_CROP_CONTEXT = 0.5
+#: LDC's classes: the crop classifier's labels and the cell counter's class channels.
+LDC_LABELS = ("dead", "live")
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,7 @@ register_task(
         name="ldc-live-dead",
         dataset="data/ldc-crops",
         dataset_repo_id=f"{HUB_ORG}/ldc-crops",
-        label_names=("dead", "live"),
+        label_names=LDC_LABELS,
         recipes={
             # 2 CPU cores, about 8 minutes: small input (crops are ~40 px), whole network fine-tuned.
             "quick": Recipe(arch="tf_efficientnet_lite0", img_size=96, epochs=6, batch_size=64, lr=2e-3, warmup_epochs=1),
@@ -180,8 +185,7 @@ register_task(
             data_source="Living and Dead Cell (LDC) data set, GitHub maxKudi/Cell-Dataset (no licence statement)",
             tags=["microscopy", "cell-viability", "biology"],
         ),
-        # inference must crop cells as prepare_ldc.py did (its --context default)
-        model_config={"crop_context": 0.5},
+        model_config={"crop_context": CELL_CROP_CONTEXT},
         prepare_command="python training/prepare_ldc.py --out data/ldc-crops",
     )
 )
@@ -338,7 +342,7 @@ register_task(
         name="ldc-viability",
         dataset="data/ldc-slides",
         dataset_repo_id=f"{HUB_ORG}/ldc-slides",
-        label_names=("dead", "live"),  # the U-Net's output channels, as ldc-live-dead's labels
+        label_names=LDC_LABELS,  # the U-Net's class channels, as ldc-live-dead's labels
         recipes={
             # 2 CPU cores: 7.0 min of training + 9.5 of tuning and evaluation (measured). 128 px crops of
             # the ~220 px slides (cells are ~20 px), no inversion (a live cell's bright centre is the signal).

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from imagezoo.data.voc import DEFAULT_CONTEXT, Box, cell_inputs, clip_boxes
+from imagezoo.data.voc import Box, cell_inputs, clip_boxes
+from imagezoo.tasks import CELL_CROP_CONTEXT
 
 if TYPE_CHECKING:  # the classifier's batch rows use viability(); a runtime import would be circular
     from imagezoo.inference import ImageClassifier
@@ -28,7 +29,7 @@ class CellScore:
 
 def score_boxes(classifier: "ImageClassifier", image: Image.Image, boxes: list[Box], batch_size: int = 128) -> list[CellScore]:
     """Classify the crop around each box (boxes outside the image are dropped)."""
-    context = classifier.config.get("crop_context", DEFAULT_CONTEXT)
+    context = classifier.config.get("crop_context", CELL_CROP_CONTEXT)
     kept = [box for _, box in clip_boxes(boxes, image)]
     transform = classifier.uint8_transform
     scores = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -24,3 +24,12 @@ def load_splits(dataset_id: str) -> "DatasetDict":
     if Path(dataset_id).is_dir():
         return load_dataset(dataset_id, download_mode="force_redownload", verification_mode="no_checks")
     return load_dataset(dataset_id)
+
+
+def check_label_names(dataset: "DatasetDict", label_names: Sequence[str], dataset_id: str, column: str = "label") -> None:
+    """Raise unless ``dataset``'s class names in ``column`` are ``label_names`` in that order: a model
+    trains on the integer labels, and the same classes in another order would be silently swapped."""
+    feature = dataset["train"].features[column]
+    names = getattr(getattr(feature, "feature", feature), "names", None)  # a Sequence of labels holds its ClassLabel
+    if names is not None and list(names) != list(label_names):
+        raise ValueError(f"{dataset_id}: its {column!r} classes are {names}, the task's are {list(label_names)}")

@@ -35,12 +35,13 @@ from scipy.sparse.csgraph import connected_components
 from imagezoo.data.ldc import SPLITS, assign_split, dataset_from_rows, pixel_sha256
 from imagezoo.data.pets import negative_images
 from imagezoo.images import ImageError, load_image, shrink
+from imagezoo.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
-TYPE_LABELS = ("glioma", "meningioma", "notumor", "pituitary")
-DETECT_LABELS = ("notumor", "tumor")
-GATE_LABELS = ("mri", "other")
+TYPE_LABELS = get_task("brain-tumor-type").label_names
+DETECT_LABELS = get_task("brain-tumor-detect").label_names
+GATE_LABELS = get_task("brain-mri-gate").label_names
 TYPE_SOURCE, DETECT_SOURCE = "brain-tumor-mri", "brain-tumor-detection"
 #: phash bits two images may differ in and still be one group. Measured on both sets (5965 images):
 #: 0 bits links 1222 images (largest group 17), 6 bits 3795 (largest 104); at 8 bits chains of similar

@@ -23,10 +23,11 @@ from PIL import Image
 
 from imagezoo.data.voc import AnnotationError, Box, crop_cell, read_voc, voc_sibling
 from imagezoo.images import ImageError, load_image
+from imagezoo.tasks import CELL_CROP_CONTEXT, LDC_LABELS
 
 logger = logging.getLogger(__name__)
 
-LABEL_NAMES = ("dead", "live")
+LABEL_NAMES = LDC_LABELS
 VOC_TO_LABEL = {"Dead Cell": "dead", "Living Cell": "live"}
 SPLITS = ("train", "validation", "test")
 
@@ -152,7 +153,7 @@ def _check_read(root: str | Path, report: PrepReport) -> None:
 
 
 def build_ldc_dataset(
-    root: str | Path, context: float = 0.5, seed: int = 0
+    root: str | Path, context: float = CELL_CROP_CONTEXT, seed: int = 0
 ) -> tuple[DatasetDict, PrepReport]:
     """Read an LDC folder and return the crop dataset with a report of skipped files."""
     report = PrepReport()

@@ -29,10 +29,11 @@ from PIL import Image
 from imagezoo.data.ldc import SPLITS, assign_split, dataset_from_rows, pixel_sha256
 from imagezoo.data.synthetic import synthetic_images
 from imagezoo.images import ImageError, load_image, shrink
+from imagezoo.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
-LABEL_NAMES = ("cat", "dog", "neither")
+LABEL_NAMES = get_task("cats-dogs").label_names
 REJECT_LABEL = "neither"
 PET_FILE = re.compile(r"^(cat|dog)\.\d+\.\w+$")
 

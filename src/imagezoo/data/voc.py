@@ -10,9 +10,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-#: margin around a box, in box sides, when a cell is cropped (``prepare_ldc.py --context``)
-DEFAULT_CONTEXT = 0.5
-
 
 class AnnotationError(ValueError):
     """A VOC file that is missing or cannot be read; the message names the file."""
@@ -63,7 +60,7 @@ def voc_sibling(image_path: str | Path) -> Path:
     return image_path.with_name(image_path.stem + ".xml") if image_path.suffix else Path(f"{image_path}.xml")
 
 
-def crop_cell(image: Image.Image, box: Box, context: float = DEFAULT_CONTEXT) -> Image.Image:
+def crop_cell(image: Image.Image, box: Box, context: float) -> Image.Image:
     """Square crop centred on ``box``, ``context`` x its longer side wider on each side.
 
     Near the slide's edge the missing part is mirrored in rather than cut off, so every
@@ -88,6 +85,6 @@ def clip_boxes(boxes: list[Box], image: Image.Image) -> list[tuple[int, Box]]:
     return [(i, clipped) for i, box in enumerate(boxes) if (clipped := box.clip(image.width, image.height)) is not None]
 
 
-def cell_inputs(image: Image.Image, boxes: list[Box], transform, context: float = DEFAULT_CONTEXT) -> torch.Tensor:
+def cell_inputs(image: Image.Image, boxes: list[Box], transform, context: float) -> torch.Tensor:
     """Model inputs (one per box) cropped exactly as the training crops were."""
     return torch.stack([transform(crop_cell(image, box, context)) for box in boxes])
