@@ -196,6 +196,21 @@ def test_resume_rescores_changed_files_and_drops_deleted_ones(trained_model, ldc
     assert second[LDC_SAMPLES["L"]] == first[LDC_SAMPLES["L"]]
 
 
+def test_resume_rescores_a_slide_whose_annotation_changed(trained_model, ldc_sample_dir, tmp_path):
+    folder = tmp_path / "slides"
+    shutil.copytree(ldc_sample_dir, folder)
+    out = tmp_path / "out.parquet"
+    run_job(folder, str(trained_model), out, boxes="voc", progress=False)
+    xml = (folder / LDC_SAMPLES["RGB"]).with_suffix(".xml")
+    boxes_before = len(read_voc(xml))
+    text = xml.read_text()
+    xml.write_text(text[:text.index("<object>")] + text[text.rindex("</object>") + len("</object>"):])  # boxes removed
+    summary = run_job(folder, str(trained_model), out, boxes="voc", resume=True, progress=False)
+    assert summary.scored == 1 and summary.skipped == len(LDC_SAMPLES) - 1
+    rows = [r for r in read_rows(out) if r["path"] == LDC_SAMPLES["RGB"]]
+    assert boxes_before > 0 and len(rows) == 1 and rows[0]["n_objects"] == 0
+
+
 def test_resume_takes_each_file_from_one_source(trained_model, ldc_sample_dir, tmp_path):
     """A complete output plus the parts of a killed re-run both hold every file: resuming must not
     merge both copies (nor an old error row beside a newer success)."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from imagezoo.data.voc import voc_sibling
 from imagezoo.images import file_sha256, load_image
 from imagezoo.predictors import Item, JobOptions, Predictor, Preparer
 
@@ -21,12 +23,22 @@ class Preprocessor:
     root: str
     prepare: Preparer
     done: frozenset = frozenset()  # (path, sha256) pairs to skip
+    with_annotation: bool = False  # --boxes voc: the rows depend on the annotation beside the file too
+
+    def digest(self, path: Path) -> str:
+        """The file's SHA-256; with an annotation that its rows come from, the SHA-256 of both digests,
+        so that ``--resume`` rescores a slide whose boxes were corrected."""
+        digest = file_sha256(path)
+        annotation = voc_sibling(path) if self.with_annotation else None
+        if annotation is None or not annotation.is_file():
+            return digest
+        return hashlib.sha256(f"{digest}:{file_sha256(annotation)}".encode()).hexdigest()
 
     def __call__(self, relative: str) -> Item:
         item = Item(relative)
         path = Path(self.root, relative)
         try:
-            item.sha256 = file_sha256(path)
+            item.sha256 = self.digest(path)
             if (relative, item.sha256) in self.done:
                 item.skipped = True
                 return item

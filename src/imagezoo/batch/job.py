@@ -65,7 +65,7 @@ def run_job(
     done = done_keys(reused_sources, predictor.revision)
     job = JobRun(
         predictor=predictor,
-        preprocess=Preprocessor(str(root), predictor.preparer(options), frozenset(done)),
+        preprocess=Preprocessor(str(root), predictor.preparer(options), frozenset(done), options.boxes == "voc"),
         files=files,
         writer=PartWriter(parts_dir_for(out), schema, rows_per_part),
         summary=JobSummary(files=len(files)),

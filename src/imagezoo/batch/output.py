@@ -22,11 +22,11 @@ from imagezoo.predictors import prob_column
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 #: Columns every output has, in order; ``prob_<label>`` columns follow ``score``.
 BASE_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("path", pa.string(), "file path relative to --dir, '/'-separated"),
-    ("sha256", pa.string(), "SHA-256 of the file's bytes"),
+    ("sha256", pa.string(), "SHA-256 of the file's bytes (--boxes voc with an annotation: of both files' digests)"),
     ("width", pa.int32(), "image width in pixels (null when unreadable)"),
     ("height", pa.int32(), "image height in pixels"),
     ("box_index", pa.int32(),
