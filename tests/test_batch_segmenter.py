@@ -1,9 +1,11 @@
 """The batch job and the nuclei Space on a real (briefly trained) U-Net and real DSB2018 images."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -126,8 +128,12 @@ def test_space_segments_counts_and_exports(nuclei_app, nuclei_folder):
     labels = np.asarray(Image.open(files[0]))
     assert f"**{labels.max()} nuclei**" in text
     assert len(pacsv.read_csv(files[1])) == labels.max()
+    stale = nuclei_app.SCRATCH / "stale"  # an earlier render's files, long copied into Gradio's cache
+    stale.mkdir()
+    os.utime(stale, (0, 0))
     stricter = nuclei_app.rethreshold(0.9, state)
     assert (np.asarray(Image.open(stricter[2][0])) > 0).sum() <= (labels > 0).sum()
+    assert Path(files[0]).is_relative_to(nuclei_app.SCRATCH) and not stale.exists()
 
 
 def test_space_refuses_bad_uploads(nuclei_app, bad_files):

@@ -10,7 +10,9 @@ or a local folder), defaulting to the repo's ``models/nuclei-unet`` when present
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,6 +33,18 @@ DISCLAIMER = (
     "For teaching and exploration only: not validated for laboratory or clinical decisions. "
     "The model card reports its measured accuracy per image type; check it on images of your own first."
 )
+#: uploads and downloads live in Gradio's cache, our label images and tables in SCRATCH: both are deleted
+#: after 10 minutes, so a long-running Space does not fill its disk
+DELETE_CACHE = (600, 600)
+SCRATCH = Path(tempfile.mkdtemp(prefix="nuclei-space-"))
+
+
+def download_folder() -> Path:
+    """A new folder for one render's files; folders older than ``DELETE_CACHE`` go (Gradio has copied them)."""
+    for old in SCRATCH.iterdir():
+        if time.time() - old.stat().st_mtime > DELETE_CACHE[1]:
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=SCRATCH))
 
 
 @lru_cache(maxsize=1)
@@ -41,7 +55,7 @@ def segmenter() -> InstanceSegmenter:
 def render(image: np.ndarray, probabilities: np.ndarray, threshold: float):
     """Overlay, summary and downloadable files for one threshold."""
     labels = segmenter().instances(probabilities, threshold=threshold)
-    folder = Path(tempfile.mkdtemp(prefix="nuclei-"))
+    folder = download_folder()
     label_png, table_csv = folder / "labels.png", folder / "objects.csv"
     write_label_image(label_png, labels)
     write_objects_csv(table_csv, "upload", labels, image)
@@ -71,7 +85,7 @@ def rethreshold(threshold: float, state):
 
 
 def build_demo() -> gr.Blocks:
-    with gr.Blocks(title="Nuclei segmentation") as demo:
+    with gr.Blocks(title="Nuclei segmentation", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(f"# Find and count cell nuclei\n\n{DISCLAIMER}\n\nModel: `{MODEL_ID}`")
         state = gr.State(None)
         with gr.Row():
