@@ -278,6 +278,7 @@ register_task(
         dataset="data/dsb2018-nuclei",
         dataset_repo_id=f"{HUB_ORG}/dsb2018-nuclei",
         label_names=("body", "border"),  # the U-Net's output channels
+        split_description="type-stratified test split (15% of the stage-1 training images, seed 0)",
         recipes={
             # 2 CPU cores: 13.6 min of training + 2.4 of evaluation (measured). 192 px crops, a decoder
             # half smp's default width (1.7x faster per crop, as good per minute), two crops per image per epoch.
@@ -318,7 +319,6 @@ register_task(
                 "2018 Data Science Bowl stage 1 training set (Broad Bioimage Benchmark Collection BBBC038v1), "
                 "as fixed by the community"
             ),
-            split_description="type-stratified test split (15% of the stage-1 training images, seed 0)",
             tags=["microscopy", "nuclei", "biology", "cell-counting"],
             # our targets on the test split (the card says whether they are met)
             bars=dict(foreground_iou=0.88, dsb_score=0.50),
@@ -343,6 +343,10 @@ register_task(
         dataset="data/ldc-slides",
         dataset_repo_id=f"{HUB_ORG}/ldc-slides",
         label_names=LDC_LABELS,  # the U-Net's class channels, as ldc-live-dead's labels
+        split_description=(
+            "image-grouped test split (15% of distinct slides by content hash, seed 0; the crop classifier's "
+            "test slides)"
+        ),
         recipes={
             # 2 CPU cores: 7.0 min of training + 9.5 of tuning and evaluation (measured). 128 px crops of
             # the ~220 px slides (cells are ~20 px), no inversion (a live cell's bright centre is the signal).
@@ -379,10 +383,6 @@ register_task(
                 "Not a validated laboratory or clinical instrument.",
             ],
             data_source="Living and Dead Cell (LDC) data set, GitHub maxKudi/Cell-Dataset (no licence statement)",
-            split_description=(
-                "image-grouped test split (15% of distinct slides by content hash, seed 0; the crop classifier's "
-                "test slides)"
-            ),
             tags=["microscopy", "cell-viability", "cell-counting", "biology"],
             # our targets on the test split (the card says whether they are met)
             bars=dict(viability_mae=0.05, min_class_f1=0.90),
