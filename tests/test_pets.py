@@ -144,6 +144,11 @@ def test_batch_job_labels_every_photo_cat_dog_or_neither(pets_model, pets_datase
     for row in scored:
         assert row["label"] in LABEL_NAMES
         assert row["prob_cat"] + row["prob_dog"] + row["prob_neither"] == pytest.approx(1, abs=1e-4)
+    # a worker with 2 threads is spawned, so it gets the (ONNX-served) predictor pickled: same labels
+    spawned = out.with_name("spawned.parquet")
+    run_job(folder, str(pets_model), spawned, progress=False, num_workers=1, threads=2)
+    by_path = {row["path"]: row["label"] for row in table}
+    assert {row["path"]: row["label"] for row in pq.read_table(spawned).to_pylist()} == by_path
 
 
 @pytest.fixture(scope="module")

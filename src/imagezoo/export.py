@@ -77,6 +77,11 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: Ite
     return Path(int8_path)
 
 
+#: sessions a forked process inherited: kept, never freed there (their destructor waits for the parent's
+#: thread pool, which a fork does not copy, and hangs)
+_INHERITED_SESSIONS: list = []
+
+
 class OnnxRunner:
     """An onnxruntime CPU session as a callable: float (N, 3, H, W) tensor -> logits tensor.
 
@@ -105,6 +110,8 @@ class OnnxRunner:
     def session(self):
         """This process's session (built on first use in a worker)."""
         if self._pid != os.getpid():
+            if self._session is not None:
+                _INHERITED_SESSIONS.append(self._session)
             self._session, self._pid = self._new_session(), os.getpid()
         return self._session
 
