@@ -163,6 +163,11 @@ class ImageClassifier(Predictor):
         the Space, the batch job and :meth:`predict` all go through it."""
         return uint8_eval_transform(self.data_config)
 
+    @property
+    def crop_context(self) -> float:
+        """The margin its cell crops were cut with (config.json's ``crop_context``, else the registry's)."""
+        return self.config.get("crop_context", CELL_CROP_CONTEXT)
+
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) from :attr:`uint8_transform` -> the model's float input."""
         mean = torch.tensor(self.data_config["mean"]).view(1, -1, 1, 1) * 255
@@ -202,7 +207,7 @@ class ImageClassifier(Predictor):
             raise ValueError(f"--masks-dir needs a segmentation model; {self.model_id} is an image classifier")
 
     def preparer(self, options: JobOptions) -> CropPreparer:
-        return CropPreparer(self.data_config, self.config.get("crop_context", CELL_CROP_CONTEXT), options.boxes)
+        return CropPreparer(self.data_config, self.crop_context, options.boxes)
 
     def forward(self, items: Sequence[Item], batch_size: int) -> list[np.ndarray | None]:
         """Probabilities of every input of ``items``, run in chunks of ``batch_size`` across items."""

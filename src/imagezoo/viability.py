@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from imagezoo.data.voc import Box, cell_inputs, clip_boxes
-from imagezoo.tasks import CELL_CROP_CONTEXT
 
 if TYPE_CHECKING:  # the classifier's batch rows use viability(); a runtime import would be circular
     from imagezoo.inference import ImageClassifier
@@ -29,13 +28,12 @@ class CellScore:
 
 def score_boxes(classifier: "ImageClassifier", image: Image.Image, boxes: list[Box], batch_size: int = 128) -> list[CellScore]:
     """Classify the crop around each box (boxes outside the image are dropped)."""
-    context = classifier.config.get("crop_context", CELL_CROP_CONTEXT)
     kept = [box for _, box in clip_boxes(boxes, image)]
     transform = classifier.uint8_transform
     scores = []
     for start in range(0, len(kept), batch_size):
         chunk = kept[start:start + batch_size]
-        for box, row in zip(chunk, classifier.predict_tensor(classifier.normalize(cell_inputs(image, chunk, transform, context)))):
+        for box, row in zip(chunk, classifier.predict_tensor(classifier.normalize(cell_inputs(image, chunk, transform, classifier.crop_context)))):
             best = int(row.argmax())
             probabilities = dict(zip(classifier.label_names, map(float, row)))
             scores.append(CellScore(box, classifier.label_names[best], float(row[best]), probabilities))
