@@ -21,6 +21,7 @@ from imagezoo.images import load_image
 from imagezoo.instances import decode_rle
 from imagezoo.predictors import Item, JobOptions, load_predictor
 from imagezoo.predictors.segmenter import InstanceSegmenter, image_tensor
+from imagezoo.tasks import SPACE_DELETE_CACHE
 
 pytestmark = pytest.mark.slow
 
@@ -128,6 +129,7 @@ def test_space_segments_counts_and_exports(nuclei_app, nuclei_folder):
     labels = np.asarray(Image.open(files[0]))
     assert f"**{labels.max()} nuclei**" in text
     assert len(pacsv.read_csv(files[1])) == labels.max()
+    assert nuclei_app.build_demo().delete_cache == SPACE_DELETE_CACHE  # Gradio's copies of uploads and downloads go too
     stale = nuclei_app.SCRATCH / "stale"  # an earlier render's files, long copied into Gradio's cache
     stale.mkdir()
     os.utime(stale, (0, 0))

@@ -21,6 +21,7 @@ from imagezoo.predictors import load_predictor
 from imagezoo.predictors.cells import CellCounter
 from imagezoo.predictors.segmenter import image_tensor
 from imagezoo.segmentation import SegmenterConfig, build_unet, save_unet
+from imagezoo.tasks import SPACE_DELETE_CACHE
 
 pytestmark = pytest.mark.slow
 
@@ -156,6 +157,7 @@ def test_space_whole_image_tab_outlines_counts_and_tabulates(app, ldc_dir, cell_
         assert (picture != image).any()  # outlines drawn
     else:
         assert "No cell found" in text
+    assert app.build_demo().delete_cache == SPACE_DELETE_CACHE  # uploads are not kept
 
 
 def test_space_whole_image_tab_rejects_bad_uploads(app, bad_files):

@@ -230,3 +230,5 @@ def test_script_trains_evaluates_and_exports_a_loadable_folder(nuclei_model, dsb
     image = Image.open(dsb_dir / sample / "images" / f"{sample}.png")
     result = segmenter.segment(image)
     assert result.labels.shape == (image.height, image.width) and result.probabilities.shape == (2, *result.labels.shape)
+    with pytest.raises(ValueError, match=r"'segmenter' model takes no loading options, got \['runtime'\]"):
+        load_predictor(str(out), runtime="onnx")

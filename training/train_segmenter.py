@@ -99,11 +99,11 @@ def main(argv: list[str] | None = None) -> Path:
     test_probs = predict_all(result.model, test.images, config)
     postprocessing = {}
     for method in args.methods:
-        params, val_metrics = tune_postprocessing(val_probs, validation, method, args.thresholds, args.min_sizes)
+        params, val_metrics = tune_postprocessing(val_probs, validation, config, method, args.thresholds, args.min_sizes)
         postprocessing[method] = {
             **params,
             "validation": val_metrics,
-            "test": instance_metrics(test_probs, test, method, **params),
+            "test": instance_metrics(test_probs, test, dataclasses.replace(config, postprocess=method, **params)),
         }
         overall = postprocessing[method]["test"]["overall"]
         logger.info(

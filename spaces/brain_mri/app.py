@@ -20,6 +20,7 @@ from imagezoo.chat import Chat
 from imagezoo.chat.generate import Generator
 from imagezoo.explain import grad_cam, overlay
 from imagezoo.images import ImageError, load_image
+from imagezoo.tasks import SPACE_DELETE_CACHE
 
 HERE = Path(__file__).resolve().parent
 MODELS_DIR = HERE.parents[1] / "models"
@@ -28,8 +29,6 @@ NOTICE = (
     "history or your whole study, and can be wrong with high confidence. Only a doctor who reviews the complete "
     "study can tell what a scan shows. / **Demo de investigación y docencia: nunca un diagnóstico.**"
 )
-#: uploads live in Gradio's temporary cache; delete them after 10 minutes (checked every 10 minutes)
-DELETE_CACHE = (600, 600)
 
 
 @lru_cache(maxsize=1)
@@ -80,7 +79,7 @@ def respond(message: str, history: list, scan: dict | None) -> str:
 
 def build_demo() -> gr.Blocks:
     examples = sorted(str(p) for p in (HERE / "examples").glob("*.jpg"))
-    with gr.Blocks(title="Brain MRI: tumour type, heat-maps and a chat", delete_cache=DELETE_CACHE) as demo:
+    with gr.Blocks(title="Brain MRI: tumour type, heat-maps and a chat", delete_cache=SPACE_DELETE_CACHE) as demo:
         gr.Markdown("# Brain MRI: tumour type, heat-maps and a bilingual chat")
         gr.Markdown(NOTICE, elem_id="notice")
         scan = gr.State(None)

@@ -22,7 +22,7 @@ from PIL import Image
 
 from imagezoo.images import ImageError, load_image
 from imagezoo.inference import ImageClassifier
-from imagezoo.tasks import default_model_id
+from imagezoo.tasks import SPACE_DELETE_CACHE, default_model_id
 
 HERE = Path(__file__).resolve().parent
 MODEL_ID = default_model_id("cats-dogs", HERE.parents[1] / "models")
@@ -68,7 +68,7 @@ def classify_frame(frame: np.ndarray | None, session: dict | None):
 
 
 def build_demo() -> gr.Blocks:
-    with gr.Blocks(title="Cat, dog or neither") as demo:
+    with gr.Blocks(title="Cat, dog or neither", delete_cache=SPACE_DELETE_CACHE) as demo:
         gr.Markdown(f"# Cat, dog or neither\n{NOTICE}")
         with gr.Tab("Photo"):
             with gr.Row():

@@ -22,7 +22,7 @@ from imagezoo.images import ImageError, load_image
 from imagezoo.inference import ImageClassifier
 from imagezoo.predictors import load_predictor
 from imagezoo.predictors.cells import CellCounter
-from imagezoo.tasks import default_model_id
+from imagezoo.tasks import SPACE_DELETE_CACHE, default_model_id
 from imagezoo.viability import score_boxes, viability
 
 HERE = Path(__file__).resolve().parent
@@ -105,7 +105,7 @@ def score_slide(image_path: str | None, xml_path: str | None):
 
 
 def build_demo() -> gr.Blocks:
-    with gr.Blocks(title="Live/dead cells") as demo:
+    with gr.Blocks(title="Live/dead cells", delete_cache=SPACE_DELETE_CACHE) as demo:
         gr.Markdown(f"# Live or dead? Microscopy cell viability\n\n{DISCLAIMER}\n\nModel: `{MODEL_ID}`")
         with gr.Tab("One cell"):
             with gr.Row():

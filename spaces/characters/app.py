@@ -19,7 +19,7 @@ import gradio as gr
 from imagezoo.explain import feature_layers, feature_maps, grad_cam, overlay
 from imagezoo.images import ImageError, load_image
 from imagezoo.inference import ImageClassifier
-from imagezoo.tasks import CHARACTER_SETS, CHARACTER_TITLES, default_model_id
+from imagezoo.tasks import CHARACTER_SETS, CHARACTER_TITLES, SPACE_DELETE_CACHE, default_model_id
 
 HERE = Path(__file__).resolve().parent
 MODELS = {name: default_model_id(f"characters-{name}", HERE.parents[1] / "models", env=f"IMAGEZOO_MODEL_{name.upper()}")
@@ -62,7 +62,7 @@ def examples(set_name: str) -> list[list[str]]:
 
 def build_demo() -> gr.Blocks:
     first = next(iter(CHARACTER_SETS))
-    with gr.Blocks(title="Characters, explained") as demo:
+    with gr.Blocks(title="Characters, explained", delete_cache=SPACE_DELETE_CACHE) as demo:
         gr.Markdown(
             "# Which character is it, and why?\nSmall networks fine-tuned on a few dozen pictures per "
             "character; their measured accuracy per class is in each model card. Grad-CAM shows where the "

@@ -24,7 +24,7 @@ from imagezoo.images import ImageError, load_image
 from imagezoo.instances import overlay
 from imagezoo.predictors import load_predictor
 from imagezoo.predictors.segmenter import InstanceSegmenter, write_label_image, write_objects_csv
-from imagezoo.tasks import default_model_id
+from imagezoo.tasks import SPACE_DELETE_CACHE, default_model_id
 
 HERE = Path(__file__).resolve().parent
 MODEL_ID = default_model_id("nuclei-unet", HERE.parents[1] / "models")
@@ -33,16 +33,14 @@ DISCLAIMER = (
     "For teaching and exploration only: not validated for laboratory or clinical decisions. "
     "The model card reports its measured accuracy per image type; check it on images of your own first."
 )
-#: uploads and downloads live in Gradio's cache, our label images and tables in SCRATCH: both are deleted
-#: after 10 minutes, so a long-running Space does not fill its disk
-DELETE_CACHE = (600, 600)
+#: our label images and tables; folders are deleted after SPACE_DELETE_CACHE's age, as Gradio's cache is
 SCRATCH = Path(tempfile.mkdtemp(prefix="nuclei-space-"))
 
 
 def download_folder() -> Path:
-    """A new folder for one render's files; folders older than ``DELETE_CACHE`` go (Gradio has copied them)."""
+    """A new folder for one render's files; folders older than ``SPACE_DELETE_CACHE`` go (Gradio has copied them)."""
     for old in SCRATCH.iterdir():
-        if time.time() - old.stat().st_mtime > DELETE_CACHE[1]:
+        if time.time() - old.stat().st_mtime > SPACE_DELETE_CACHE[1]:
             shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(dir=SCRATCH))
 
@@ -85,7 +83,7 @@ def rethreshold(threshold: float, state):
 
 
 def build_demo() -> gr.Blocks:
-    with gr.Blocks(title="Nuclei segmentation", delete_cache=DELETE_CACHE) as demo:
+    with gr.Blocks(title="Nuclei segmentation", delete_cache=SPACE_DELETE_CACHE) as demo:
         gr.Markdown(f"# Find and count cell nuclei\n\n{DISCLAIMER}\n\nModel: `{MODEL_ID}`")
         state = gr.State(None)
         with gr.Row():

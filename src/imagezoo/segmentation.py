@@ -20,6 +20,7 @@ import torch
 from huggingface_hub import ModelCard
 from torch import nn
 
+from imagezoo.instances import postprocess
 from imagezoo.predictors.base import CONFIG_KEY, WEIGHTS_NAME
 from imagezoo.weights import create_pretrained
 
@@ -59,6 +60,11 @@ class SegmenterConfig:
     def from_dict(cls, values: dict) -> "SegmenterConfig":
         """From ``config.json`` (JSON turns tuples into lists)."""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    def instances(self, probabilities: np.ndarray) -> np.ndarray:
+        """Instance labels of (body, border) probabilities under these settings: the one call that
+        serving, tuning and evaluation share, so what is scored is what is served."""
+        return postprocess(self.postprocess, probabilities, threshold=self.threshold, min_size=self.min_size)
 
 
 def stretch_contrast(image: np.ndarray, percentiles: tuple[float, float] | None) -> np.ndarray:

@@ -14,7 +14,7 @@ import itertools
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -33,7 +33,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from imagezoo.instances import overlay, postprocess
+from imagezoo.instances import overlay
 from imagezoo.segmentation import SegmenterConfig, build_unet, predict_probabilities, stretch_contrast
 from imagezoo.segmentation_metrics import dsb_score, segmentation_metrics
 from imagezoo.tasks import SegmentationRecipe
@@ -133,20 +133,16 @@ def predict_all(model: nn.Module, images: Sequence[np.ndarray], config: Segmente
     return [predict_probabilities(model, image, config) for image in images]
 
 
-def instance_metrics(
-    probabilities: Sequence[np.ndarray], data: NucleiImages, method: str, threshold: float, min_size: int
-) -> dict:
-    """:func:`segmentation_metrics` of ``method``'s instances, overall and per image type."""
-    pairs = [
-        (labels, postprocess(method, probs, threshold=threshold, min_size=min_size))
-        for probs, labels in zip(probabilities, data.labels)
-    ]
+def instance_metrics(probabilities: Sequence[np.ndarray], data: NucleiImages, settings: SegmenterConfig) -> dict:
+    """:func:`segmentation_metrics` of the instances ``settings`` serve, overall and per image type."""
+    pairs = [(labels, settings.instances(probs)) for probs, labels in zip(probabilities, data.labels)]
     return segmentation_metrics(pairs, groups=data.image_types)
 
 
 def tune_postprocessing(
     probabilities: Sequence[np.ndarray],
     data: NucleiImages,
+    config: SegmenterConfig,
     method: str,
     thresholds: Sequence[float],
     min_sizes: Sequence[int],
@@ -155,7 +151,8 @@ def tune_postprocessing(
     images only), and its metrics."""
     best_params, best_metrics = None, None
     for threshold, min_size in itertools.product(thresholds, min_sizes):
-        metrics = instance_metrics(probabilities, data, method, threshold, min_size)
+        settings = replace(config, postprocess=method, threshold=threshold, min_size=min_size)
+        metrics = instance_metrics(probabilities, data, settings)
         logger.info("%s threshold %.2f min_size %d: DSB %.4f", method, threshold, min_size, metrics["overall"]["dsb_score"])
         if best_metrics is None or metrics["overall"]["dsb_score"] > best_metrics["overall"]["dsb_score"]:
             best_params, best_metrics = dict(threshold=threshold, min_size=min_size), metrics
@@ -203,7 +200,7 @@ def nuclei_validation(validation: NucleiImages, config: SegmenterConfig) -> Call
 
     def validate(model: nn.Module) -> tuple[dict, tuple]:
         probabilities = predict_all(model, validation.images, config)
-        metrics = instance_metrics(probabilities, validation, config.postprocess, config.threshold, config.min_size)
+        metrics = instance_metrics(probabilities, validation, config)
         overall = {k: v for k, v in metrics["overall"].items() if k != "n_images"}
         return overall, (overall["dsb_score"], overall["foreground_iou"])
 
@@ -300,9 +297,7 @@ def save_prediction_figure(
     fig, axes = plt.subplots(len(firsts), 3, figsize=(10, 3.4 * len(firsts)), dpi=100, squeeze=False)
     for row, (image_type, index) in zip(axes, sorted(firsts.items())):
         image, truth = data.images[index], data.labels[index]
-        pred = postprocess(
-            config.postprocess, probabilities[index], threshold=config.threshold, min_size=config.min_size
-        )
+        pred = config.instances(probabilities[index])
         panels = [
             (image, f"{image_type} ({image.shape[1]}x{image.shape[0]})"),
             (overlay(image, truth), f"annotation: {truth.max()} nuclei"),

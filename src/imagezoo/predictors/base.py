@@ -119,6 +119,12 @@ class Predictor(ABC):
         target = predictor_class(config) if cls is Predictor else cls
         return target.from_folder(folder, config, model_id, resolved, **options)
 
+    @classmethod
+    def refuse_options(cls, model_id: str, options: dict) -> None:
+        """For predictors without loading choices: name what was asked rather than fail with a ``TypeError``."""
+        if options:
+            raise ValueError(f"{model_id}: a {cls.kind!r} model takes no loading options, got {sorted(options)}")
+
     @property
     def load_spec(self) -> dict:
         """The :func:`~imagezoo.predictors.load_predictor` arguments that rebuild this predictor elsewhere

@@ -77,7 +77,8 @@ class CellCounter(InstanceSegmenter):
     classifier: ImageClassifier | None = None
 
     @classmethod
-    def from_folder(cls, folder: Path, config: dict, model_id: str, revision: str) -> "CellCounter":
+    def from_folder(cls, folder: Path, config: dict, model_id: str, revision: str, **options) -> "CellCounter":
+        cls.refuse_options(model_id, options)
         model, settings = load_unet(folder)
         classifier = None
         if settings.classifier:

@@ -22,7 +22,7 @@ from torch import nn
 
 from imagezoo.files import write_atomically
 from imagezoo.images import ImageSource, load_image
-from imagezoo.instances import OBJECT_COLUMNS, encode_rle, object_table, postprocess
+from imagezoo.instances import OBJECT_COLUMNS, encode_rle, object_table
 from imagezoo.predictors.base import Item, JobOptions, Predictor, register_predictor
 from imagezoo.segmentation import SegmenterConfig, load_unet, predict_probabilities
 
@@ -94,7 +94,8 @@ class InstanceSegmenter(Predictor):
     label_names: tuple[str, ...] = ()
 
     @classmethod
-    def from_folder(cls, folder: Path, config: dict, model_id: str, revision: str) -> "InstanceSegmenter":
+    def from_folder(cls, folder: Path, config: dict, model_id: str, revision: str, **options) -> "InstanceSegmenter":
+        cls.refuse_options(model_id, options)
         model, settings = load_unet(folder)
         return cls(model, settings, model_id, revision, config)
 
@@ -110,8 +111,7 @@ class InstanceSegmenter(Predictor):
 
     def instances(self, probabilities: np.ndarray, threshold: float | None = None, min_size: int | None = None) -> np.ndarray:
         """Instance labels from probabilities; ``None`` keeps the model's tuned setting."""
-        settings = self.postprocess_settings(threshold, min_size)
-        return postprocess(settings.postprocess, probabilities, threshold=settings.threshold, min_size=settings.min_size)
+        return self.postprocess_settings(threshold, min_size).instances(probabilities)
 
     def from_probabilities(
         self, image: torch.Tensor, probabilities: np.ndarray, threshold: float | None = None, min_size: int | None = None
