@@ -10,6 +10,7 @@ from imagezoo.cells import (
     box_targets,
     call_class,
     channel_probabilities,
+    f1,
     find_cells,
     image_counts,
     make_cells,
@@ -99,6 +100,30 @@ def test_outline_colours_live_green_and_dead_red():
     picture = outline(np.zeros((120, 120, 3), dtype=np.uint8), labels, classes)
     colours = {tuple(c) for c in picture.reshape(-1, 3)}
     assert colours == {(0, 0, 0), (0, 200, 0), (230, 0, 0)}
+
+
+def test_outline_draws_each_cells_rim_outside_it_and_only_for_the_cells_named():
+    labels = np.zeros((20, 40), dtype=np.int32)
+    labels[5:10, 5:10], labels[5:10, 25:30] = 1, 2
+    picture = outline(np.zeros((20, 40, 3), dtype=np.uint8), labels, {1: "dead"})
+    red = (picture == (230, 0, 0)).all(axis=2)
+    ring = np.zeros_like(red)
+    ring[4:11, 4:11] = True
+    ring[5:10, 5:10] = False
+    ring[[4, 4, 10, 10], [4, 10, 4, 10]] = False  # the rim of 4-neighbours, corners excluded
+    assert (red == ring).all()  # cell 2 is not named: not drawn
+    assert (picture[labels > 0] == 0).all()  # the cells themselves stay visible
+
+
+def test_count_f1_of_an_absent_class_nobody_predicted_is_perfect():
+    assert f1(0, 0, 0)["f1"] == 1.0
+    assert f1(0, 3, 0)["f1"] == 0.0 and f1(0, 0, 3)["f1"] == 0.0 and f1(0, 2, 2)["f1"] == 0.0
+    assert f1(1, 2, 2)["f1"] == pytest.approx(0.5)
+
+
+def test_a_counter_refuses_the_nuclei_border_watershed():
+    with pytest.raises(ValueError, match="components.*watershed-distance.*watershed-centres"):
+        find_cells(two_class_probabilities(), "watershed-border", threshold=0.5, min_size=10)
 
 
 def test_match_centres_is_one_to_one_and_needs_the_centre_inside_the_box():

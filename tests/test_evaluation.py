@@ -47,3 +47,18 @@ def test_paired_bootstrap_interval_brackets_the_difference():
     assert low < result["difference"] < high and low > 0.1
     same = paired_bootstrap(y, better, better, n_resamples=100)
     assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="too few for a bootstrap"):
+        paired_bootstrap([0, 0, 0], [0, 0, 1], [0, 0, 0], n_resamples=10)
+
+
+def test_model_index_lists_only_measured_numbers(tmp_path, monkeypatch):
+    from imagezoo import cards
+
+    (tmp_path / "tiny.md").write_text("---\n{{ card_data }}\n---\n# {{ model_name }}\n")
+    monkeypatch.setattr(cards, "TEMPLATES", tmp_path)
+    card = cards.model_card("tiny.md", dict(model_name="m", license="apache-2.0"),
+                            results={"f1": 0.91234, "viability_mae": None, "roc_auc": float("nan")},
+                            task_type="object-detection", dataset_name="d", dataset_type="org/d")
+    assert [r.metric_type for r in card.data.eval_results] == ["f1"] and card.data.eval_results[0].metric_value == 0.9123
+    with pytest.raises(FileNotFoundError, match="IMAGEZOO_CARD_TEMPLATES"):
+        cards.model_card("missing.md", {}, {}, "t", "d", "org/d")

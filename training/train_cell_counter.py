@@ -35,7 +35,7 @@ from imagezoo.cell_training import (
     selection_key,
     tune_counter,
 )
-from imagezoo.cells import CENTRE
+from imagezoo.cells import CENTRE, COUNTER_METHODS
 from imagezoo.data import check_label_names, load_splits
 from imagezoo.hub import push_folder
 from imagezoo.inference import ImageClassifier
@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--centre-scale", type=float, default=None,
                         help="learn the cells' centres as ellipses this fraction of each box (0: no centre channel; "
                         "default: the recipe's)")
-    parser.add_argument("--methods", nargs="+", default=None, help="tuned on validation (default: components, "
+    parser.add_argument("--methods", nargs="+", default=None, choices=COUNTER_METHODS, help="tuned on validation (default: components, "
                         "watershed-distance, and watershed-centres when the U-Net learns centres)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.4, 0.5, 0.6], help="tuned on validation")
     parser.add_argument("--min-sizes", type=int, nargs="+", default=[30, 60, 100], help="tuned on validation")

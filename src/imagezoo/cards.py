@@ -7,6 +7,7 @@ huggingface_hub does the rendering and writes the YAML metadata (licence, tags,
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,9 +20,17 @@ if TYPE_CHECKING:
 TEMPLATES = Path(os.environ.get("IMAGEZOO_CARD_TEMPLATES", Path(__file__).resolve().parents[2] / "model_cards"))
 
 
+def template_path(name: str) -> str:
+    """``model_cards/<name>`` of the checkout (the templates are not installed with the package)."""
+    path = TEMPLATES / name
+    if not path.is_file():
+        raise FileNotFoundError(f"card template {path} not found: set IMAGEZOO_CARD_TEMPLATES to a checkout's model_cards/")
+    return str(path)
+
+
 def dataset_card(template: str, card_data: dict, **context) -> DatasetCard:
     """Render ``model_cards/<template>`` as a dataset card with ``card_data`` as YAML."""
-    return DatasetCard.from_template(DatasetCardData(**card_data), template_path=str(TEMPLATES / template), **context)
+    return DatasetCard.from_template(DatasetCardData(**card_data), template_path=template_path(template), **context)
 
 
 def model_card(
@@ -46,9 +55,10 @@ def model_card(
             metric_value=round(float(value), 4),
         )
         for metric, value in results.items()
+        if value is not None and math.isfinite(value)  # not measured (no test slide with cells; one class only)
     ]
     data = ModelCardData(eval_results=eval_results, **card_data)
-    return ModelCard.from_template(data, template_path=str(TEMPLATES / template), **context)
+    return ModelCard.from_template(data, template_path=template_path(template), **context)
 
 
 def classifier_card(task: "Task", recipe: "Recipe", metrics: dict, folder: Path, repo_id: str, **context) -> ModelCard:

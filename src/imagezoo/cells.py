@@ -30,6 +30,9 @@ from imagezoo.viability import viability_fraction
 
 #: the colours cells are outlined with, by class
 CLASS_COLOURS = {"live": (0, 200, 0), "dead": (230, 0, 0)}
+#: the post-processings of a counter's (strongest class[, centre]) channels; ``watershed-border``
+#: would read the centre channel as a border, so it is not one of them
+COUNTER_METHODS = ("components", "watershed-distance", "watershed-centres")
 #: the name of a counter's optional last channel, the cells' centres (see the module docstring)
 CENTRE = "centre"
 
@@ -100,6 +103,8 @@ def find_cells(
     only with at least ``border_min_size`` pixels (``None``: no such rule); objects are then
     numbered 1..N again.
     """
+    if method not in COUNTER_METHODS:
+        raise ValueError(f"a cell counter's post-processing is one of {list(COUNTER_METHODS)}, not {method!r}")
     channels = probs.max(axis=0, keepdims=True)
     if centre is not None:
         channels = np.concatenate([channels, centre[None]])
@@ -141,10 +146,15 @@ def make_cells(labels: np.ndarray, probabilities: np.ndarray) -> list[Cell]:
 def outline(image: np.ndarray, labels: np.ndarray, classes: dict[int, str]) -> np.ndarray:
     """uint8 RGB ``image`` with each cell (label id -> class name) outlined in its class colour."""
     picture = image.copy()
-    edges = find_boundaries(labels, mode="outer")
+    colours = np.zeros((labels.max(initial=0) + 1, 3), dtype=np.uint8)
+    drawn = np.zeros(len(colours), dtype=bool)
     for label_id, name in classes.items():
-        touching = ndi.binary_dilation(labels == label_id) & edges
-        picture[touching] = CLASS_COLOURS.get(name, (255, 255, 0))
+        colours[label_id], drawn[label_id] = CLASS_COLOURS.get(name, (255, 255, 0)), True
+    # one pass for all cells: each outline pixel takes the colour of the cell it borders
+    edges = find_boundaries(labels, mode="outer")
+    owner = np.where(edges, ndi.maximum_filter(labels, footprint=ndi.generate_binary_structure(2, 1)), 0)
+    coloured = drawn[owner]  # label 0 (no outline) is never drawn
+    picture[coloured] = colours[owner[coloured]]
     return picture
 
 
@@ -179,9 +189,10 @@ def image_counts(
 
 
 def f1(tp: int, predicted: int, true: int) -> dict:
+    """Count precision, recall and F1; a class neither present nor predicted scores 1 on all three."""
     precision = tp / predicted if predicted else 1.0
     recall = tp / true if true else 1.0
-    return dict(precision=precision, recall=recall, f1=2 * precision * recall / (precision + recall) if tp else 0.0,
+    return dict(precision=precision, recall=recall, f1=2 * precision * recall / (precision + recall) if precision + recall else 0.0,
                 tp=tp, predicted=predicted, true=true)
 
 

@@ -91,6 +91,8 @@ def paired_bootstrap(
         diffs.append(
             balanced_accuracy_score(y_true[index], pred_a[index]) - balanced_accuracy_score(y_true[index], pred_b[index])
         )
+    if not diffs:
+        raise ValueError(f"no resample of {len(y_true)} examples held two classes: too few for a bootstrap")
     low, high = np.percentile(diffs, [2.5, 97.5])
     difference = balanced_accuracy_score(y_true, pred_a) - balanced_accuracy_score(y_true, pred_b)
     return {"difference": float(difference), "ci95": [float(low), float(high)], "n_resamples": len(diffs)}

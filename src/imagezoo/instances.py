@@ -78,7 +78,8 @@ def watershed_body_border(probs: np.ndarray, threshold: float = 0.5, min_size: i
     """Marker-controlled watershed: cores (body - border > threshold) flood the foreground
     (body > threshold) downhill on the body probability, so touching nuclei split along the
     predicted contact. Cores under ``min_size // 2`` pixels are noise, not nuclei, and dropped;
-    a foreground component left without a core becomes one object."""
+    foreground the flood does not reach (it spreads between edge neighbours only, so a part joined
+    to a nucleus by a corner alone is not reached) becomes an object of its own."""
     body, border = probs
     foreground = body > threshold
     markers = drop_small(label((body - border) > threshold), max(1, min_size // 2))
