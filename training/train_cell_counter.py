@@ -71,8 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--centre-scale", type=float, default=None,
                         help="learn the cells' centres as ellipses this fraction of each box (0: no centre channel; "
                         "default: the recipe's)")
-    parser.add_argument("--methods", nargs="+", default=None, choices=COUNTER_METHODS, help="tuned on validation (default: components, "
-                        "watershed-distance, and watershed-centres when the U-Net learns centres)")
+    parser.add_argument("--methods", nargs="+", default=None, choices=COUNTER_METHODS,
+                        help="tuned on validation (default: components, watershed-distance, and watershed-centres "
+                        "when the U-Net learns centres)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.4, 0.5, 0.6], help="tuned on validation")
     parser.add_argument("--min-sizes", type=int, nargs="+", default=[30, 60, 100], help="tuned on validation")
     parser.add_argument("--border-min-sizes", type=int, nargs="+", default=[0, 100, 150, 200],

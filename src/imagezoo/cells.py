@@ -192,8 +192,8 @@ def f1(tp: int, predicted: int, true: int) -> dict:
     """Count precision, recall and F1; a class neither present nor predicted scores 1 on all three."""
     precision = tp / predicted if predicted else 1.0
     recall = tp / true if true else 1.0
-    return dict(precision=precision, recall=recall, f1=2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-                tp=tp, predicted=predicted, true=true)
+    score = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return dict(precision=precision, recall=recall, f1=score, tp=tp, predicted=predicted, true=true)
 
 
 def summarise(per_image: Sequence[dict], label_names: Sequence[str]) -> dict:
