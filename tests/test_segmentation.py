@@ -22,6 +22,7 @@ from imagezoo.segmentation import (
     load_unet,
     predict_probabilities,
     predict_probabilities_batch,
+    rescale,
     save_unet,
     stretch_contrast,
 )
@@ -153,6 +154,31 @@ def test_probabilities_have_exactly_the_input_size(random_unet, height, width, t
     assert 0 <= probs.min() and probs.max() <= 1
     from_tensor = predict_probabilities(random_unet, torch.from_numpy(image).permute(2, 0, 1), config)
     np.testing.assert_array_equal(from_tensor, probs)
+
+
+@pytest.mark.parametrize("scale, tile_size", [(2.0, 512), (1.5, 64), (0.5, 512)], ids=["up", "up-tiled", "down"])
+def test_a_scaled_model_sees_resized_images_and_answers_in_the_images_pixels(random_unet, scale, tile_size):
+    image = np.random.default_rng(2).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    config = SegmenterConfig(scale=scale, tile_size=tile_size)
+    probs = predict_probabilities(random_unet, image, config)
+    assert probs.shape == (2, 37, 53) and 0 <= probs.min() and probs.max() <= 1
+    resized = rescale(image[None], scale)[0]
+    assert resized.shape == (round(37 * scale), round(53 * scale), 3) and resized.dtype == np.uint8
+    at_scale = torch.from_numpy(predict_probabilities(random_unet, resized, dataclasses.replace(config, scale=None)))
+    mode = "area" if scale > 1 else "bilinear"
+    np.testing.assert_allclose(probs, torch.nn.functional.interpolate(at_scale[None], (37, 53), mode=mode)[0], atol=1e-6)
+    batch = image[None]
+    assert rescale(batch, None) is batch and rescale(batch, 1.0) is batch
+
+
+def test_training_crops_of_a_scaled_model_resize_images_and_keep_targets_binary():
+    image, labels = blob_sample(64, seed=3)
+    target = np.stack([labels > 0, find_boundaries(labels)]).astype(np.uint8)
+    crops = SegmentationCrops([image], [target], lambda x, y: (x, y), scale=2.0)
+    big_image, big_target = crops[0]
+    assert big_image.shape == (3, 128, 128) and big_target.shape == (2, 128, 128)
+    assert set(np.unique(big_target.numpy())) <= {0.0, 1.0}
+    np.testing.assert_array_equal(big_target.numpy()[:, ::2, ::2], target)  # each target pixel becomes a 2x2 block
 
 
 def test_batched_prediction_matches_one_image_at_a_time(random_unet):

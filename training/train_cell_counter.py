@@ -105,14 +105,15 @@ def main(argv: list[str] | None = None) -> Path:
     validation = Slides.from_rows(dataset["validation"])
     test = Slides.from_rows(dataset["test"])
     config = SegmenterConfig(channels=(*task.label_names, *([CENTRE] if centres else [])),
-                             **encoder_normalization(recipe.encoder), **task.model_config)
+                             **encoder_normalization(recipe.encoder), **task.model_config, scale=recipe.input_scale)
     if centres:  # validate epochs with the post-processing the centres are for
         config = dataclasses.replace(config, postprocess="watershed-centres")
 
     log = jsonl_logger(output_dir / "train_log.jsonl")
     start = time.time()
     targets = train.targets(len(task.label_names), recipe.centre_scale)
-    crops = SegmentationCrops(train.images, targets, train_transform(recipe.crop_size, config, recipe.invert))
+    crops = SegmentationCrops(train.images, targets, train_transform(recipe.crop_size, config, recipe.invert),
+                              scale=config.scale)
     result = fit_segmenter(recipe, crops, config, cell_validation(validation, config), None, args.seed, args.device, log)
     train_minutes = (time.time() - start) / 60
 

@@ -62,6 +62,8 @@ def add_unet_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--losses", nargs="+", default=None, help="loss terms, summed (e.g. lovasz bce)")
+    parser.add_argument("--input-scale", type=float, default=None,
+                        help="resize images by this factor for the network (small objects get more pixels)")
     parser.add_argument("--max-train-samples", type=int, default=None, help="subsample training images (smoke runs)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -74,5 +76,5 @@ def unet_recipe(task, args: argparse.Namespace):
     """The task's named recipe with the command line's overrides."""
     return task.recipe(args.recipe).with_overrides(
         encoder=args.encoder, epochs=args.epochs, crop_size=args.crop_size, batch_size=args.batch_size, lr=args.lr,
-        losses=tuple(args.losses) if args.losses else None,
+        losses=tuple(args.losses) if args.losses else None, input_scale=args.input_scale,
     )

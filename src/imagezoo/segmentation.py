@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import timm
 import torch
+import torch.nn.functional as F
 from huggingface_hub import ModelCard
 from torch import nn
 
@@ -55,6 +56,7 @@ class SegmenterConfig:
     classifier: str | None = None  # cell counters: a crop classifier folder, inside the model's, that labels each object
     border_min_size: int | None = None  # cell counters: objects touching the image edge need this many pixels
     min_probability: tuple[str, float] | None = None  # cell counters: (label, p): call a cell that label only at p or more
+    scale: float | None = None  # images are resized by this factor for the network, probabilities back (None: 1)
 
     @classmethod
     def from_dict(cls, values: dict) -> "SegmenterConfig":
@@ -145,6 +147,20 @@ def load_unet(folder: str | Path) -> tuple[nn.Module, SegmenterConfig]:
     return model, SegmenterConfig.from_dict(settings)
 
 
+def rescale(images: np.ndarray, scale: float | None, nearest: bool = False) -> np.ndarray:
+    """uint8 (B, H, W, C) images resized by ``scale`` (bilinear; ``nearest`` for targets), as training
+    and serving both resize for a model with ``SegmenterConfig.scale``; unchanged when ``None`` or 1."""
+    if not scale or scale == 1:
+        return images
+    size = (round(images.shape[1] * scale), round(images.shape[2] * scale))
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    if nearest:
+        x = F.interpolate(x, size=size, mode="nearest-exact")
+    else:
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+    return x.round_().clamp_(0, 255).byte().permute(0, 2, 3, 1).numpy()
+
+
 def _as_batch(images: np.ndarray | torch.Tensor) -> np.ndarray:
     """uint8 (B, H, W, 3) from RGB arrays (H, W, 3) / (B, H, W, 3) or tensors (3, H, W) / (B, 3, H, W)."""
     if isinstance(images, torch.Tensor):
@@ -167,6 +183,8 @@ def predict_probabilities_batch(model: nn.Module, images: np.ndarray | torch.Ten
     a Gaussian that down-weights tile borders, where the network sees least context.
     """
     batch = np.stack([stretch_contrast(image, config.percentiles) for image in _as_batch(images)])
+    original_size = batch.shape[1:3]
+    batch = rescale(batch, config.scale)
     height, width = batch.shape[1:3]
     tiled = max(height, width) > config.tile_size
     minimum = config.tile_size if tiled else 0
@@ -189,7 +207,10 @@ def predict_probabilities_batch(model: nn.Module, images: np.ndarray | torch.Ten
         )
     else:
         probs = model(x).sigmoid()
-    return probs[:, :, :height, :width].float().cpu().numpy()
+    probs = probs[:, :, :height, :width].float()
+    if (height, width) != original_size:  # back to the image's pixels: post-processing sizes stay in them
+        probs = F.interpolate(probs, size=original_size, mode="area" if config.scale > 1 else "bilinear")
+    return probs.cpu().numpy()
 
 
 def predict_probabilities(model: nn.Module, image: np.ndarray | torch.Tensor, config: SegmenterConfig) -> np.ndarray:

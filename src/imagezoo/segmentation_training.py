@@ -34,7 +34,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from imagezoo.instances import overlay
-from imagezoo.segmentation import SegmenterConfig, build_unet, predict_probabilities, stretch_contrast
+from imagezoo.segmentation import SegmenterConfig, build_unet, predict_probabilities, rescale, stretch_contrast
 from imagezoo.segmentation_metrics import dsb_score, segmentation_metrics
 from imagezoo.tasks import SegmentationRecipe
 from imagezoo.training import cosine_schedule
@@ -70,8 +70,8 @@ class NucleiImages:
 
 class SegmentationCrops(Dataset):
     """A random crop of image ``index`` with its targets, as (image, target) tensors; whole
-    images are contrast-stretched first, as serving does. ``images`` are uint8 (H, W, 3),
-    ``targets`` uint8 (channels, H, W)."""
+    images are contrast-stretched and resized by ``scale`` first, as serving does (targets by
+    their nearest pixel). ``images`` are uint8 (H, W, 3), ``targets`` uint8 (channels, H, W)."""
 
     def __init__(
         self,
@@ -79,11 +79,12 @@ class SegmentationCrops(Dataset):
         targets: Sequence[np.ndarray],
         transform: Callable,
         percentiles: tuple[float, float] | None = None,
+        scale: float | None = None,
     ):
-        self.images = [
-            tv_tensors.Image(torch.from_numpy(stretch_contrast(image, percentiles)).permute(2, 0, 1)) for image in images
-        ]
-        self.targets = [tv_tensors.Mask(torch.from_numpy(target)) for target in targets]
+        images = (rescale(stretch_contrast(image, percentiles)[None], scale)[0] for image in images)
+        targets = (rescale(target.transpose(1, 2, 0)[None], scale, nearest=True)[0] for target in targets)
+        self.images = [tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)) for image in images]
+        self.targets = [tv_tensors.Mask(torch.from_numpy(target).permute(2, 0, 1)) for target in targets]
         self.transform = transform
 
     def __len__(self) -> int:

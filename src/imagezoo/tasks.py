@@ -66,6 +66,7 @@ class SegmentationRecipe:
     pretrained: bool = True
     losses: tuple[str, ...] = ("dice", "bce")  # summed; names of imagezoo.segmentation_training.LOSSES
     centre_scale: float | None = None  # cell counters: also learn the cells' centres, ellipses this fraction of a box
+    input_scale: float | None = None  # images resized by this factor for the network, in training and serving
 
     def with_overrides(self, **overrides) -> "SegmentationRecipe":
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
