@@ -179,8 +179,9 @@ def predict_probabilities_batch(model: nn.Module, images: np.ndarray | torch.Ten
     Each image is contrast-stretched (``config.percentiles``, over the whole image, so tiles
     agree), resized by ``config.scale`` (the maps come back at the image's size), mirrored at
     the bottom/right edge up to a multiple of ``config.stride`` (and at least one tile) and
-    cropped back. Images up to ``tile_size`` go through the network whole; larger ones in ``tile_size`` tiles overlapping by ``tile_overlap``, blended with
-    a Gaussian that down-weights tile borders, where the network sees least context.
+    cropped back. Images up to ``tile_size`` go through the network whole; larger ones in
+    ``tile_size`` tiles overlapping by ``tile_overlap``, blended with a Gaussian that
+    down-weights tile borders, where the network sees least context.
     """
     batch = np.stack([stretch_contrast(image, config.percentiles) for image in _as_batch(images)])
     original_size = batch.shape[1:3]
