@@ -39,9 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=None,
                         help="worker processes, each decoding and scoring its own batches with a model replica "
-                             "(default: one per core; 0: score in the main process)")
+                             "(default: one per core; 0: score in the main process); --engine ray: model actors "
+                             "(default 1)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads per replica (default: 1 with workers, all cores without)")
+                        help="torch threads per replica (default: 1 with workers, all cores without; --engine ray: "
+                             "half the cluster's CPUs over the actors)")
     parser.add_argument("--rows-per-part", type=int, default=1024, help="rows per Parquet row group")
     parser.add_argument("--masks-dir", default=None,
                         help="segmentation models and cell counters: write DIR/<input path>.png (uint16 instance labels), "

@@ -240,6 +240,25 @@ def space_app(space: str, module_name: str, **env: str):
         yield module
 
 
+def assert_uploads_reach_the_app(demo, tmp_path: Path) -> None:
+    """Every image upload of a Space hands the app the user's own file (``type="filepath"``,
+    ``image_mode=None``): Gradio's default conversion to RGB would clip a 16-bit image to white
+    (and drop alpha) before ``imagezoo.images`` normalises it as training did."""
+    import gradio as gr
+    import numpy as np
+    from gradio.data_classes import ImageData
+    from PIL import Image
+
+    pixels = np.array([[0, 1000], [30000, 65535]], dtype=np.uint16)
+    path = tmp_path / "sixteen_bit.png"
+    Image.fromarray(pixels).save(path)
+    uploads = [block for block in demo.blocks.values() if isinstance(block, gr.Image) and block.type == "filepath"]
+    assert uploads, "no image upload found"
+    for upload in uploads:
+        received = upload.preprocess(ImageData(path=str(path), orig_name=path.name))
+        assert np.array_equal(np.asarray(Image.open(received)), pixels), upload.label
+
+
 def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

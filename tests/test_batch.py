@@ -228,6 +228,50 @@ def test_resume_takes_each_file_from_one_source(trained_model, ldc_sample_dir, t
     assert len(again) == len(first) and sorted(map(key, again)) == sorted(map(key, first))
 
 
+def test_a_job_that_fails_keeps_the_files_it_scored(trained_model, slides, tmp_path, monkeypatch):
+    from imagezoo.batch import job as batch_job
+    from imagezoo.batch.local_engine import run_local
+
+    def engine_lost_halfway(job):  # scores three files, then dies (a lost Ray node, say)
+        job.files = job.files[:3]
+        run_local(job)
+        raise RuntimeError("worker lost")
+
+    monkeypatch.setitem(batch_job.ENGINES, "lost", engine_lost_halfway)
+    out = tmp_path / "out.parquet"
+    with pytest.raises(RuntimeError, match="worker lost"):
+        run_job(slides, str(trained_model), out, engine="lost", num_workers=0, progress=False)
+    assert not out.exists()
+    summary = run_job(slides, str(trained_model), out, resume=True, num_workers=0, progress=False)
+    assert summary.skipped == 3 and summary.scored + summary.errors == summary.files - 3
+    assert len(read_rows(out)) == summary.files
+
+
+def test_a_batch_that_fails_fails_only_its_bad_file(trained_model, ldc_dir):
+    import torch
+
+    from imagezoo.batch.items import Preprocessor, score_items
+    from imagezoo.predictors import Item, JobOptions, load_predictor
+
+    predictor = load_predictor(str(trained_model))
+    good = Preprocessor(str(ldc_dir), predictor.preparer(JobOptions()))(LDC_SAMPLES["RGB"])
+    expected = predictor.forward([good], 32)[0]
+    odd = Item("odd.png", sha256="0" * 64, width=96, height=96, inputs=torch.zeros(1, 4, 96, 96, dtype=torch.uint8))
+    (_, good_rows), (_, odd_rows) = score_items(predictor, [good, odd], 32, JobOptions())
+    assert good_rows[0]["error"] is None and good_rows[0]["prob_live"] == pytest.approx(float(expected[0][1]), abs=1e-5)
+    assert len(odd_rows) == 1 and "RuntimeError" in odd_rows[0]["error"] and "label" not in odd_rows[0]
+
+
+def test_outputs_written_inside_the_folder_are_not_scored(trained_model, ldc_sample_dir, tmp_path):
+    folder = tmp_path / "slides"
+    shutil.copytree(ldc_sample_dir, folder)
+    out = folder / "results" / "out.parquet"
+    first = run_job(folder, str(trained_model), out, progress=False)
+    second = run_job(folder, str(trained_model), out, progress=False)
+    assert first.files == second.files == len(discover(ldc_sample_dir))
+    assert not any(row["path"].startswith("results/") for row in read_rows(out))
+
+
 def test_ray_engine_gives_the_same_rows_as_local(trained_model, slides, tmp_path):
     pytest.importorskip("ray")
     local, distributed = tmp_path / "local.parquet", tmp_path / "ray.parquet"

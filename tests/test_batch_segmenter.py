@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, space_app
+from conftest import ROOT, assert_uploads_reach_the_app, space_app
 from PIL import Image
 from pycocotools import mask as coco_mask
 
@@ -121,7 +121,8 @@ def nuclei_app(nuclei_model):
         yield module
 
 
-def test_space_segments_counts_and_exports(nuclei_app, nuclei_folder):
+def test_space_segments_counts_and_exports(nuclei_app, nuclei_folder, tmp_path):
+    assert_uploads_reach_the_app(nuclei_app.demo, tmp_path)
     path = nuclei_folder / "plate1" / "well" / "1.png"
     overlay, text, files, state = nuclei_app.segment(str(path), 0.5)
     image, probabilities = state

@@ -13,7 +13,7 @@ import matplotlib
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT, SHARED_DATA, space_app
+from conftest import ROOT, SHARED_DATA, assert_uploads_reach_the_app, space_app
 from PIL import Image
 from scipy import ndimage
 from skimage.filters import threshold_otsu
@@ -168,7 +168,7 @@ def test_grad_cam_is_image_sized_and_lies_on_the_head(brain_models, brain_data):
     assert np.mean(fractions) > 0.5, fractions
 
 
-def test_space_refuses_a_cat_and_analyses_an_mri(brain_models, brain_data):
+def test_space_refuses_a_cat_and_analyses_an_mri(brain_models, brain_data, tmp_path):
     with space_app("brain_mri", "brain_space", IMAGEZOO_MODEL=str(brain_models / "brain-tumor-type"),
                    IMAGEZOO_GATE=str(brain_models / "brain-mri-gate")) as app:
         demo = app.build_demo()
@@ -183,7 +183,7 @@ def test_space_refuses_a_cat_and_analyses_an_mri(brain_models, brain_data):
         verdict, tumour, types, cam, scan = app.analyse_upload(str(example))
         assert "Brain MRI slice" in verdict and set(types) == set(TYPE_LABELS)
         assert cam.size == Image.open(example).size and scan["label"] in TYPE_LABELS
-        assert demo is not None
+        assert_uploads_reach_the_app(demo, tmp_path)
         # the chat tab: the last analysis, in the question's language, and the served models' own numbers
         reply = app.respond("¿Qué significa mi resultado?", [], scan)
         assert f"{100 * scan['probability']:.0f}%" in reply and "no es un diagnóstico" in reply

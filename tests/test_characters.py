@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, space_app
+from conftest import SHARED_DATA, assert_uploads_reach_the_app, space_app
 from PIL import Image
 
 from imagezoo.data.characters import build_characters_dataset
@@ -129,3 +129,4 @@ def test_space_explains_an_upload(characters_model, pictures, tmp_path):
         assert "Lucy Heartfilia" in caption
         with pytest.raises(gr.Error):
             app.explain("fairytail", None, app.PREDICTED, "blocks.1")
+        assert_uploads_reach_the_app(app.demo, tmp_path)

@@ -163,3 +163,15 @@ print(json.dumps({"kind": pipeline.kind, "revision": pipeline.revision, "refused
     assert got["backstop"] == gate_config.get("backstop", {}).get("kind")  # the backstop file came along
     assert got["accuracy"] == local["metrics"]["accuracy"]  # eval_results.json downloads with the weights
     assert len(got["revision"].split("+gate:")[1]) == 40
+
+
+def test_a_space_folder_holds_the_app_and_the_package_it_imports(tmp_path):
+    from conftest import ROOT
+
+    from imagezoo.hub import save_space_folder
+
+    folder = save_space_folder(ROOT / "spaces" / "nuclei", tmp_path / "space")
+    assert {"app.py", "requirements.txt", "README.md"} <= {path.name for path in folder.iterdir()}
+    assert (folder / "imagezoo" / "predictors" / "segmenter.py").is_file()
+    assert list((folder / "imagezoo" / "chat" / "knowledge").glob("*.json"))  # package data goes too
+    assert not list(folder.rglob("__pycache__")) and not list(folder.rglob("*.pyc"))

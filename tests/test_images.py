@@ -65,6 +65,22 @@ def test_missing_file_and_pixel_limit(tmp_path, bad_files):
         load_image(tmp_path / "absent.png")
     with pytest.raises(ImageError, match="too large"):
         load_image(bad_files["good"], max_pixels=100)
+    with pytest.raises(ImageError, match="too large"):  # an image a caller already opened, too
+        load_image(Image.open(bad_files["good"]), max_pixels=100)
+
+
+def test_a_failed_write_leaves_no_file_behind(tmp_path):
+    from imagezoo.files import write_atomically
+
+    def write_then_fail(tmp):
+        tmp.write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(tmp_path / "out.parquet", write_then_fail)
+    assert list(tmp_path.iterdir()) == []
+    write_atomically(tmp_path / "out.parquet", lambda tmp: tmp.write_bytes(b"whole"))
+    assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
 
 
 def test_jpeg_cut_inside_its_header_is_a_clear_error(tmp_path):

@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import SHARED_DATA, space_app
+from conftest import SHARED_DATA, assert_uploads_reach_the_app, space_app
 from PIL import Image
 
 from imagezoo.batch import run_job
@@ -158,9 +158,10 @@ def app(pets_model):
 
 
 @pytest.mark.slow
-def test_space_photo_tab_and_webcam_frames(app, pets_dataset, bad_files):
+def test_space_photo_tab_and_webcam_frames(app, pets_dataset, bad_files, tmp_path):
     import gradio as gr
 
+    assert_uploads_reach_the_app(app.demo, tmp_path)
     image = load_splits(str(pets_dataset))["test"]["image"][0]
     probs = app.classify(image)
     assert set(probs) == {"cat", "dog", "neither"} and sum(probs.values()) == pytest.approx(1, abs=1e-4)

@@ -3,7 +3,7 @@
 
 import gradio as gr
 import pytest
-from conftest import LDC_SAMPLES, space_app
+from conftest import LDC_SAMPLES, assert_uploads_reach_the_app, space_app
 from PIL import Image
 
 from imagezoo.data.voc import read_voc
@@ -20,13 +20,16 @@ def app(trained_model):
 
 def test_single_cell_gives_probabilities_for_both_labels(app, ldc_crops):
     for path in sorted((ldc_crops.parent / "examples").glob("*.png")):
-        probabilities = app.classify_cell(Image.open(path))
+        probabilities = app.classify_cell(str(path))
         assert set(probabilities) == {"dead", "live"}
         assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_16bit_upload_is_accepted(app, ldc_dir):
-    probabilities = app.classify_cell(Image.open(ldc_dir / LDC_SAMPLES["I;16"]))
+def test_16bit_upload_is_accepted(app, ldc_dir, tmp_path):
+    assert_uploads_reach_the_app(app.demo, tmp_path)
+    path = ldc_dir / LDC_SAMPLES["I;16"]
+    assert Image.open(path).mode == "I;16"  # the Space gets the file itself (image_mode=None), not Gradio's 8-bit copy
+    probabilities = app.classify_cell(str(path))
     assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -49,6 +52,8 @@ def test_slide_without_cells_says_so(app, ldc_dir):
 def test_bad_inputs_become_gradio_errors(app, bad_files):
     with pytest.raises(gr.Error):
         app.classify_cell(None)
+    with pytest.raises(gr.Error, match="truncated"):
+        app.classify_cell(str(bad_files["truncated"]))
     with pytest.raises(gr.Error, match="truncated"):
         app.score_slide(str(bad_files["truncated"]), str(bad_files["text"]))
     with pytest.raises(gr.Error, match="Upload both"):

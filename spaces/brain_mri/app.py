@@ -85,7 +85,7 @@ def build_demo() -> gr.Blocks:
         scan = gr.State(None)
         with gr.Tab("Analysis"):
             with gr.Row():
-                picture = gr.Image(type="filepath", label="MRI slice")
+                picture = gr.Image(type="filepath", image_mode=None, label="MRI slice")
                 with gr.Column():
                     verdict = gr.Markdown(elem_id="verdict")
                     tumour = gr.Label(label="Tumour (1 - p(no tumour))")

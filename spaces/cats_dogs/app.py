@@ -72,7 +72,7 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(f"# Cat, dog or neither\n{NOTICE}")
         with gr.Tab("Photo"):
             with gr.Row():
-                photo = gr.Image(type="filepath", label="Photo")
+                photo = gr.Image(type="filepath", image_mode=None, label="Photo")
                 verdict = gr.Label(num_top_classes=3, label="Prediction")
             gr.Button("Classify", variant="primary").click(classify, photo, verdict, api_name="classify")
             if EXAMPLES:

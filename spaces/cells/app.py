@@ -15,8 +15,8 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-from PIL import Image
 
+from imagezoo.cells import CLASS_COLOURS
 from imagezoo.data.voc import AnnotationError, read_voc
 from imagezoo.images import ImageError, load_image
 from imagezoo.inference import ImageClassifier
@@ -42,7 +42,7 @@ def classifier() -> ImageClassifier:
     return ImageClassifier.from_pretrained(MODEL_ID)
 
 
-def classify_cell(image: Image.Image | None) -> dict[str, float]:
+def classify_cell(image: str | None) -> dict[str, float]:
     """Probabilities of ``dead`` and ``live`` for one cell crop."""
     if image is None:
         raise gr.Error("Upload a cell image first.")
@@ -109,7 +109,7 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(f"# Live or dead? Microscopy cell viability\n\n{DISCLAIMER}\n\nModel: `{MODEL_ID}`")
         with gr.Tab("One cell"):
             with gr.Row():
-                cell = gr.Image(type="pil", image_mode=None, label="Cell crop")
+                cell = gr.Image(type="filepath", image_mode=None, label="Cell crop")
                 probabilities = gr.Label(num_top_classes=2, label="Prediction")
             gr.Button("Classify", variant="primary").click(classify_cell, cell, probabilities, api_name="classify")
             if EXAMPLES:
@@ -131,7 +131,8 @@ def build_demo() -> gr.Blocks:
                 slide = gr.File(label="Slide image", file_types=["image"], type="filepath")
                 xml = gr.File(label="Pascal-VOC XML", file_types=[".xml"], type="filepath")
             button = gr.Button("Score all cells", variant="primary")
-            annotated = gr.AnnotatedImage(label="Cells", color_map={"live": "#2ca02c", "dead": "#d62728"})
+            colours = {name: "#%02x%02x%02x" % rgb for name, rgb in CLASS_COLOURS.items()}  # as the "Whole image" tab
+            annotated = gr.AnnotatedImage(label="Cells", color_map=colours)
             report = gr.Markdown()
             button.click(score_slide, [slide, xml], [annotated, report], api_name="score_slide")
     return demo

@@ -74,7 +74,7 @@ def build_demo() -> gr.Blocks:
             layer = gr.Dropdown(["blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6"], value="blocks.2",
                                 label="Feature maps of layer (shallow to deep)")
         with gr.Row():
-            picture = gr.Image(type="filepath", label="Picture")
+            picture = gr.Image(type="filepath", image_mode=None, label="Picture")
             probs = gr.Label(num_top_classes=4, label="Prediction")
         with gr.Row():
             cam = gr.Image(label="Grad-CAM")

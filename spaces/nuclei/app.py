@@ -10,6 +10,7 @@ or a local folder), defaulting to the repo's ``models/nuclei-unet`` when present
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -40,8 +41,9 @@ SCRATCH = Path(tempfile.mkdtemp(prefix="nuclei-space-"))
 def download_folder() -> Path:
     """A new folder for one render's files; folders older than ``SPACE_DELETE_CACHE`` go (Gradio has copied them)."""
     for old in SCRATCH.iterdir():
-        if time.time() - old.stat().st_mtime > SPACE_DELETE_CACHE[1]:
-            shutil.rmtree(old, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another render may be deleting it too
+            if time.time() - old.stat().st_mtime > SPACE_DELETE_CACHE[1]:
+                shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(dir=SCRATCH))
 
 

@@ -9,12 +9,14 @@ probabilities are close is flagged "not decisive" rather than shown as an answer
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from imagezoo.chat.corpus import ModelFacts
 from imagezoo.images import ImageSource
-from imagezoo.predictors.base import resolve_model_folder
+from imagezoo.inference import ImageClassifier
+from imagezoo.predictors.base import LOCAL_PREFIX, resolve_model_folder
 from imagezoo.predictors.gated import GatedClassifier
-from imagezoo.tasks import default_model_id
+from imagezoo.tasks import HUB_PREFIX, default_model_id
 
 NO_TUMOUR = "notumor"
 #: a top-two probability margin under this is "not decisive"
@@ -50,8 +52,15 @@ def load_pipeline(models_dir: str = "models", runtime: str = "torch") -> GatedCl
 def served_facts(pipeline: GatedClassifier) -> ModelFacts:
     """The chat's numbers about our models, read from the very folders the pipeline serves (local, or
     the Hub snapshot it downloaded), so the chat and the model cards never disagree."""
-    type_folder, gate_folder = (resolve_model_folder(p.model_id)[0] for p in (pipeline.classifier, pipeline.gate))
-    return ModelFacts.from_folders(type_folder, gate_folder)
+    return ModelFacts.from_folders(*(served_folder(p) for p in (pipeline.classifier, pipeline.gate)))
+
+
+def served_folder(predictor: ImageClassifier) -> Path:
+    """The folder a loaded model was read from: the Hub snapshot of the commit it serves (from the
+    download cache), or its local folder (not hashed again)."""
+    if predictor.model_id.startswith(HUB_PREFIX):
+        return resolve_model_folder(predictor.model_id, predictor.revision)[0]
+    return Path(predictor.model_id.removeprefix(LOCAL_PREFIX))
 
 
 def analyse(pipeline: GatedClassifier, image: ImageSource, margin: float = DECISIVE_MARGIN) -> ScanAnalysis:

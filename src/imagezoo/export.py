@@ -21,6 +21,8 @@ import torch
 from timm.layers import set_layer_config
 from torch import nn
 
+from imagezoo.predictors.base import WEIGHTS_NAME
+
 logger = logging.getLogger(__name__)
 
 #: runtime name -> file in the model folder ("torch" runs the safetensors weights eagerly)
@@ -163,7 +165,7 @@ def compare_runtimes(
         reference = predicted if reference is None else reference
         with torch.inference_mode():
             timing = latency_ms(run, one)
-        rows.append({"runtime": name, "file": RUNTIME_FILES.get(name, "model.safetensors"),
+        rows.append({"runtime": name, "file": RUNTIME_FILES.get(name, WEIGHTS_NAME),
                      "accuracy": float((predicted == test_labels).mean()),
                      "agreement_with_torch": float((predicted == reference).mean()), **timing})
         logger.info("runtime %s: %s", name, rows[-1])

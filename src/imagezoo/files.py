@@ -13,6 +13,10 @@ def write_atomically(target: str | Path, write: Callable[[Path], object]) -> Pat
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, target)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:  # a failed (or interrupted) write leaves nothing behind
+        tmp.unlink(missing_ok=True)
+        raise
     return target

@@ -8,6 +8,8 @@ and everything downstream loads the local folder and the Hub id through the same
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 from datasets import DatasetDict
@@ -91,9 +93,11 @@ def save_model_folder(
 
 
 def push_folder(
-    folder: str | Path, repo_id: str, repo_type: str = "model", private: bool = False, **create_kwargs
+    folder: str | Path, repo_id: str, repo_type: str = "model", private: bool = False,
+    delete_patterns: list[str] | None = None, **create_kwargs,
 ) -> str:
-    """Create ``repo_id`` if needed and upload ``folder`` to it; returns the commit URL.
+    """Create ``repo_id`` if needed and upload ``folder`` to it in one commit; returns the commit URL.
+    Remote files matching ``delete_patterns`` that the folder no longer holds are deleted in that commit.
 
     The token comes from ``HF_TOKEN`` or ``huggingface-cli login``'s cache, never from
     arguments, so it is never echoed in logs or shell history.
@@ -101,22 +105,32 @@ def push_folder(
     api = HfApi()
     api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **create_kwargs)
     commit = api.upload_folder(
-        folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, ignore_patterns=["__pycache__/*", "*.pyc"]
+        folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, ignore_patterns=["__pycache__/*", "*.pyc"],
+        delete_patterns=delete_patterns,
     )
     logger.info("pushed %s to %s (%s)", folder, repo_id, commit.commit_url)
     return commit.commit_url
 
 
-def push_space(space_dir: str | Path, repo_id: str, private: bool = False) -> str:
-    """Upload a Gradio Space folder together with the ``imagezoo`` package its app imports."""
+#: what a Space folder never ships
+SPACE_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc")
+
+
+def save_space_folder(space_dir: str | Path, folder: str | Path) -> Path:
+    """The Space as its repo holds it: ``space_dir`` (app, requirements, README) plus the ``imagezoo``
+    package the app imports, under ``imagezoo/``."""
     import imagezoo
 
-    push_folder(space_dir, repo_id, repo_type="space", private=private, space_sdk="gradio")
-    commit = HfApi().upload_folder(
-        folder_path=str(Path(imagezoo.__file__).parent),
-        path_in_repo="imagezoo",
-        repo_id=repo_id,
-        repo_type="space",
-        ignore_patterns=["__pycache__/*", "*.pyc"],
-    )
-    return commit.commit_url
+    folder = Path(folder)
+    shutil.copytree(space_dir, folder, ignore=SPACE_IGNORE, dirs_exist_ok=True)
+    shutil.copytree(Path(imagezoo.__file__).parent, folder / "imagezoo", ignore=SPACE_IGNORE, dirs_exist_ok=True)
+    return folder
+
+
+def push_space(space_dir: str | Path, repo_id: str, private: bool = False) -> str:
+    """Upload a Gradio Space with the ``imagezoo`` package in one commit, so the Space never rebuilds
+    with a new app beside an old package; modules since removed from the package are deleted."""
+    with tempfile.TemporaryDirectory() as staging:
+        folder = save_space_folder(space_dir, staging)
+        return push_folder(folder, repo_id, repo_type="space", private=private, delete_patterns=["imagezoo/*"],
+                           space_sdk="gradio")

@@ -72,7 +72,9 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, name: str | No
     decompression bomb costs nothing; truncated files raise instead of returning a
     half-grey image. ``name`` is how errors refer to the input (default: its path).
     """
-    if isinstance(source, Image.Image):
+    if isinstance(source, Image.Image):  # decoded by the caller, or opened lazily: its size is known
+        if source.width * source.height > max_pixels:
+            raise ImageError(f"{name or '<image>'}: too large ({source.width}x{source.height} pixels, limit {max_pixels:,})")
         return to_rgb(source)
     name = name or ("<bytes>" if isinstance(source, bytes) else str(source))
     if isinstance(source, bytes):

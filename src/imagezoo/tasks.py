@@ -12,6 +12,8 @@ from pathlib import Path
 
 #: The Hub organisation our models and datasets are published under.
 HUB_ORG = "imagezoo"
+#: How a model id names a Hub repo rather than a folder (timm's spelling: ``hf-hub:ORG/NAME``).
+HUB_PREFIX = "hf-hub:"
 #: The margin around a cell's box when it is cropped, in box sides: the LDC crops are cut with it
 #: (``prepare_ldc.py``), the classifier records it in its config.json, and every inference crop reads it there.
 CELL_CROP_CONTEXT = 0.5
@@ -599,4 +601,4 @@ def default_model_id(task_name: str, models_dir: str | Path, env: str = "IMAGEZO
     variable ``env``), else the trained folder ``models_dir/<task>``, else the task's Hub repo
     (``hf-hub:ORG/NAME``)."""
     local = Path(models_dir, task_name)
-    return os.environ.get(env) or (str(local) if local.is_dir() else f"hf-hub:{get_task(task_name).repo_id}")
+    return os.environ.get(env) or (str(local) if local.is_dir() else f"{HUB_PREFIX}{get_task(task_name).repo_id}")

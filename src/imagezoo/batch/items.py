@@ -59,6 +59,22 @@ def base_row(item: Item, predictor: Predictor) -> dict:
     )
 
 
+def forward_each(predictor: Predictor, items: Sequence[Item], batch_size: int) -> list:
+    """``predictor.forward`` of the batch; if it fails, of each item alone, so the failure is recorded
+    as the error of the file that caused it (a slide with thousands of boxes running out of memory,
+    say) and the other files are still scored."""
+    try:
+        return list(predictor.forward(items, batch_size))
+    except Exception as err:  # noqa: BLE001 - narrowed to the failing files below
+        if len(items) == 1:
+            items[0].error = f"{type(err).__name__}: {err}"
+            return [None]
+    outputs = []
+    for item in items:
+        outputs.extend(forward_each(predictor, [item], batch_size))
+    return outputs
+
+
 def score_items(
     predictor: Predictor, items: Sequence[Item], batch_size: int, options: JobOptions
 ) -> list[tuple[Item, list[dict]]]:
@@ -67,7 +83,7 @@ def score_items(
     A failure while scoring or writing one file's outputs becomes that file's error row.
     """
     scored = []
-    for item, output in zip(items, predictor.forward(items, batch_size)):
+    for item, output in zip(items, forward_each(predictor, items, batch_size)):
         rows = []
         if not item.skipped:
             base = base_row(item, predictor)

@@ -50,12 +50,13 @@ def run_job(
     with ``gate``, only images the gate model accepts get ``model_id``'s label."""
     if engine not in ENGINES:
         raise ValueError(f"--engine must be one of {sorted(ENGINES)}, not {engine!r}")
-    root, out = Path(directory), Path(out)
-    files = discover(root)
+    root, out = Path(directory).resolve(), Path(out).resolve()  # absolute: Ray workers run elsewhere
+    masks_dir = None if masks_dir is None else Path(masks_dir).resolve()
+    files = discover(root, exclude=[out, parts_dir_for(out), *([masks_dir] if masks_dir else [])])
     if not files:
         raise ValueError(f"{root}: no files to score (the folder is empty)")
     predictor = load_predictor(model_id, gate=gate)
-    options = JobOptions(boxes=boxes, masks_dir=None if masks_dir is None else str(Path(masks_dir).resolve()))
+    options = JobOptions(boxes=boxes, masks_dir=None if masks_dir is None else str(masks_dir))
     predictor.check_options(options)
     schema = output_schema(predictor.label_names)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -76,8 +77,10 @@ def run_job(
         progress=progress,
     )
     start = time.perf_counter()
-    reused = ENGINES[engine](job)
-    job.writer.flush()
+    try:
+        reused = ENGINES[engine](job)
+    finally:  # what was scored reaches a part even when the job fails, for --resume
+        job.writer.flush()
     job.summary.seconds = time.perf_counter() - start
     finalize(out, schema, done, reused, job.writer.written)
     scored = pq.read_table(out, columns=["path", "error"]).to_pylist()

@@ -8,6 +8,7 @@ local engine does (so ``--resume`` and the atomic rename work the same way).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -60,11 +61,17 @@ class Prepare:
 
 
 class ScoreActor:
-    """Holds one model; turns a batch of item rows into output rows (plus reuse markers)."""
+    """Holds one model; turns a batch of item rows into output rows (plus reuse markers).
 
-    def __init__(self, load_spec: dict, batch_size: int, threads: int, options: JobOptions):
+    The model is the driver's: the same folder or Hub commit, checked by its revision, so one
+    output never mixes two versions of a model (a push to the Hub repo during the job)."""
+
+    def __init__(self, load_spec: dict, revision: str, batch_size: int, threads: int, options: JobOptions):
         torch.set_num_threads(threads)
         self.predictor = load_predictor(**load_spec)
+        if self.predictor.revision != revision:
+            raise RuntimeError(f"{load_spec}: this worker loaded revision {self.predictor.revision}, the job's is "
+                               f"{revision} (the model changed while the job ran)")
         self.batch_size, self.options = batch_size, options
         self.schema = output_schema(self.predictor.label_names).append(pa.field(REUSED, pa.bool_()))
 
@@ -79,22 +86,30 @@ class ScoreActor:
         return pa.Table.from_pylist(rows, schema=self.schema)
 
 
-def run_ray(job: JobRun, actors: int = 1) -> set[tuple[str, str]]:
-    """Score ``job.files`` on the Ray cluster in ``RAY_ADDRESS`` (or a local one); returns reused keys."""
+def run_ray(job: JobRun) -> set[tuple[str, str]]:
+    """Score ``job.files`` on the Ray cluster in ``RAY_ADDRESS`` (or a local one); returns reused keys.
+
+    ``job.num_workers`` model actors (default 1), each on ``job.threads`` torch threads (default:
+    half the cluster's CPUs over the actors, the other half decoding). Rows come back in the driver
+    grouped by file, so a Parquet part never holds part of a file's rows (``--resume`` reuses whole files).
+    """
     import ray
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = job.progress
-    threads = max(1, int(ray.cluster_resources().get("CPU", os.cpu_count() or 1)) // (2 * actors))
+    actors = job.num_workers or 1
+    cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+    threads = job.threads or max(1, cpus // (2 * actors))
     dataset = (
         ray.data.from_items([{"path": path} for path in job.files])
         .map(Prepare(job.preprocess))
         .map_batches(
             ScoreActor,
             fn_constructor_kwargs=dict(
-                load_spec=job.predictor.load_spec, batch_size=job.batch_size, threads=threads, options=job.options
+                load_spec=job.predictor.load_spec, revision=job.predictor.revision, batch_size=job.batch_size,
+                threads=threads, options=job.options,
             ),
             batch_size=job.batch_size,
             batch_format="pyarrow",
@@ -102,8 +117,11 @@ def run_ray(job: JobRun, actors: int = 1) -> set[tuple[str, str]]:
         )
     )
     reused: set[tuple[str, str]] = set()
-    for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-        for row in table.to_pylist():
-            is_reused = row.pop(REUSED)
-            job.collect(row["path"], row["sha256"], is_reused, [] if is_reused else [row], reused)
+    rows = (row for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None) for row in table.to_pylist())
+    # an actor emits each file's rows together: one collect per file, whatever the batches' boundaries;
+    # model_id as the user gave it (the actors load the folder by its absolute path), as the local engine writes it
+    for (path, sha256, is_reused), file_rows in itertools.groupby(rows, key=lambda r: (r["path"], r["sha256"], r[REUSED])):
+        file_rows = [{**{k: v for k, v in row.items() if k != REUSED}, "model_id": job.predictor.model_id}
+                     for row in file_rows]
+        job.collect(path, sha256, is_reused, [] if is_reused else file_rows, reused)
     return reused

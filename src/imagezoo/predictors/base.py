@@ -31,9 +31,9 @@ from huggingface_hub import snapshot_download
 from PIL import Image
 
 from imagezoo.images import file_sha256
+from imagezoo.tasks import HUB_PREFIX
 
 WEIGHTS_NAME = "model.safetensors"
-HUB_PREFIX = "hf-hub:"
 LOCAL_PREFIX = "local-dir:"
 CONFIG_KEY = "_imagezoo"  # smp ignores config keys starting with "_" when it builds the model
 
@@ -67,6 +67,11 @@ def prob_column(label: str) -> str:
 
 #: ``prepare(image, path, item)`` fills ``item.inputs`` (and ``item.context``) for one decoded image.
 Preparer = Callable[[Image.Image, Path, Item], None]
+
+
+def absolute_model_id(model_id: str) -> str:
+    """A model folder's absolute path (valid from any working directory); a Hub id unchanged."""
+    return model_id if model_id.startswith(HUB_PREFIX) else str(Path(model_id.removeprefix(LOCAL_PREFIX)).resolve())
 
 
 def resolve_model_folder(model_id: str, revision: str | None = None) -> tuple[Path, str]:
@@ -128,8 +133,11 @@ class Predictor(ABC):
     @property
     def load_spec(self) -> dict:
         """The :func:`~imagezoo.predictors.load_predictor` arguments that rebuild this predictor elsewhere
-        (a Ray actor): the model id, plus a pipeline's other models."""
-        return {"model_id": self.model_id}
+        (a Ray actor, in another working directory): the folder's absolute path, or the Hub id at the
+        commit loaded here; pipelines add their other models."""
+        if self.model_id.startswith(HUB_PREFIX):
+            return {"model_id": self.model_id, "revision": self.revision}
+        return {"model_id": absolute_model_id(self.model_id)}
 
     def check_options(self, options: JobOptions) -> None:
         """Raise ``ValueError`` naming what this model cannot do of ``options``."""

@@ -21,7 +21,7 @@ from torchvision.transforms import v2
 
 from imagezoo.images import ImageSource, load_image
 from imagezoo.inference import CropPreparer, ImageClassifier
-from imagezoo.predictors.base import Item, JobOptions, Predictor, register_predictor
+from imagezoo.predictors.base import Item, JobOptions, Predictor, absolute_model_id, register_predictor
 
 
 @register_predictor
@@ -55,7 +55,8 @@ class GatedClassifier(Predictor):
 
     @property
     def load_spec(self) -> dict:
-        return {"model_id": self.classifier.model_id, "gate": self.gate.model_id}
+        # Hub ids stay unpinned (load_predictor pins one model only); the actor checks the combined revision
+        return {"model_id": absolute_model_id(self.classifier.model_id), "gate": absolute_model_id(self.gate.model_id)}
 
     def gate_probabilities(self, batch: torch.Tensor) -> np.ndarray:
         """The gate's probabilities for uint8 inputs made by the classifier's preprocessing."""
