@@ -77,6 +77,10 @@ def test_resume_reuses_rows_and_keeps_the_masks(nuclei_model, nuclei_folder, tmp
     assert again.skipped == 3 and again.scored == 0
     assert sorted(pq.read_table(out).to_pylist(), key=lambda r: r["path"]) == first
     assert (masks / "objects.csv").read_text() == objects
+    elsewhere = tmp_path / "new-masks"  # a resumed job asked for label images it never wrote rescores those files
+    moved = run_job(nuclei_folder, str(nuclei_model), out, masks_dir=elsewhere, resume=True, progress=False)
+    assert moved.skipped == 0 and moved.scored == 3
+    assert (elsewhere / "objects.csv").read_text() == objects
 
 
 def test_ray_engine_gives_the_same_rows(nuclei_model, nuclei_folder, tmp_path):

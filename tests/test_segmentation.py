@@ -171,6 +171,27 @@ def test_a_scaled_model_sees_resized_images_and_answers_in_the_images_pixels(ran
     assert rescale(batch, None) is batch and rescale(batch, 1.0) is batch
 
 
+def test_test_time_augmentation_is_the_mean_over_the_eight_orientations(random_unet):
+    image = np.random.default_rng(4).integers(0, 256, (64, 96, 3), dtype=np.uint8)  # no padding: turns commute with it
+    config = SegmenterConfig(percentiles=(1.0, 99.8))
+    plain = predict_probabilities(random_unet, image, config)
+    views = []
+    for turns in range(4):
+        for mirror in (False, True):
+            view = np.rot90(image, turns)
+            view = np.ascontiguousarray(view[:, ::-1] if mirror else view)
+            maps = predict_probabilities(random_unet, view, config)
+            maps = maps[:, :, ::-1] if mirror else maps
+            views.append(np.rot90(maps, -turns, axes=(1, 2)))
+    augmented = predict_probabilities(random_unet, image, dataclasses.replace(config, tta=True))
+    np.testing.assert_allclose(augmented, np.mean(views, axis=0), atol=1e-5)
+    assert np.abs(augmented - plain).max() > 1e-3  # an untrained network is no symmetric function
+    for height, width, tile_size in [(37, 53, 512), (300, 517, 256)]:  # padded, and tiled
+        odd = np.random.default_rng(5).integers(0, 256, (height, width, 3), dtype=np.uint8)
+        probs = predict_probabilities(random_unet, odd, SegmenterConfig(tile_size=tile_size, tta=True))
+        assert probs.shape == (2, height, width) and 0 <= probs.min() and probs.max() <= 1
+
+
 def test_training_crops_of_a_scaled_model_resize_images_and_keep_targets_binary():
     image, labels = blob_sample(64, seed=3)
     target = np.stack([labels > 0, find_boundaries(labels)]).astype(np.uint8)

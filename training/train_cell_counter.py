@@ -44,6 +44,7 @@ from imagezoo.scripts import (
     hardware,
     jsonl_logger,
     script_command,
+    serving_settings,
     subsample,
     unet_recipe,
 )
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> Path:
     validation = Slides.from_rows(dataset["validation"])
     test = Slides.from_rows(dataset["test"])
     config = SegmenterConfig(channels=(*task.label_names, *([CENTRE] if centres else [])),
-                             **encoder_normalization(recipe.encoder), **task.model_config, scale=recipe.input_scale)
+                             **encoder_normalization(recipe.encoder), **serving_settings(task, args),
+                             scale=recipe.input_scale)
     if centres:  # validate epochs with the post-processing the centres are for
         config = dataclasses.replace(config, postprocess="watershed-centres")
 
@@ -114,7 +116,9 @@ def main(argv: list[str] | None = None) -> Path:
     targets = train.targets(len(task.label_names), recipe.centre_scale)
     crops = SegmentationCrops(train.images, targets, train_transform(recipe.crop_size, config, recipe.invert),
                               scale=config.scale)
-    result = fit_segmenter(recipe, crops, config, cell_validation(validation, config), None, args.seed, args.device, log)
+    # epochs are selected without test-time augmentation (8x the time of every validation)
+    validate = cell_validation(validation, dataclasses.replace(config, tta=False))
+    result = fit_segmenter(recipe, crops, config, validate, None, args.seed, args.device, log)
     train_minutes = (time.time() - start) / 60
 
     # post-processing per design from validation only; the test slides are scored once per design

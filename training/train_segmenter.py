@@ -30,6 +30,7 @@ from imagezoo.scripts import (
     hardware,
     jsonl_logger,
     script_command,
+    serving_settings,
     subsample,
     unet_recipe,
 )
@@ -82,16 +83,17 @@ def main(argv: list[str] | None = None) -> Path:
     train = NucleiImages.from_rows(subsample(dataset, "train", args.max_train_samples, args.seed))
     validation = NucleiImages.from_rows(dataset["validation"])
     test = NucleiImages.from_rows(dataset["test"])
-    config = SegmenterConfig(channels=task.label_names, **encoder_normalization(recipe.encoder), **task.model_config,
-                             scale=recipe.input_scale)
+    config = SegmenterConfig(channels=task.label_names, **encoder_normalization(recipe.encoder),
+                             **serving_settings(task, args), scale=recipe.input_scale)
 
     log = jsonl_logger(output_dir / "train_log.jsonl")
     start = time.time()
     train_set = SegmentationCrops(train.images, train.targets, train_transform(recipe.crop_size, config, recipe.invert),
                                   config.percentiles, config.scale)
     sampler = type_sampler(train.image_types, recipe.type_balance, len(train) * recipe.crops_per_image, args.seed)
-    result = fit_segmenter(recipe, train_set, config, nuclei_validation(validation, config), sampler, args.seed,
-                           args.device, log)
+    # epochs are selected without test-time augmentation (8x the time of every validation)
+    validate = nuclei_validation(validation, dataclasses.replace(config, tta=False))
+    result = fit_segmenter(recipe, train_set, config, validate, sampler, args.seed, args.device, log)
     train_minutes = (time.time() - start) / 60
 
     # post-processing settings from validation only; the test images are scored once per method

@@ -64,12 +64,20 @@ def add_unet_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--losses", nargs="+", default=None, help="loss terms, summed (e.g. lovasz bce)")
     parser.add_argument("--input-scale", type=float, default=None,
                         help="resize images by this factor for the network (small objects get more pixels)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="serve (and tune and test) the mean of the 8 flips and right-angle turns of each image; "
+                             "epochs are still selected without (default: the task's serving setting)")
     parser.add_argument("--max-train-samples", type=int, default=None, help="subsample training images (smoke runs)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None)
     parser.add_argument("--hub-repo-id", default=None, help="repo id shown in the card (default: imagezoo/<folder>)")
     return parser
+
+
+def serving_settings(task, args: argparse.Namespace) -> dict:
+    """The task's serving settings (``model_config``) with the command line's ``--tta``."""
+    return {**task.model_config, **({} if args.tta is None else {"tta": args.tta})}
 
 
 def unet_recipe(task, args: argparse.Namespace):

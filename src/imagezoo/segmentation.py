@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,6 +58,7 @@ class SegmenterConfig:
     border_min_size: int | None = None  # cell counters: objects touching the image edge need this many pixels
     min_probability: tuple[str, float] | None = None  # cell counters: (label, p): call a cell that label only at p or more
     scale: float | None = None  # images are resized by this factor for the network, probabilities back (None: 1)
+    tta: bool = False  # average the maps of the 8 flips and right-angle turns of each image (8x the network's time)
 
     @classmethod
     def from_dict(cls, values: dict) -> "SegmenterConfig":
@@ -172,6 +174,21 @@ def _as_batch(images: np.ndarray | torch.Tensor) -> np.ndarray:
     return images if images.ndim == 4 else images[None]
 
 
+def d4_mean(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The mean sigmoid maps of ``x`` seen in the 8 orientations of the square's symmetry group (D4:
+    4 right-angle turns, each mirrored or not), each map turned back; microscopy has no up, and the
+    network was trained on all eight (``train_transform``). Inputs padded to the stride stay so turned."""
+    total = 0
+    for turns in range(4):
+        for mirror in (False, True):
+            view = torch.rot90(x, turns, dims=(2, 3))
+            view = view.flip(3) if mirror else view
+            maps = model(view).sigmoid()
+            maps = maps.flip(3) if mirror else maps
+            total = total + torch.rot90(maps, -turns, dims=(2, 3))
+    return total / 8
+
+
 @torch.inference_mode()
 def predict_probabilities_batch(model: nn.Module, images: np.ndarray | torch.Tensor, config: SegmenterConfig) -> np.ndarray:
     """Sigmoid maps, float32 (B, channels, H, W), for same-sized uint8 RGB images of any size.
@@ -199,15 +216,15 @@ def predict_probabilities_batch(model: nn.Module, images: np.ndarray | torch.Ten
     std = torch.tensor(config.std, device=device).view(1, -1, 1, 1)
     x = (x - mean) / std
     model.eval()
+    forward = partial(d4_mean, model) if config.tta else lambda batch: model(batch).sigmoid()
     if tiled:
         from monai.inferers import sliding_window_inference
 
         probs = sliding_window_inference(
-            x, config.tile_size, sw_batch_size=1, predictor=lambda tile: model(tile).sigmoid(),
-            overlap=config.tile_overlap, mode="gaussian",
+            x, config.tile_size, sw_batch_size=1, predictor=forward, overlap=config.tile_overlap, mode="gaussian",
         )
     else:
-        probs = model(x).sigmoid()
+        probs = forward(x)
     probs = probs[:, :, :height, :width].float()
     if (height, width) != original_size:  # back to the image's pixels: post-processing sizes stay in them
         probs = F.interpolate(probs, size=original_size, mode="area" if config.scale > 1 else "bilinear")

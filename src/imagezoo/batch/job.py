@@ -63,7 +63,8 @@ def run_job(
     reused_sources = previous_sources(out, schema) if resume else []
     if not resume:
         shutil.rmtree(parts_dir_for(out), ignore_errors=True)
-    done = done_keys(reused_sources, predictor.revision)
+    done = {key: source for key, source in done_keys(reused_sources, predictor.revision).items()
+            if predictor.has_outputs(options, key[0])}
     job = JobRun(
         predictor=predictor,
         preprocess=Preprocessor(str(root), predictor.preparer(options), frozenset(done), options.boxes == "voc"),

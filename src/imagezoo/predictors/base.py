@@ -157,6 +157,11 @@ class Predictor(ABC):
     def write_outputs(self, item: Item, output: Any, options: JobOptions) -> None:
         """Files written beside the rows (e.g. label images), in the worker; nothing by default."""
 
+    def has_outputs(self, options: JobOptions, path: str) -> bool:
+        """Whether :meth:`write_outputs`' files for input ``path`` exist, so ``--resume`` can reuse its
+        rows (a re-run with a new ``--masks-dir`` rescores the files it has no label image of)."""
+        return True
+
     def finish_outputs(self, options: JobOptions, paths: list[str]) -> None:
         """Once the job's output is complete: combine per-file outputs of ``paths`` (the files
         scored without error, resumed ones included); nothing by default."""

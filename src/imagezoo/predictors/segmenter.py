@@ -167,6 +167,9 @@ class InstanceSegmenter(Predictor):
         write_label_image(png, output.labels)
         write_objects_csv(csv, item.path, output.labels, item.inputs[0].permute(1, 2, 0).numpy())
 
+    def has_outputs(self, options: JobOptions, path: str) -> bool:
+        return not options.masks_dir or all(target.is_file() for target in mask_paths(options.masks_dir, path))
+
     def finish_outputs(self, options: JobOptions, paths: list[str]) -> None:
         """``DIR/objects.csv``: every object of every scored file, in path order (resumed files included)."""
         if not options.masks_dir:
