@@ -102,6 +102,15 @@ def test_seed_cnn_is_the_keras_architecture():
     assert n_params == 896 + 18496 + 73856 + 3211392 + 2 * 129
     assert model(torch.zeros(2, 3, 128, 128)).shape == (2, 2)
     assert model.pretrained_cfg["mean"] == (0.0, 0.0, 0.0) and model.pretrained_cfg["std"] == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="128x128 px inputs only, not 160 px"):  # its dense layer is sized for 128
+        build_model(SEED_CNN_RECIPE.with_overrides(img_size=160), num_classes=2)
+
+
+def test_a_model_without_imagenet_weights_is_refused_before_training_an_open_set_task(tmp_path):
+    import train_classifier
+
+    with pytest.raises(SystemExit, match="ImageNet features: seed_cnn has no pretrained weights"):
+        train_classifier.main(["--task", "cats-dogs", "--arch", "seed-cnn", "--output-dir", str(tmp_path / "out")])
 
 
 def test_arch_alias_selects_the_seed_recipe():

@@ -13,16 +13,17 @@ import argparse
 import json
 from pathlib import Path
 
-from imagezoo.data import load_splits
+from imagezoo.data import check_label_names, load_splits
 from imagezoo.evaluation import classification_metrics, paired_bootstrap
 from imagezoo.inference import ImageClassifier
+from imagezoo.tasks import get_task
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model folder or hf-hub: id")
     parser.add_argument("--compare", nargs="*", default=[], help="other models to compare with")
-    parser.add_argument("--dataset", default="data/ldc-crops")
+    parser.add_argument("--dataset", default=get_task("ldc-live-dead").dataset)
     parser.add_argument("--split", default="test")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     return parser.parse_args(argv)
@@ -30,11 +31,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    split = load_splits(args.dataset)[args.split]
+    dataset = load_splits(args.dataset)
+    split = dataset[args.split]
     images, labels = list(split["image"]), list(split["label"])
     results, predictions = {}, {}
     for model_id in [args.model, *args.compare]:
         classifier = ImageClassifier.from_pretrained(model_id)
+        check_label_names(dataset, classifier.label_names, f"{args.dataset} (for {model_id})")  # same classes, same order
         probs = classifier.predict_images(images)
         results[model_id] = classification_metrics(labels, probs, classifier.label_names)
         predictions[model_id] = probs.argmax(axis=1)

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     # post-processing per design from validation only; the test slides are scored once per design
     start = time.time()
-    model = result.model.cpu()
+    model = result.model  # on the training device: tuning runs the network (8x with test-time augmentation)
     counter = counter_for(model, config)
     val_probs = [counter.probabilities(tensor) for tensor in validation.tensors()]
     test_probs = [counter.probabilities(tensor) for tensor in test.tensors()]
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> Path:
         prepare_command=task.prepare_command,
         command=command,
     )
-    save_unet(model, config, output_dir, card)
+    save_unet(model.cpu(), config, output_dir, card)
     shutil.rmtree(output_dir / CLASSIFIER_FOLDER, ignore_errors=True)
     if shipped.classifier is not None:
         shutil.copytree(args.classifier, output_dir / CLASSIFIER_FOLDER,

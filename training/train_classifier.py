@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> Path:
         frozen=tuple(args.frozen) if args.frozen is not None else None,
     )
     recipe_name = args.arch if args.arch in ARCH_RECIPES else args.recipe
+    if task.reject_label and not recipe.pretrained:  # found out before training, not after it
+        raise SystemExit(f"{task.name}'s refusal rules read ImageNet features: {recipe.arch} has no pretrained weights")
     suffix = f"-{args.arch}" if args.arch else ""
     output_dir = Path(args.output_dir or f"models/{task.name}{suffix}")
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from timm.utils.model import unfreeze
 
 from imagezoo.cards import classifier_card
-from imagezoo.data import load_splits
+from imagezoo.data import check_label_names, load_splits
 from imagezoo.data.ldc import SPLITS
 from imagezoo.evaluation import classification_metrics, save_confusion_matrix
 from imagezoo.gate import (
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> Path:
     start = time.time()
 
     dataset = load_splits(args.dataset or task.dataset)
+    check_label_names(dataset, task.label_names, args.dataset or task.dataset)
     model = build_model(recipe, len(task.label_names)).eval()
     data_config = eval_data_config(model, recipe.img_size, recipe.crop_mode, recipe.crop_pct)
     features, labels, sources = split_features(model, dataset, data_config)
@@ -103,7 +105,8 @@ def main(argv: list[str] | None = None) -> Path:
             backstop, output_dir, reject_label, f"squared Mahalanobis distance to the {accept_label} training "
             f"features; keeps {args.keep} of the validation {accept_label} images")
 
-    # the served model, measured through the same class users load
+    # the served model, measured through the same class users load; plain BatchNorm again, as training.fit exports
+    unfreeze(model, list(recipe.frozen))
     save_model_folder(model, output_dir, list(task.label_names), data_config, None, model_config)
     served = ImageClassifier.from_pretrained(str(output_dir))
     probs = served.predict_images(dataset["test"]["image"])

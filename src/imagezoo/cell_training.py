@@ -2,8 +2,9 @@
 
 Whole slides with labelled boxes become class-per-channel ellipse targets
 (:func:`imagezoo.cells.box_targets`) for the nuclei path's training loop; every evaluation
-goes through the served :class:`~imagezoo.predictors.cells.CellCounter`, so validation,
-tuning and the card's test numbers describe exactly what users get.
+goes through the served :class:`~imagezoo.predictors.cells.CellCounter`, so tuning and the
+card's test numbers describe exactly what users get (epochs are selected through it too, with
+the default post-processing and without test-time augmentation).
 """
 
 from __future__ import annotations

@@ -198,7 +198,8 @@ def predict_probabilities_batch(model: nn.Module, images: np.ndarray | torch.Ten
     the bottom/right edge up to a multiple of ``config.stride`` (and at least one tile) and
     cropped back. Images up to ``tile_size`` go through the network whole; larger ones in
     ``tile_size`` tiles overlapping by ``tile_overlap``, blended with a Gaussian that
-    down-weights tile borders, where the network sees least context.
+    down-weights tile borders, where the network sees least context. With ``config.tta`` every
+    forward pass is :func:`d4_mean`'s eight.
     """
     batch = np.stack([stretch_contrast(image, config.percentiles) for image in _as_batch(images)])
     original_size = batch.shape[1:3]

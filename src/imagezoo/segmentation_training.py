@@ -4,7 +4,8 @@ Small on purpose: smp builds the network and the losses, torchvision's v2 transf
 each image and its targets through one random pipeline (``tv_tensors.Mask`` keeps the
 targets crisp), timm supplies the optimizer and schedule. Validation scores whole images
 through the serving path (:func:`~imagezoo.segmentation.predict_probabilities` plus the
-model's post-processing), so the epoch we keep is chosen on the numbers we publish.
+model's post-processing, before that is tuned and without test-time augmentation), so the
+epoch we keep is chosen on the kind of numbers we publish.
 """
 
 from __future__ import annotations
@@ -224,8 +225,8 @@ def fit_segmenter(
     ``recipe.crops_per_image`` passes per epoch). Loss: the sum of ``recipe.losses`` on every
     channel (default Dice + BCE: Dice copes with the small foreground fraction, BCE keeps thin
     structures sharp; :data:`LOSSES` lists the others). ``validate(model)``
-    returns the epoch's validation metrics and a key; the epoch with the largest key is kept,
-    so the selection is on the numbers a card publishes.
+    returns the epoch's validation metrics and a key; the epoch with the largest key is kept
+    (the scripts validate through the serving path, before post-processing is tuned).
     """
     random_seed(seed)
     model = build_unet(
@@ -238,7 +239,7 @@ def fit_segmenter(
         train_set,
         batch_size=recipe.batch_size,
         sampler=sampler,
-        drop_last=True,
+        drop_last=len(sampler) > recipe.batch_size,  # a smoke run smaller than one batch still trains
         num_workers=recipe.num_workers,
         persistent_workers=recipe.num_workers > 0,
     )

@@ -63,6 +63,9 @@ def build_model(recipe: Recipe, num_classes: int) -> nn.Module:
         nn.init.zeros_(head.bias)
     else:
         model = timm.create_model(recipe.arch, pretrained=False, **kwargs)
+    fixed = model.pretrained_cfg.get("fixed_input_size") and model.pretrained_cfg["input_size"][1:]
+    if fixed and tuple(fixed) != (recipe.img_size, recipe.img_size):
+        raise ValueError(f"{recipe.arch} takes {fixed[0]}x{fixed[1]} px inputs only, not {recipe.img_size} px")
     if recipe.frozen:
         # early high-resolution stages cost most of the backward pass on a CPU and change least
         freeze(model, list(recipe.frozen))
@@ -95,8 +98,10 @@ def train_transform(data_config: dict, augment: bool, vflip: float = 0.5, auto_a
 
 
 def cosine_schedule(optimizer: torch.optim.Optimizer, recipe, steps_per_epoch: int) -> CosineLRScheduler:
-    """timm's cosine decay per step to lr/100 after a linear warm-up from lr/20 (``recipe.warmup_epochs``);
-    call ``step_update(global_step)`` after every optimizer step."""
+    """timm's cosine per step from lr to lr/100 over the whole run, with a linear warm-up from lr/20
+    over its first ``recipe.warmup_epochs`` (timm's default, no warm-up prefix: the cosine has already
+    begun when the warm-up ends, so the peak reached is a little under lr); call
+    ``step_update(global_step)`` after every optimizer step."""
     return CosineLRScheduler(
         optimizer,
         t_initial=recipe.epochs * steps_per_epoch,
