@@ -82,14 +82,15 @@ def test_confidence_threshold_refuses_only_uncertain_known_classes():
 
 def test_runtime_choice_is_the_fastest_that_keeps_accuracy_and_labels():
     rows = [
-        {"runtime": "torch", "accuracy": 0.990, "agreement_with_torch": 1.0, "p95_ms": 20.0},
-        {"runtime": "onnx", "accuracy": 0.990, "agreement_with_torch": 1.0, "p95_ms": 9.0},
-        {"runtime": "onnx-int8", "accuracy": 0.984, "agreement_with_torch": 0.995, "p95_ms": 6.0},  # -0.6 points
+        {"runtime": "torch", "validation_accuracy": 0.990, "validation_agreement_with_torch": 1.0, "p95_ms": 20.0},
+        {"runtime": "onnx", "validation_accuracy": 0.990, "validation_agreement_with_torch": 1.0, "p95_ms": 9.0},
+        {"runtime": "onnx-int8", "validation_accuracy": 0.984, "validation_agreement_with_torch": 0.995,
+         "p95_ms": 6.0},  # -0.6 points
     ]
     assert choose_runtime(rows) == "onnx"
-    rows[2]["accuracy"] = 0.986
+    rows[2]["validation_accuracy"] = 0.986
     assert choose_runtime(rows) == "onnx-int8"
-    rows[2]["agreement_with_torch"] = 0.95  # as accurate, but on other images
+    rows[2]["validation_agreement_with_torch"] = 0.95  # as accurate, but on other images
     assert choose_runtime(rows) == "onnx"
 
 
@@ -101,6 +102,9 @@ def test_training_exports_timm_folder_with_onnx_runtimes_and_an_open_set_card(pe
     assert all((pets_model / name).is_file() for name in RUNTIME_FILES.values())
     results = json.loads((pets_model / "eval_results.json").read_text())
     assert {row["runtime"] for row in results["runtimes"]} == {"torch", "onnx", "onnx-int8"}
+    for row in results["runtimes"]:  # chosen on validation, reported on test
+        assert {"validation_accuracy", "validation_agreement_with_torch", "test_accuracy", "test_agreement_with_torch"} <= set(row)
+    assert choose_runtime(results["runtimes"]) == config["runtime"]
     # a head-only recipe: our head, or the ImageNet head and the Mahalanobis distance vetoing together
     assert results["open_set"]["served"] == "third class, or ImageNet head and Mahalanobis distance both beyond theirs"
     backstop = config["backstop"]

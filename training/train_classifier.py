@@ -207,9 +207,12 @@ def main(argv: list[str] | None = None) -> Path:
     if task.runtimes:
         calibration = [inputs for inputs, _ in eval_batches((train[0][:256], train[1][:256]), result.data_config, 32)]
         exportable = served_network(exportable_copy(result.model), backstop, task.label_names, task.reject_label)
-        runtimes = compare_runtimes(exportable, output_dir, recipe.img_size, [inputs for inputs, _ in test_batches],
-                                    labels, calibration, task.runtimes)
-        runtime = choose_runtime(runtimes)
+        splits = {
+            "validation": ([inputs for inputs, _ in eval_batches(validation, result.data_config)], validation[1]),
+            "test": ([inputs for inputs, _ in test_batches], labels),
+        }
+        runtimes = compare_runtimes(exportable, output_dir, recipe.img_size, splits, calibration, task.runtimes)
+        runtime = choose_runtime(runtimes)  # on validation
         logger.info("serving runtime: %s", runtime)
     summary = {
         "name": output_dir.name,

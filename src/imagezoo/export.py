@@ -140,13 +140,14 @@ def compare_runtimes(
     network: nn.Module,
     folder: str | Path,
     img_size: int,
-    test_batches: list[torch.Tensor],
-    test_labels: np.ndarray,
+    splits: dict[str, tuple[list[torch.Tensor], np.ndarray]],
     calibration: list[torch.Tensor],
     runtimes: Iterable[str] = tuple(RUNTIME_FILES),
 ) -> list[dict]:
     """Export the served ``network`` for ``runtimes`` into ``folder`` and measure each beside torch in one
-    run: test accuracy, agreement with torch, and batch-1 latency (p50/p95 on this machine's threads)."""
+    run: on each of ``splits`` (name -> input batches, labels) its accuracy (``<split>_accuracy``) and
+    agreement with torch's labels (``<split>_agreement_with_torch``); batch-1 latency (p50/p95 on this
+    machine's threads)."""
     folder = Path(folder)
     served = copy.deepcopy(network).eval().to(memory_format=torch.channels_last)  # as ImageClassifier runs it
     runners = {"torch": lambda batch: served(batch.contiguous(memory_format=torch.channels_last))}
@@ -157,26 +158,30 @@ def compare_runtimes(
         quantize_int8(folder / RUNTIME_FILES["onnx"], folder / RUNTIME_FILES["onnx-int8"],
                       [batch.numpy() for batch in calibration])
         runners["onnx-int8"] = OnnxRunner(folder / RUNTIME_FILES["onnx-int8"])
-    one = test_batches[0][:1]
-    rows, reference = [], None
+    one = next(iter(splits.values()))[0][0][:1]
+    rows, references = [], {}
     for name, run in runners.items():
+        row = {"runtime": name, "file": RUNTIME_FILES.get(name, WEIGHTS_NAME)}
+        for split, (batches, labels) in splits.items():
+            with torch.inference_mode():
+                predicted = np.concatenate([run(batch).argmax(-1).numpy() for batch in batches])
+            reference = references.setdefault(split, predicted)  # torch runs first
+            row[f"{split}_accuracy"] = float((predicted == np.asarray(labels)).mean())
+            row[f"{split}_agreement_with_torch"] = float((predicted == reference).mean())
         with torch.inference_mode():
-            predicted = np.concatenate([run(batch).argmax(-1).numpy() for batch in test_batches])
-        reference = predicted if reference is None else reference
-        with torch.inference_mode():
-            timing = latency_ms(run, one)
-        rows.append({"runtime": name, "file": RUNTIME_FILES.get(name, WEIGHTS_NAME),
-                     "accuracy": float((predicted == test_labels).mean()),
-                     "agreement_with_torch": float((predicted == reference).mean()), **timing})
-        logger.info("runtime %s: %s", name, rows[-1])
+            row.update(latency_ms(run, one))
+        rows.append(row)
+        logger.info("runtime %s: %s", name, row)
     return rows
 
 
-def choose_runtime(rows: list[dict], tolerance: float = 0.005, min_agreement: float = 0.99) -> str:
-    """The fastest runtime (p95) whose test accuracy is within ``tolerance`` of torch's and whose labels
-    agree with torch's on at least ``min_agreement`` of the test images (an int8 graph can keep the
-    accuracy while changing which images it gets wrong, e.g. by moving a threshold)."""
-    torch_accuracy = next(row["accuracy"] for row in rows if row["runtime"] == "torch")
-    eligible = [row for row in rows if row["accuracy"] >= torch_accuracy - tolerance
-                and row["agreement_with_torch"] >= min_agreement]
+def choose_runtime(rows: list[dict], split: str = "validation", tolerance: float = 0.005,
+                   min_agreement: float = 0.99) -> str:
+    """The fastest runtime (p95) whose accuracy on ``split`` (validation: the test split only reports)
+    is within ``tolerance`` of torch's and whose labels agree with torch's on at least ``min_agreement``
+    of its images (an int8 graph can keep the accuracy while changing which images it gets wrong, e.g.
+    by moving a threshold)."""
+    accuracy, agreement = f"{split}_accuracy", f"{split}_agreement_with_torch"
+    torch_accuracy = next(row[accuracy] for row in rows if row["runtime"] == "torch")
+    eligible = [row for row in rows if row[accuracy] >= torch_accuracy - tolerance and row[agreement] >= min_agreement]
     return min(eligible, key=lambda row: row["p95_ms"])["runtime"]
