@@ -90,13 +90,16 @@ def main(argv: list[str] | None = None) -> Path:
     probe = fit_probe(features["train"], labels["train"], args.C, args.seed)
     probe_as_head(probe, model.get_classifier())
 
+    # the backstop decision reads the left-out sources' training and validation images; the test images report
+    decision = summarise(leave_one_source_out(features, labels, sources, accept, args.C, args.keep, args.seed,
+                                              measured=("train", "validation")), CANDIDATES)
     loso = leave_one_source_out(features, labels, sources, accept, args.C, args.keep, args.seed)
     candidates = summarise(loso, CANDIDATES)
     for name, row in candidates.items():
         logger.info("leave-one-source-out, %s: worst refusal %.4f (%s), pooled %.4f, worst test acceptance %.4f",
                     name, row["min_refused"], row["worst_source"], row["refused_pooled"], row["min_test_accepted"])
     # the backstop is served only when it raises the worst refusal of an unseen source
-    with_backstop = candidates[CANDIDATES[1]]["min_refused"] > candidates[CANDIDATES[0]]["min_refused"]
+    with_backstop = decision[CANDIDATES[1]]["min_refused"] > decision[CANDIDATES[0]]["min_refused"]
     model_config = dict(task.model_config)
     if with_backstop:
         score = MahalanobisScore(features["train"][labels["train"] == accept])

@@ -76,8 +76,10 @@ def leave_one_source_out(
     C: float = 1.0,
     keep: float = 0.999,
     seed: int = 0,
+    measured: Sequence[str] | None = None,
 ) -> dict[str, dict]:
-    """For each source: refit without its training images, then measure it over all its images.
+    """For each source: refit without its training images, then measure it over its images in the
+    ``measured`` splits (``None``: all; a decision reads train and validation only, the test split reports).
 
     ``features`` / ``labels`` / ``sources`` are keyed by split (train, validation, test); ``accept`` is the
     label id of the accepted class. Each row has ``n``, ``accepted_class`` (whether the source is of the
@@ -101,8 +103,11 @@ def leave_one_source_out(
             lambda f: (probe.predict(f) == accept) & (mahalanobis(f) <= max_distance),
         )))
         in_source = {split: sources[split] == source for split in sources}
-        held = np.concatenate([features[split][in_source[split]] for split in sources])
-        is_accepted_class = bool(np.concatenate([labels[split][in_source[split]] for split in sources])[0] == accept)
+        splits = [split for split in (measured or sources) if in_source[split].any()]
+        if not splits:  # a source with images only in the splits not measured
+            continue
+        held = np.concatenate([features[split][in_source[split]] for split in splits])
+        is_accepted_class = bool(np.concatenate([labels[split][in_source[split]] for split in splits])[0] == accept)
         test_accepted = (labels["test"] == accept) & ~in_source["test"]
         row = {"n": int(len(held)), "accepted_class": is_accepted_class}
         for name, rule in rules.items():
