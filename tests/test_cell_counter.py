@@ -173,3 +173,21 @@ def test_prepared_slides_load_and_examples_are_written(cell_counter_model):
     dataset = load_splits(str(cell_counter_model.parent / "ldc-slides"))
     assert set(dataset) <= {"train", "validation", "test"} and len(dataset["train"]) > 50
     assert sorted(p.name for p in (cell_counter_model.parent / "examples").glob("*.png"))
+
+
+def test_a_crop_classifier_trained_on_the_counters_test_slides_is_refused(tmp_path):
+    from datasets import Dataset, DatasetDict
+    from train_cell_counter import check_classifier_split
+
+    slides = DatasetDict({split: Dataset.from_dict({"image_sha256": [f"{split}-a", f"{split}-b"]})
+                          for split in ("train", "validation", "test")})
+    crops = tmp_path / "crops"
+    (crops / "data").mkdir(parents=True)
+    pq.write_table(Dataset.from_dict({"image_sha256": ["train-a", "train-b", "train-a"]}).data.table,
+                   crops / "data" / "train-00000-of-00001.parquet")
+    check_classifier_split(slides, str(crops))  # the same split: fine
+    pq.write_table(Dataset.from_dict({"image_sha256": ["train-a", "test-b"]}).data.table,
+                   crops / "data" / "train-00000-of-00001.parquet")
+    with pytest.raises(SystemExit, match="1 test slides gave"):
+        check_classifier_split(slides, str(crops))
+    check_classifier_split(slides, str(tmp_path / "absent"))  # no crop dataset here: a warning only

@@ -25,6 +25,8 @@ import shutil
 import time
 from pathlib import Path
 
+from datasets import DatasetDict
+
 from imagezoo.cards import model_card
 from imagezoo.cell_training import (
     Slides,
@@ -56,6 +58,8 @@ logger = logging.getLogger("train_cell_counter")
 
 COUNTER_TASKS = sorted(name for name, task in TASKS.items() if task.model_config.get("predictor") == "cell-counter")
 CLASSIFIER_FOLDER = "classifier"
+#: the crop classifier of design (b) is this task's model
+CLASSIFIER_TASK = "ldc-live-dead"
 DESIGNS = {
     "unet": "U-Net alone: each cell's class is the stronger of its two class channels",
     "unet+classifier": "U-Net finds the cells, the crop classifier labels each one from its box",
@@ -66,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="ldc-viability", choices=COUNTER_TASKS)
     add_unet_arguments(parser)
-    parser.add_argument("--classifier", default="models/ldc-live-dead", help="crop classifier of design (b); '' for none")
+    parser.add_argument("--classifier", default=f"models/{CLASSIFIER_TASK}",
+                        help="crop classifier of design (b); '' for none")
     parser.add_argument("--design", default="auto", choices=["auto", *DESIGNS],
                         help="the design to ship; auto: the better on validation")
     parser.add_argument("--centre-scale", type=float, default=None,
@@ -85,6 +90,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="call a cell --call-label only at this probability or more; tuned on validation "
                         "against the arg-max")
     return parser.parse_args(argv)
+
+
+def check_classifier_split(dataset: DatasetDict, crops_dataset: str) -> None:
+    """Refuse when a slide the counter validates or tests on gave the crop classifier training cells
+    (both datasets split slides by content hash with the same seed; a prepare step re-run with another
+    seed would silently leak them into design (b)'s numbers). Checked when the crop dataset is here."""
+    if not Path(crops_dataset).is_dir():
+        logger.warning("no crop dataset at %s: the crop classifier's split is not checked", crops_dataset)
+        return
+    trained_on = set(load_splits(crops_dataset)["train"]["image_sha256"])
+    for split in ("validation", "test"):
+        shared = trained_on.intersection(dataset[split]["image_sha256"])
+        if shared:
+            raise SystemExit(f"{len(shared)} {split} slides gave {crops_dataset}'s training crops: prepare both "
+                             "datasets with the same split (prepare_ldc.py and prepare_ldc_slides.py, same --seed)")
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -129,6 +149,8 @@ def main(argv: list[str] | None = None) -> Path:
     test_probs = [counter.probabilities(tensor) for tensor in test.tensors()]
     has_classifier = bool(args.classifier) and Path(args.classifier).is_dir()
     classifier = ImageClassifier.from_pretrained(args.classifier) if has_classifier else None
+    if classifier is not None:
+        check_classifier_split(dataset, get_task(CLASSIFIER_TASK).dataset)
     candidates = {"unet": counter}
     if classifier is not None:
         candidates["unet+classifier"] = counter_for(model, config, classifier)
