@@ -103,7 +103,8 @@ def test_training_exports_timm_folder_with_onnx_runtimes_and_an_open_set_card(pe
     results = json.loads((pets_model / "eval_results.json").read_text())
     assert {row["runtime"] for row in results["runtimes"]} == {"torch", "onnx", "onnx-int8"}
     for row in results["runtimes"]:  # chosen on validation, reported on test
-        assert {"validation_accuracy", "validation_agreement_with_torch", "test_accuracy", "test_agreement_with_torch"} <= set(row)
+        for split in ("validation", "test"):
+            assert {f"{split}_accuracy", f"{split}_agreement_with_torch"} <= set(row)
     assert choose_runtime(results["runtimes"]) == config["runtime"]
     # a head-only recipe: our head, or the ImageNet head and the Mahalanobis distance vetoing together
     assert results["open_set"]["served"] == "third class, or ImageNet head and Mahalanobis distance both beyond theirs"

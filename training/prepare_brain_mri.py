@@ -15,6 +15,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from imagezoo.data import SPLITS
 from imagezoo.data.brain import (
     DETECT_LABELS,
     GATE_LABELS,
@@ -23,7 +24,6 @@ from imagezoo.data.brain import (
     TYPE_LABELS,
     build_brain_datasets,
 )
-from imagezoo.data.ldc import SPLITS
 from imagezoo.hub import save_prepared_dataset
 from imagezoo.scripts import script_command
 

@@ -15,7 +15,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from imagezoo.data.ldc import SPLITS
+from imagezoo.data import SPLITS
 from imagezoo.data.pets import FIT_SOURCES, HELD_OUT_SOURCES, LABEL_NAMES, build_pets_dataset
 from imagezoo.hub import save_prepared_dataset
 from imagezoo.scripts import script_command

@@ -15,8 +15,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from imagezoo.data import SPLITS
 from imagezoo.data.characters import build_characters_dataset
-from imagezoo.data.ldc import SPLITS
 from imagezoo.hub import save_prepared_dataset
 from imagezoo.scripts import script_command
 from imagezoo.tasks import CHARACTER_SETS, get_task

@@ -14,7 +14,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from imagezoo.data.dsb2018 import BORDER_WIDTH, FRACTIONS, IMAGE_TYPES, SPLITS, build_dsb2018_dataset
+from imagezoo.data import SPLITS
+from imagezoo.data.dsb2018 import BORDER_WIDTH, FRACTIONS, IMAGE_TYPES, build_dsb2018_dataset
 from imagezoo.hub import save_prepared_dataset
 
 logger = logging.getLogger("prepare_dsb2018")

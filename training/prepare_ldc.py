@@ -15,7 +15,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from imagezoo.data.ldc import LABEL_NAMES, SPLITS, build_ldc_dataset
+from imagezoo.data import SPLITS
+from imagezoo.data.ldc import LABEL_NAMES, build_ldc_dataset
 from imagezoo.hub import save_prepared_dataset
 from imagezoo.tasks import CELL_CROP_CONTEXT
 

@@ -14,7 +14,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from imagezoo.data.ldc import SPLITS, build_ldc_slides
+from imagezoo.data import SPLITS
+from imagezoo.data.ldc import build_ldc_slides
 from imagezoo.hub import save_prepared_dataset
 
 logger = logging.getLogger("prepare_ldc_slides")

@@ -22,8 +22,7 @@ import torch
 from timm.utils.model import unfreeze
 
 from imagezoo.cards import classifier_card
-from imagezoo.data import check_label_names, load_splits
-from imagezoo.data.ldc import SPLITS
+from imagezoo.data import SPLITS, check_label_names, load_splits
 from imagezoo.evaluation import classification_metrics, save_confusion_matrix
 from imagezoo.gate import (
     CANDIDATES,

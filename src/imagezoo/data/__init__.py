@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Sequence
 if TYPE_CHECKING:
     from datasets import DatasetDict
 
+#: every prepared dataset's splits, in this order
+SPLITS = ("train", "validation", "test")
+
 
 def load_splits(dataset_id: str) -> "DatasetDict":
     """``load_dataset`` for a Hub id or a local Hub-layout folder.

@@ -32,7 +32,8 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from imagezoo.data.ldc import SPLITS, assign_split, dataset_from_rows, pixel_sha256
+from imagezoo.data import SPLITS
+from imagezoo.data.ldc import assign_split, dataset_from_rows, pixel_sha256
 from imagezoo.data.pets import negative_images
 from imagezoo.images import ImageError, load_image, shrink
 from imagezoo.tasks import get_task

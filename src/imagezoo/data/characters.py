@@ -16,7 +16,8 @@ from pathlib import Path
 from datasets import ClassLabel, DatasetDict, Features, Value
 from datasets import Image as ImageFeature
 
-from imagezoo.data.ldc import SPLITS, assign_split, dataset_from_rows, pixel_sha256
+from imagezoo.data import SPLITS
+from imagezoo.data.ldc import assign_split, dataset_from_rows, pixel_sha256
 from imagezoo.images import ImageError, load_image, shrink
 
 

@@ -27,12 +27,12 @@ from skimage.segmentation import find_boundaries
 from sklearn.cluster import KMeans
 from sklearn.model_selection import train_test_split
 
+from imagezoo.data import SPLITS
 from imagezoo.images import ImageError, load_image
 
 logger = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("fluorescence", "brightfield", "histology")
-SPLITS = ("train", "validation", "test")
 FRACTIONS = (0.7, 0.15, 0.15)
 #: Thickness of the border target in pixels (the default of :func:`border_target`).
 BORDER_WIDTH = 2

@@ -21,6 +21,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 from datasets import Image as ImageFeature
 from PIL import Image
 
+from imagezoo.data import SPLITS
 from imagezoo.data.voc import AnnotationError, Box, crop_cell, read_voc, voc_sibling
 from imagezoo.images import ImageError, load_image
 from imagezoo.tasks import CELL_CROP_CONTEXT, LDC_LABELS
@@ -29,7 +30,6 @@ logger = logging.getLogger(__name__)
 
 LABEL_NAMES = LDC_LABELS
 VOC_TO_LABEL = {"Dead Cell": "dead", "Living Cell": "live"}
-SPLITS = ("train", "validation", "test")
 
 FEATURES = Features(
     {

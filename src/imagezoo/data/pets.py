@@ -26,7 +26,8 @@ from datasets import ClassLabel, DatasetDict, Features, Value
 from datasets import Image as ImageFeature
 from PIL import Image
 
-from imagezoo.data.ldc import SPLITS, assign_split, dataset_from_rows, pixel_sha256
+from imagezoo.data import SPLITS
+from imagezoo.data.ldc import assign_split, dataset_from_rows, pixel_sha256
 from imagezoo.data.synthetic import synthetic_images
 from imagezoo.images import ImageError, load_image, shrink
 from imagezoo.tasks import get_task
@@ -34,7 +35,7 @@ from imagezoo.tasks import get_task
 logger = logging.getLogger(__name__)
 
 LABEL_NAMES = get_task("cats-dogs").label_names
-REJECT_LABEL = "neither"
+REJECT_LABEL = get_task("cats-dogs").reject_label
 PET_FILE = re.compile(r"^(cat|dog)\.\d+\.\w+$")
 
 FEATURES = Features(
