@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> Path:
     train = Slides.from_rows(subsample(dataset, "train", args.max_train_samples, args.seed))
     validation = Slides.from_rows(dataset["validation"])
     test = Slides.from_rows(dataset["test"])
+    has_classifier = bool(args.classifier) and Path(args.classifier).is_dir()
+    if has_classifier:  # before training, not after it
+        check_classifier_split(dataset, get_task(CLASSIFIER_TASK).dataset)
     config = SegmenterConfig(channels=(*task.label_names, *([CENTRE] if centres else [])),
                              **encoder_normalization(recipe.encoder), **serving_settings(task, args),
                              scale=recipe.input_scale)
@@ -147,10 +150,7 @@ def main(argv: list[str] | None = None) -> Path:
     counter = counter_for(model, config)
     val_probs = [counter.probabilities(tensor) for tensor in validation.tensors()]
     test_probs = [counter.probabilities(tensor) for tensor in test.tensors()]
-    has_classifier = bool(args.classifier) and Path(args.classifier).is_dir()
     classifier = ImageClassifier.from_pretrained(args.classifier) if has_classifier else None
-    if classifier is not None:
-        check_classifier_split(dataset, get_task(CLASSIFIER_TASK).dataset)
     candidates = {"unet": counter}
     if classifier is not None:
         candidates["unet+classifier"] = counter_for(model, config, classifier)

@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> Path:
             f"features; keeps {args.keep} of the validation {accept_label} images")
 
     # the served model, measured through the same class users load; plain BatchNorm again, as training.fit exports
-    unfreeze(model, list(recipe.frozen))
+    if recipe.frozen:
+        unfreeze(model, list(recipe.frozen))
     save_model_folder(model, output_dir, list(task.label_names), data_config, None, model_config)
     served = ImageClassifier.from_pretrained(str(output_dir))
     probs = served.predict_images(dataset["test"]["image"])
