@@ -14,7 +14,7 @@ from pathlib import Path
 from imagezoo.chat.corpus import ModelFacts
 from imagezoo.images import ImageSource
 from imagezoo.inference import ImageClassifier
-from imagezoo.predictors.base import LOCAL_PREFIX, resolve_model_folder
+from imagezoo.predictors.base import local_folder, resolve_model_folder
 from imagezoo.predictors.gated import GatedClassifier
 from imagezoo.tasks import HUB_PREFIX, default_model_id
 
@@ -60,7 +60,7 @@ def served_folder(predictor: ImageClassifier) -> Path:
     download cache), or its local folder (not hashed again)."""
     if predictor.model_id.startswith(HUB_PREFIX):
         return resolve_model_folder(predictor.model_id, predictor.revision)[0]
-    return Path(predictor.model_id.removeprefix(LOCAL_PREFIX))
+    return local_folder(predictor.model_id)
 
 
 def analyse(pipeline: GatedClassifier, image: ImageSource, margin: float = DECISIVE_MARGIN) -> ScanAnalysis:

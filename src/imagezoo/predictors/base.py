@@ -69,9 +69,14 @@ def prob_column(label: str) -> str:
 Preparer = Callable[[Image.Image, Path, Item], None]
 
 
+def local_folder(model_id: str) -> Path:
+    """The folder a ``local-dir:PATH`` or plain-path model id names."""
+    return Path(model_id.removeprefix(LOCAL_PREFIX))
+
+
 def absolute_model_id(model_id: str) -> str:
     """A model folder's absolute path (valid from any working directory); a Hub id unchanged."""
-    return model_id if model_id.startswith(HUB_PREFIX) else str(Path(model_id.removeprefix(LOCAL_PREFIX)).resolve())
+    return model_id if model_id.startswith(HUB_PREFIX) else str(local_folder(model_id).resolve())
 
 
 def resolve_model_folder(model_id: str, revision: str | None = None) -> tuple[Path, str]:
@@ -86,7 +91,7 @@ def resolve_model_folder(model_id: str, revision: str | None = None) -> tuple[Pa
         patterns = ["*.json", "*.safetensors", "*.md", "*.onnx", f"*/{WEIGHTS_NAME}", "*/config.json"]
         folder = Path(snapshot_download(model_id[len(HUB_PREFIX):], revision=revision, allow_patterns=patterns))
     else:
-        folder = Path(model_id.removeprefix(LOCAL_PREFIX))
+        folder = local_folder(model_id)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{model_id}: no config.json; expected a model folder in timm's or smp's Hub format")
     if not (folder / WEIGHTS_NAME).is_file():
