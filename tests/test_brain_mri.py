@@ -20,7 +20,8 @@ from skimage.filters import threshold_otsu
 
 from imagezoo.brain_mri import analyse
 from imagezoo.data import load_splits
-from imagezoo.data.brain import DETECT_LABELS, GATE_LABELS, TYPE_LABELS, near_duplicate_groups
+from imagezoo.data.brain import DETECT_LABELS, GATE_LABELS, TYPE_LABELS
+from imagezoo.data.near_duplicates import near_duplicate_groups
 from imagezoo.explain import grad_cam
 from imagezoo.inference import ImageClassifier
 from imagezoo.predictors import load_predictor

@@ -43,13 +43,19 @@ def test_slides_keep_every_box_with_its_label_and_the_crop_split(ldc_sample_dir)
     assert empty[0]["boxes"] == [] and empty[0]["n_live"] == 0
 
 
-def test_duplicate_slides_are_kept_once(tmp_path, ldc_dir):
+def test_duplicate_slides_are_kept_once_by_both_datasets(tmp_path, ldc_dir):
+    """A byte-identical copy under another name would count its cells twice in training and in every metric."""
     name = LDC_SAMPLES["RGB"]
     for copy in ("a.png", "b.png"):
         (tmp_path / copy).write_bytes((ldc_dir / name).read_bytes())
         (tmp_path / copy.replace(".png", ".xml")).write_bytes((ldc_dir / name.replace(".png", ".xml")).read_bytes())
     slides, report = build_ldc_slides(tmp_path)
-    assert report.duplicates == 1 and sum(len(part) for part in slides.values()) == 1
+    assert report.duplicates == 1 and report.n_images == 1 and sum(len(part) for part in slides.values()) == 1
+    crops, report = build_ldc_dataset(tmp_path)
+    rows = [row for part in crops.values() for row in part]
+    assert report.duplicates == 1 and {row["source"] for row in rows} == {"a.png"}
+    (slide,) = [row for part in slides.values() for row in part]
+    assert len(rows) == len(slide["boxes"]) > 0
 
 
 def test_training_writes_an_smp_folder_with_both_designs_measured(cell_counter_model):

@@ -26,6 +26,7 @@ from imagezoo.data.dsb2018 import (
     read_sample_with_overlaps,
     split_by_type,
 )
+from imagezoo.data.near_duplicates import keep_groups_together
 
 DSB_DIR = SHARED_DATA / "dsb2018" / "stage1_train"
 
@@ -40,6 +41,11 @@ DSB_SAMPLES = {
     "8e507d58f4c27cd2a82bee79fe27b069befd62a46fdaed20970a95a2ba819c7b": "histology",
 }
 MANY_NUCLEI = "547ef286ee5f4e5dce533e982e6992ada67b7d727fdd3cfa6576f24c631a7ae6"
+#: one field imaged twice under two ids (1272x603 fluorescence, pixel correlation 0.94)
+NEAR_COPIES = (
+    "20b20ab049372d184c705acebe7af026d3580f5fd5a72ed796e3622e1685af2f",
+    "cb4df20a83b2f38b394c67f1d9d4aef29f9794d5345da3576318374ec3a11490",
+)
 
 
 def require_dsb() -> Path:
@@ -159,6 +165,28 @@ def test_stratified_split_puts_every_type_in_every_split():
     for split in SPLITS:
         assert {t for t, s in zip(types, splits) if s == split} == set(IMAGE_TYPES)
     assert split_by_type(types, seed=0) == splits and split_by_type(types, seed=1) != splits
+
+
+def test_groups_follow_their_first_split_and_other_samples_stay():
+    splits = ["test", "train", "validation", "test", "validation", "test"]
+    groups = [0, 0, 1, 2, 1, 3]
+    assert keep_groups_together(splits, groups) == ["train", "train", "validation", "test", "validation", "test"]
+
+
+def test_the_real_near_copies_share_a_split_whatever_the_seed(tmp_path, dsb_sample_dir):
+    folder = tmp_path / "stage1_train"
+    shutil.copytree(dsb_sample_dir, folder)
+    for sample in NEAR_COPIES:
+        shutil.copytree(DSB_DIR / sample, folder / sample)
+    moved = []
+    for seed in range(4):  # eight samples split at random: some seeds part the copies at first
+        dataset, report = build_dsb2018_dataset(folder, seed=seed)
+        split_of = {row_id: split for split, part in dataset.items() for row_id in part["id"]}
+        assert len(split_of) == len(DSB_SAMPLES) + 2
+        assert split_of[NEAR_COPIES[0]] == split_of[NEAR_COPIES[1]]
+        assert set(report.moved) <= set(NEAR_COPIES)  # nothing else is a near-copy
+        moved += report.moved
+    assert moved, "no seed parted the copies: the grouping was not exercised"
 
 
 def test_prepared_folder_round_trips_uint16_instances(prepared, dsb_sample_dir):

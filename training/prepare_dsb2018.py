@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from imagezoo.data import SPLITS
-from imagezoo.data.dsb2018 import BORDER_WIDTH, FRACTIONS, IMAGE_TYPES, build_dsb2018_dataset
+from imagezoo.data.dsb2018 import BORDER_WIDTH, FRACTIONS, IMAGE_TYPES, NEAR_DUPLICATE_BITS, build_dsb2018_dataset
 from imagezoo.hub import save_prepared_dataset
 
 logger = logging.getLogger("prepare_dsb2018")
@@ -30,6 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", default="data/dsb2018-nuclei", help="output dataset folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the image-type clustering and the split")
+    parser.add_argument("--max-bits", type=int, default=NEAR_DUPLICATE_BITS,
+                        help="phash bits of a near-copy; near-copies share a split")
     parser.add_argument(
         "--examples-dir", default=None, help="also write a few test images here (Space examples)"
     )
@@ -51,7 +53,7 @@ def write_examples(test_split, folder: Path, per_type: int = 2) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    dataset, report = build_dsb2018_dataset(args.dsb_dir, seed=args.seed)
+    dataset, report = build_dsb2018_dataset(args.dsb_dir, seed=args.seed, max_bits=args.max_bits)
     logger.info("prepared:\n%s", report.summary())
     save_prepared_dataset(
         dataset,
@@ -72,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         fractions="/".join(f"{f:.0%}" for f in FRACTIONS),
         stratified=report.stratified,
+        max_bits=args.max_bits,
+        moved=report.moved,
         image_types=IMAGE_TYPES,
         split_rows=[
             (

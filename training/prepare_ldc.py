@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         source=Path(args.ldc_dir).name,
         n_images=report.n_images,
         n_images_without_cells=report.n_images_without_cells,
+        duplicates=report.duplicates,
         context=1 + 2 * CELL_CROP_CONTEXT,
         seed=args.seed,
         split_rows=[(s, report.crops[s, "dead"], report.crops[s, "live"]) for s in SPLITS],

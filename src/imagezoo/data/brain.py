@@ -29,11 +29,10 @@ import numpy as np
 from datasets import ClassLabel, DatasetDict, Features, Value
 from datasets import Image as ImageFeature
 from PIL import Image
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from imagezoo.data import SPLITS
 from imagezoo.data.ldc import assign_split, dataset_from_rows, pixel_sha256
+from imagezoo.data.near_duplicates import near_duplicate_groups
 from imagezoo.data.pets import negative_images
 from imagezoo.images import ImageError, load_image, shrink
 from imagezoo.tasks import get_task
@@ -108,21 +107,6 @@ def mri_files(data_root: str | Path) -> list[tuple[Path, str, str]]:
     if not files:
         raise FileNotFoundError(f"{root}: neither {TYPE_SOURCE}/Training/<class>/ nor {DETECT_SOURCE}/{{yes,no}}/ found")
     return files
-
-
-def near_duplicate_groups(hashes: list[imagehash.ImageHash], max_bits: int = NEAR_DUPLICATE_BITS) -> np.ndarray:
-    """Group index per image: connected components of "perceptual hashes within ``max_bits``"."""
-    packed = np.array([int(str(h), 16) for h in hashes], dtype=np.uint64)
-    rows, cols = [], []
-    for start in range(0, len(packed), 1024):  # blocks keep the pairwise table small
-        block = np.bitwise_count(packed[start:start + 1024, None] ^ packed[None, :])
-        i, j = np.nonzero(block <= max_bits)
-        keep = start + i < j
-        rows.append(start + i[keep])
-        cols.append(j[keep])
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
-    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(packed), len(packed)))
-    return connected_components(graph, directed=False)[1]
 
 
 def build_brain_datasets(

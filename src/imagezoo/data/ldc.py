@@ -3,8 +3,9 @@
 The public set is a flat folder of PNGs, each with a Pascal-VOC XML naming boxes
 ``Living Cell`` / ``Dead Cell``. Crops keep some context around the cell (a dead cell's
 membrane and halo are part of the signal), and the split is decided per *image content*
-so that neither two crops of one slide nor two byte-identical copies of it (the set has
-dozens, under different names) land in different splits.
+so that two crops of one slide never land in different splits. Byte-identical copies of a
+slide (the set has dozens, under different names) are read once: a copy would count its
+cells twice in training and in every metric.
 """
 
 from __future__ import annotations
@@ -61,15 +62,14 @@ class PrepReport:
 
     n_images: int = 0
     n_images_without_cells: int = 0
-    duplicates: int = 0  # byte-identical copies of a slide left out (whole-slide dataset)
+    duplicates: int = 0  # byte-identical copies of a slide left out
     slides: Counter = field(default_factory=Counter)  # split -> slides (whole-slide dataset)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     crops: Counter = field(default_factory=Counter)  # (split, label) -> count
 
     def summary(self) -> str:
-        lines = [f"{self.n_images} images read, {self.n_images_without_cells} without any cell"]
-        if self.slides:
-            lines[0] += f", {self.duplicates} duplicate copies left out"
+        lines = [f"{self.n_images} images read, {self.n_images_without_cells} without any cell, "
+                 f"{self.duplicates} duplicate copies left out"]
         for split in SPLITS:
             counts = ", ".join(f"{label}={self.crops[split, label]}" for label in LABEL_NAMES)
             slides = f"{self.slides[split]} slides, " if self.slides else ""
@@ -123,9 +123,11 @@ class Slide:
 
 
 def read_slides(root: str | Path, report: PrepReport, seed: int = 0) -> Iterator[Slide]:
-    """Every annotated image under ``root`` with its split; unreadable files and bad boxes
-    go to ``report.skipped``."""
+    """Every distinct annotated image under ``root`` with its split, in path order; unreadable
+    files and bad boxes go to ``report.skipped``, byte-identical copies of a slide read before
+    to ``report.duplicates``."""
     root = Path(root)
+    seen: set[str] = set()
     for path in annotated_images(root):
         relative = str(path.relative_to(root))
         try:
@@ -141,9 +143,13 @@ def read_slides(root: str | Path, report: PrepReport, seed: int = 0) -> Iterator
                 report.skipped.append((relative, f"box {raw} has an unknown label or lies outside the image"))
             else:
                 kept.append(box)
+        digest = pixel_sha256(image)
+        if digest in seen:
+            report.duplicates += 1
+            continue
+        seen.add(digest)
         report.n_images += 1
         report.n_images_without_cells += not kept
-        digest = pixel_sha256(image)
         yield Slide(relative, image, digest, assign_split(digest, seed), kept)
 
 
@@ -176,18 +182,12 @@ def build_ldc_dataset(
 def build_ldc_slides(root: str | Path, seed: int = 0) -> tuple[DatasetDict, PrepReport]:
     """Read an LDC folder and return one row per distinct whole image with its labelled boxes.
 
-    The split is the crop dataset's (same content hash, same seed), so a whole-image model and
-    the crop classifier are tested on the same slides. Byte-identical copies of a slide are kept
-    once (``report.duplicates``): they would count one slide twice in every metric.
+    The split is the crop dataset's (same content hash, same seed, same slides), so a whole-image
+    model and the crop classifier are tested on the same slides.
     """
     report = PrepReport()
     rows: dict[str, dict[str, list]] = {split: {name: [] for name in SLIDE_FEATURES} for split in SPLITS}
-    seen: set[str] = set()
     for slide in read_slides(root, report, seed):
-        if slide.digest in seen:
-            report.duplicates += 1
-            continue
-        seen.add(slide.digest)
         columns = rows[slide.split]
         labels = [VOC_TO_LABEL[box.name] for box in slide.boxes]
         columns["image"].append(slide.image)
