@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 import timm
 import torch
+from datasets import Dataset, DatasetDict
+from PIL import Image
 from safetensors.torch import load_file
 
-from imagezoo.data import load_splits
+from imagezoo.data import check_splits, load_splits
 from imagezoo.inference import ImageClassifier
 from imagezoo.tasks import SEED_CNN_RECIPE, get_task
-from imagezoo.training import build_model
+from imagezoo.training import build_model, fit
 
 pytestmark = pytest.mark.slow
 
@@ -111,6 +113,30 @@ def test_a_model_without_imagenet_weights_is_refused_before_training_an_open_set
 
     with pytest.raises(SystemExit, match="ImageNet features: seed_cnn has no pretrained weights"):
         train_classifier.main(["--task", "cats-dogs", "--arch", "seed-cnn", "--output-dir", str(tmp_path / "out")])
+
+
+@pytest.mark.parametrize("argument", ["--epochs", "--batch-size", "--max-train-samples"])
+def test_counts_below_one_are_refused_on_the_command_line(argument, capsys):
+    import train_classifier
+    import train_segmenter
+
+    for script in (train_classifier, train_segmenter):
+        with pytest.raises(SystemExit):
+            script.parse_args([argument, "0"])
+        assert "must be at least 1, not 0" in capsys.readouterr().err
+
+
+def test_no_epoch_to_select_is_an_error_before_training():
+    recipe = get_task("ldc-live-dead").recipe("quick")
+    crops = ([Image.new("RGB", (32, 32))] * 4, [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="validation set is empty"):
+        fit(recipe, crops, ([], []), ("dead", "live"))
+    with pytest.raises(ValueError, match="epochs must be at least 1, not 0"):
+        fit(recipe.with_overrides(epochs=0), crops, crops, ("dead", "live"))
+    splits = DatasetDict({"train": Dataset.from_dict({"x": [1]}), "validation": Dataset.from_dict({"x": []}),
+                          "test": Dataset.from_dict({"x": [2]})})
+    with pytest.raises(ValueError, match=r"data/x: no rows in split\(s\) \['validation'\]"):
+        check_splits(splits, "data/x")
 
 
 def test_arch_alias_selects_the_seed_recipe():

@@ -26,15 +26,20 @@ from imagezoo.data.brain import (
 )
 from imagezoo.hub import save_prepared_dataset
 from imagezoo.scripts import script_command
+from imagezoo.tasks import get_task
 
 logger = logging.getLogger("prepare_brain_mri")
 
+#: the three datasets, each written to its task's dataset folder name (``--out-dir``/<name>)
 DATASETS = {
-    "type": dict(folder="brain-tumor-type", labels=TYPE_LABELS, pretty_name="Brain tumour type MRI slices",
+    "type": dict(folder=Path(get_task("brain-tumor-type").dataset).name, labels=TYPE_LABELS,
+                 pretty_name="Brain tumour type MRI slices",
                  about="Brain MRI slices labelled by tumour type (or no tumour)."),
-    "detect": dict(folder="brain-tumor-detect", labels=DETECT_LABELS, pretty_name="Brain tumour yes/no MRI slices",
+    "detect": dict(folder=Path(get_task("brain-tumor-detect").dataset).name, labels=DETECT_LABELS,
+                   pretty_name="Brain tumour yes/no MRI slices",
                    about="Brain MRI slices labelled tumour or no tumour (the navoneel set)."),
-    "gate": dict(folder="brain-mri-gate", labels=GATE_LABELS, pretty_name="Brain MRI or not",
+    "gate": dict(folder=Path(get_task("brain-mri-gate").dataset).name, labels=GATE_LABELS,
+                 pretty_name="Brain MRI or not",
                  about="Brain MRI slices (`mri`) against every other kind of image this project has (`other`)."),
 }
 

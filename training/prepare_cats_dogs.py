@@ -19,6 +19,7 @@ from imagezoo.data import SPLITS
 from imagezoo.data.pets import FIT_SOURCES, HELD_OUT_SOURCES, LABEL_NAMES, build_pets_dataset
 from imagezoo.hub import save_prepared_dataset
 from imagezoo.scripts import script_command
+from imagezoo.tasks import get_task
 
 logger = logging.getLogger("prepare_cats_dogs")
 
@@ -27,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pets-dir", default="../shared/data/cats-dogs/train", help="folder of cat.N.jpg / dog.N.jpg")
     parser.add_argument("--data-root", default="../shared/data", help="root of the other sets (negatives)")
-    parser.add_argument("--out", default="data/cats-dogs", help="output dataset folder")
+    parser.add_argument("--out", default=get_task("cats-dogs").dataset, help="output dataset folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the content-hash split and of the sampling")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every negative source's count (small runs)")
     parser.add_argument("--max-pets", type=int, default=None, help="first N pets per class only (small runs)")

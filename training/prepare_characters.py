@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", required=True, choices=sorted(CHARACTER_SETS))
     parser.add_argument("--characters-dir", default="../shared/data/characters", help="folder holding the sets")
-    parser.add_argument("--out", default=None, help="output dataset folder (default: data/characters-<set>)")
+    parser.add_argument("--out", default=None, help="output dataset folder (default: the task's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/validation content-hash split")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="upload as a private dataset repo")
     return parser.parse_args(argv)
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> Path:
     logger.info("prepared:\n%s", report.summary(task.label_names))
     folder = save_prepared_dataset(
         dataset,
-        args.out or f"data/characters-{args.set}",
+        args.out or task.dataset,
         "dataset_characters.md",
         dict(
             license="other",

@@ -17,6 +17,7 @@ from pathlib import Path
 from imagezoo.data import SPLITS
 from imagezoo.data.dsb2018 import BORDER_WIDTH, FRACTIONS, IMAGE_TYPES, NEAR_DUPLICATE_BITS, build_dsb2018_dataset
 from imagezoo.hub import save_prepared_dataset
+from imagezoo.tasks import get_task
 
 logger = logging.getLogger("prepare_dsb2018")
 
@@ -28,7 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--dsb-dir", default="../shared/data/dsb2018/stage1_train", help="stage1_train folder"
     )
-    parser.add_argument("--out", default="data/dsb2018-nuclei", help="output dataset folder")
+    parser.add_argument("--out", default=get_task("nuclei-unet").dataset, help="output dataset folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the image-type clustering and the split")
     parser.add_argument("--max-bits", type=int, default=NEAR_DUPLICATE_BITS,
                         help="phash bits of a near-copy; near-copies share a split")

@@ -17,6 +17,7 @@ from pathlib import Path
 from imagezoo.data import SPLITS
 from imagezoo.data.ldc import build_ldc_slides
 from imagezoo.hub import save_prepared_dataset
+from imagezoo.tasks import get_task
 
 logger = logging.getLogger("prepare_ldc_slides")
 
@@ -24,7 +25,7 @@ logger = logging.getLogger("prepare_ldc_slides")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ldc-dir", default="../shared/data/ldc/Original Dataset", help="LDC folder (PNG + VOC XML)")
-    parser.add_argument("--out", default="data/ldc-slides", help="output dataset folder")
+    parser.add_argument("--out", default=get_task("ldc-viability").dataset, help="output dataset folder")
     parser.add_argument("--seed", type=int, default=0, help="seed of the image-grouped split (as prepare_ldc.py's)")
     parser.add_argument("--examples-dir", default=None, help="also write a few test slides here (Space examples)")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="upload the folder as a dataset repo")

@@ -38,7 +38,7 @@ from imagezoo.cell_training import (
     tune_counter,
 )
 from imagezoo.cells import CENTRE, COUNTER_METHODS
-from imagezoo.data import check_label_names, load_splits
+from imagezoo.data import check_label_names, check_splits, load_splits
 from imagezoo.hub import push_folder
 from imagezoo.inference import ImageClassifier
 from imagezoo.scripts import (
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> Path:
     logger.info("task %s, recipe %s: %s", task.name, args.recipe, recipe)
 
     dataset = load_splits(args.dataset or task.dataset)
+    check_splits(dataset, args.dataset or task.dataset)
     check_label_names(dataset, task.label_names, args.dataset or task.dataset, column="box_labels")
     train = Slides.from_rows(subsample(dataset, "train", args.max_train_samples, args.seed))
     validation = Slides.from_rows(dataset["validation"])

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from imagezoo.cards import classifier_card
-from imagezoo.data import check_label_names, load_splits
+from imagezoo.data import check_label_names, check_splits, load_splits
 from imagezoo.evaluation import classification_metrics, paired_bootstrap, save_confusion_matrix
 from imagezoo.export import choose_runtime, compare_runtimes, exportable_copy
 from imagezoo.gate import MahalanobisScore, pooled_features
@@ -40,6 +40,7 @@ from imagezoo.scripts import (
     add_recipe_argument,
     hardware,
     jsonl_logger,
+    positive_int,
     script_command,
     subsample,
 )
@@ -58,12 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arch", default=None, help="timm architecture, or seed-cnn for the seed baseline")
     parser.add_argument("--dataset", default=None, help="dataset folder or Hub id (default: the task's)")
     parser.add_argument("--output-dir", default=None, help="default: models/<task>[-<arch alias>]")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--img-size", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--epochs", type=positive_int, default=None)
+    parser.add_argument("--img-size", type=positive_int, default=None)
+    parser.add_argument("--batch-size", type=positive_int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--frozen", nargs="*", default=None, help="submodules to keep frozen, e.g. conv_stem bn1 blocks.0")
-    parser.add_argument("--max-train-samples", type=int, default=None, help="subsample training crops (smoke runs)")
+    parser.add_argument("--max-train-samples", type=positive_int, default=None, help="subsample training crops (smoke runs)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> Path:
     logger.info("task %s, recipe %s: %s", task.name, recipe_name, recipe)
 
     dataset = load_splits(args.dataset or task.dataset)
+    check_splits(dataset, args.dataset or task.dataset)
     check_label_names(dataset, task.label_names, args.dataset or task.dataset)
     train = load_split(dataset, "train", args.max_train_samples, args.seed)
     validation = load_split(dataset, "validation")

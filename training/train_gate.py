@@ -22,7 +22,7 @@ import torch
 from timm.utils.model import unfreeze
 
 from imagezoo.cards import classifier_card
-from imagezoo.data import SPLITS, check_label_names, load_splits
+from imagezoo.data import SPLITS, check_label_names, check_splits, load_splits
 from imagezoo.evaluation import classification_metrics, save_confusion_matrix
 from imagezoo.gate import (
     CANDIDATES,
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> Path:
     start = time.time()
 
     dataset = load_splits(args.dataset or task.dataset)
+    check_splits(dataset, args.dataset or task.dataset)
     check_label_names(dataset, task.label_names, args.dataset or task.dataset)
     model = build_model(recipe, len(task.label_names)).eval()
     data_config = eval_data_config(model, recipe.img_size, recipe.crop_mode, recipe.crop_pct)

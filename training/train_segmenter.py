@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from imagezoo.cards import model_card
-from imagezoo.data import load_splits
+from imagezoo.data import check_splits, load_splits
 from imagezoo.hub import push_folder
 from imagezoo.instances import POSTPROCESSORS
 from imagezoo.scripts import (
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> Path:
     logger.info("task %s, recipe %s: %s", task.name, args.recipe, recipe)
 
     dataset = load_splits(args.dataset or task.dataset)
+    check_splits(dataset, args.dataset or task.dataset)
     train = NucleiImages.from_rows(subsample(dataset, "train", args.max_train_samples, args.seed))
     validation = NucleiImages.from_rows(dataset["validation"])
     test = NucleiImages.from_rows(dataset["test"])

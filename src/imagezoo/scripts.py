@@ -14,6 +14,14 @@ from typing import Callable
 import torch
 
 
+def positive_int(text: str) -> int:
+    """argparse type of counts that must be at least 1 (epochs, sizes, samples): 0 trains nothing."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def subsample(dataset, split: str, limit: int | None = None, seed: int = 0):
     """``dataset[split]``, or ``limit`` of its rows drawn with ``seed`` (smoke runs)."""
     part = dataset[split]
@@ -57,9 +65,9 @@ def add_unet_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--dataset", default=None, help="dataset folder or Hub id (default: the task's)")
     parser.add_argument("--output-dir", default=None, help="default: models/<task>")
     parser.add_argument("--encoder", default=None, help="timm encoder, e.g. tf_efficientnet_lite2")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--crop-size", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--epochs", type=positive_int, default=None)
+    parser.add_argument("--crop-size", type=positive_int, default=None)
+    parser.add_argument("--batch-size", type=positive_int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--losses", nargs="+", default=None, help="loss terms, summed (e.g. lovasz bce)")
     parser.add_argument("--input-scale", type=float, default=None,
@@ -67,7 +75,8 @@ def add_unet_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="serve (and tune and test) the mean of the 8 flips and right-angle turns of each image; "
                              "epochs are still selected without (default: the task's serving setting)")
-    parser.add_argument("--max-train-samples", type=int, default=None, help="subsample training images (smoke runs)")
+    parser.add_argument("--max-train-samples", type=positive_int, default=None,
+                        help="subsample training images (smoke runs)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None)

@@ -38,7 +38,7 @@ from imagezoo.instances import overlay
 from imagezoo.segmentation import SegmenterConfig, build_unet, predict_probabilities, rescale, stretch_contrast
 from imagezoo.segmentation_metrics import dsb_score, segmentation_metrics
 from imagezoo.tasks import SegmentationRecipe
-from imagezoo.training import cosine_schedule
+from imagezoo.training import check_can_select, cosine_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -228,6 +228,7 @@ def fit_segmenter(
     returns the epoch's validation metrics and a key; the epoch with the largest key is kept
     (the scripts validate through the serving path, before post-processing is tuned).
     """
+    check_can_select(recipe.epochs)
     random_seed(seed)
     model = build_unet(
         recipe.encoder, recipe.pretrained, classes=len(config.channels), decoder_channels=recipe.decoder_channels

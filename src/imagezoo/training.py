@@ -123,6 +123,14 @@ def predict_probs(model: nn.Module, loader: DataLoader, device: str = "cpu") -> 
     return np.concatenate(probs), np.concatenate(labels)
 
 
+def check_can_select(epochs: int, n_validation: int | None = None) -> None:
+    """Raise before training when no epoch could be selected: none trained, or nothing to validate on."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, not {epochs}")
+    if n_validation == 0:
+        raise ValueError("the validation set is empty: the epoch kept is chosen on it")
+
+
 @dataclass
 class FitResult:
     model: nn.Module
@@ -146,6 +154,7 @@ def fit(
     Selection is on validation balanced accuracy (ties broken by lower log loss), the
     metric that matters when one class is rare.
     """
+    check_can_select(recipe.epochs, len(validation[0]))
     random_seed(seed)
     # channels-last convolutions: 1.7x faster training steps on a CPU for these networks (measured)
     model = build_model(recipe, len(label_names)).to(device, memory_format=torch.channels_last)

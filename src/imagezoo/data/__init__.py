@@ -29,6 +29,14 @@ def load_splits(dataset_id: str) -> "DatasetDict":
     return load_dataset(dataset_id)
 
 
+def check_splits(dataset: "DatasetDict", dataset_id: str, splits: Sequence[str] = SPLITS) -> None:
+    """Raise unless each of ``splits`` is there with rows: training selects its epoch on validation and
+    reports test, so an empty one would otherwise fail after the training it wasted."""
+    empty = [split for split in splits if split not in dataset or len(dataset[split]) == 0]
+    if empty:
+        raise ValueError(f"{dataset_id}: no rows in split(s) {empty}; every one of {list(splits)} is needed")
+
+
 def check_label_names(dataset: "DatasetDict", label_names: Sequence[str], dataset_id: str, column: str = "label") -> None:
     """Raise unless ``dataset``'s class names in ``column`` are ``label_names`` in that order: a model
     trains on the integer labels, and the same classes in another order would be silently swapped."""
