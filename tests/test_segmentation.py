@@ -32,9 +32,11 @@ from imagezoo.segmentation_training import (
     SegmentationCrops,
     build_losses,
     fit_segmenter,
+    mirror_to,
     nuclei_validation,
     train_transform,
     type_sampler,
+    zoom_crop_size,
 )
 from imagezoo.tasks import SegmentationRecipe
 from imagezoo.weights import offline_weights_file
@@ -200,6 +202,24 @@ def test_training_crops_of_a_scaled_model_resize_images_and_keep_targets_binary(
     assert big_image.shape == (3, 128, 128) and big_target.shape == (2, 128, 128)
     assert set(np.unique(big_target.numpy())) <= {0.0, 1.0}
     np.testing.assert_array_equal(big_target.numpy()[:, ::2, ::2], target)  # each target pixel becomes a 2x2 block
+
+
+def test_images_under_half_the_crop_are_mirrored_not_refused():
+    """torch's reflect padding fails on pads wider than the image (an LDC slide at --input-scale 0.25)."""
+    config = SegmenterConfig(channels=("mask", "border"))
+    image = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    target = np.zeros((2, 20, 30), dtype=np.uint8)
+    target[0, 5:10, 5:10] = 1
+    crops = SegmentationCrops([image], [target], train_transform(64, config), min_size=zoom_crop_size(64))
+    crop, crop_target = crops[0]
+    assert crop.shape == (3, 64, 64) and crop_target.shape == (2, 64, 64) and crop_target.max() == 1
+    mirrored = mirror_to(image, 80)
+    assert mirrored.shape == (20 + 2 * 60, 30 + 2 * 50, 3)  # what RandomCrop(pad_if_needed) pads, where it can
+    assert np.array_equal(mirror_to(image, 20), image)
+    wider = np.random.default_rng(1).integers(0, 255, (50, 60, 3), dtype=np.uint8)  # where torch can: the same pixels
+    as_tensor = torch.from_numpy(wider).permute(2, 0, 1)[None].float()
+    by_torch = torch.nn.functional.pad(as_tensor, (20, 20, 30, 30), mode="reflect")
+    assert np.array_equal(mirror_to(wider, 80), by_torch[0].permute(1, 2, 0).numpy().astype(np.uint8))
 
 
 def test_batched_prediction_matches_one_image_at_a_time(random_unet):

@@ -51,7 +51,7 @@ from imagezoo.scripts import (
     unet_recipe,
 )
 from imagezoo.segmentation import SegmenterConfig, encoder_normalization, save_unet
-from imagezoo.segmentation_training import SegmentationCrops, fit_segmenter, train_transform
+from imagezoo.segmentation_training import SegmentationCrops, fit_segmenter, train_transform, zoom_crop_size
 from imagezoo.tasks import HUB_ORG, TASKS, get_task
 
 logger = logging.getLogger("train_cell_counter")
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> Path:
     start = time.time()
     targets = train.targets(len(task.label_names), recipe.centre_scale)
     crops = SegmentationCrops(train.images, targets, train_transform(recipe.crop_size, config, recipe.invert),
-                              scale=config.scale)
+                              scale=config.scale, min_size=zoom_crop_size(recipe.crop_size))
     # epochs are selected without test-time augmentation (8x the time of every validation)
     validate = cell_validation(validation, dataclasses.replace(config, tta=False))
     result = fit_segmenter(recipe, crops, config, validate, None, args.seed, args.device, log)

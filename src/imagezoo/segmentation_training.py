@@ -69,10 +69,20 @@ class NucleiImages:
         return len(self.ids)
 
 
+def mirror_to(image: np.ndarray, size: int | None) -> np.ndarray:
+    """``image`` (H, W, C) mirrored by ``size - side`` on both ends of each side shorter than ``size``:
+    the padding of ``RandomCrop(pad_if_needed=True, padding_mode="reflect")``, done by numpy, whose
+    reflection takes pads wider than the image (torch's fails there: an image under half the crop)."""
+    pads = [(max(size - side, 0),) * 2 if size else (0, 0) for side in image.shape[:2]]
+    return np.pad(image, [*pads, (0, 0)], mode="reflect") if any(pad for pad, _ in pads) else image
+
+
 class SegmentationCrops(Dataset):
     """A random crop of image ``index`` with its targets, as (image, target) tensors; whole
     images are contrast-stretched and resized by ``scale`` first, as serving does (targets by
-    their nearest pixel). ``images`` are uint8 (H, W, 3), ``targets`` uint8 (channels, H, W)."""
+    their nearest pixel), then mirrored up to ``min_size`` (:func:`mirror_to`; give the
+    transform's first crop, :func:`zoom_crop_size`). ``images`` are uint8 (H, W, 3), ``targets``
+    uint8 (channels, H, W)."""
 
     def __init__(
         self,
@@ -81,9 +91,11 @@ class SegmentationCrops(Dataset):
         transform: Callable,
         percentiles: tuple[float, float] | None = None,
         scale: float | None = None,
+        min_size: int | None = None,
     ):
-        images = (rescale(stretch_contrast(image, percentiles)[None], scale)[0] for image in images)
-        targets = (rescale(target.transpose(1, 2, 0)[None], scale, nearest=True)[0] for target in targets)
+        images = (mirror_to(rescale(stretch_contrast(image, percentiles)[None], scale)[0], min_size) for image in images)
+        targets = (mirror_to(rescale(target.transpose(1, 2, 0)[None], scale, nearest=True)[0], min_size)
+                   for target in targets)
         self.images = [tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)) for image in images]
         self.targets = [tv_tensors.Mask(torch.from_numpy(target).permute(2, 0, 1)) for target in targets]
         self.transform = transform
@@ -104,6 +116,11 @@ def type_sampler(image_types: Sequence[str], balance: float, num_samples: int, s
     return WeightedRandomSampler(weights, num_samples, generator=torch.Generator().manual_seed(seed))
 
 
+def zoom_crop_size(crop_size: int) -> int:
+    """The first crop of :func:`train_transform`, zoomed about its centre before the final crop."""
+    return round(crop_size * 1.25)
+
+
 def train_transform(crop_size: int, config: SegmenterConfig, invert: float = 0.2) -> v2.Compose:
     """One joint pipeline for image and targets (geometry moves both, colour only the image).
 
@@ -116,7 +133,7 @@ def train_transform(crop_size: int, config: SegmenterConfig, invert: float = 0.2
     like one another; ``invert`` is its probability (0 where brightness is the signal).
     """
     return v2.Compose([
-        v2.RandomCrop(round(crop_size * 1.25), pad_if_needed=True, padding_mode="reflect"),
+        v2.RandomCrop(zoom_crop_size(crop_size), pad_if_needed=True, padding_mode="reflect"),
         v2.RandomAffine(degrees=0, scale=(0.8, 1.25), interpolation=v2.InterpolationMode.BILINEAR),
         v2.CenterCrop(crop_size),
         v2.RandomHorizontalFlip(),
