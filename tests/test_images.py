@@ -15,6 +15,24 @@ def test_16bit_is_scaled_linearly_not_clipped():
     assert np.asarray(rgb)[0, :, 0].tolist() == [0, 100, 255]
 
 
+@pytest.mark.parametrize("depth", [8, 10, 12, 14])
+def test_a_capture_of_fewer_bits_saved_in_16_keeps_its_levels(depth):
+    """A 12-bit camera's image in a 16-bit PNG: divided by 257 it kept 16 grey levels, nearly black."""
+    ramp = np.linspace(0, 2**depth - 1, 4096).round().astype(np.uint16)[None]
+    gray = np.asarray(to_rgb(Image.fromarray(ramp, mode="I;16")))[0, :, 0]
+    assert gray[0] == 0 and gray[-1] == 255
+    assert len(np.unique(gray)) == 256
+    np.testing.assert_allclose(gray, ramp[0].astype(float) * 255 / (2**depth - 1), atol=0.5)  # linear, not stretched
+
+
+
+def test_the_depth_is_read_from_the_maximum_so_a_dim_image_is_taken_for_fewer_bits():
+    """The file does not say its camera's depth: a 12-bit image whose brightest pixel is 1000 reads as 10-bit."""
+    for peak, depth in ((1000, 10), (3000, 12), (16000, 14), (23445, 16)):
+        pixels = np.array([[0, peak]], dtype=np.uint16)
+        assert np.asarray(to_rgb(Image.fromarray(pixels, mode="I;16")))[0, 1, 0] == round(peak * 255 / (2**depth - 1))
+
+
 def test_transparency_is_flattened_onto_black():
     rgba = Image.new("RGBA", (2, 1), (200, 100, 50, 255))
     rgba.putpixel((1, 0), (200, 100, 50, 0))

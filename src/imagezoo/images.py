@@ -39,18 +39,28 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+#: bit depths of the sensors whose images come stored in 16 bits (their largest value becomes 255)
+CAMERA_DEPTHS = (8, 10, 12, 14, 16)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Normalise any Pillow mode to 8-bit RGB.
 
-    16-bit and 32-bit integer images are scaled linearly (65535 -> 255) rather than
-    stretched per image, so intensities stay comparable with 8-bit captures.
+    16-bit and 32-bit integer images are scaled linearly, not stretched per image, so intensities
+    stay comparable with 8-bit captures: the largest value of the smallest camera depth (8, 10, 12,
+    14 or 16 bits) holding the image's maximum becomes 255. A 12-bit capture saved in 16 bits keeps
+    its 4096 levels as 256 (divided by 257 it kept 16, almost black); a full-range 16-bit image is
+    divided by 257; larger 32-bit values by their maximum. The file does not record the camera's
+    depth, so a dim image is taken for fewer bits (a 12-bit image peaking at 1000 reads as 10-bit).
     Transparency is flattened onto black.
     """
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         pixels = np.asarray(image, dtype=np.float64)
-        scale = 257.0 if image.mode.startswith("I;16") or pixels.max() <= 65535 else pixels.max() / 255.0
+        peak = pixels.max()
+        depth = next((bits for bits in CAMERA_DEPTHS if peak < 2**bits), None)
+        scale = (2**depth - 1) / 255.0 if depth else peak / 255.0
         gray = np.clip(np.rint(pixels / scale), 0, 255).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
     if image.mode == "F":
