@@ -19,6 +19,7 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 from imagezoo.brain_mri import analyse
+from imagezoo.chat.answer import percent
 from imagezoo.data import load_splits
 from imagezoo.data.brain import DETECT_LABELS, GATE_LABELS, TYPE_LABELS
 from imagezoo.data.near_duplicates import near_duplicate_groups
@@ -187,6 +188,13 @@ def test_space_refuses_a_cat_and_analyses_an_mri(brain_models, brain_data, tmp_p
         assert_uploads_reach_the_app(demo, tmp_path)
         # the chat tab: the last analysis, in the question's language, and the served models' own numbers
         reply = app.respond("¿Qué significa mi resultado?", [], scan)
-        assert f"{100 * scan['probability']:.0f}%" in reply and "no es un diagnóstico" in reply
+        shown = percent(scan["probability"]) if scan["decisive"] else "no fue concluyente"
+        assert shown in reply and "no es un diagnóstico" in reply
+        # a new picture forgets the result, so the chat cannot describe the previous image
+        import gradio as gr
+
+        (forget,) = [f for f in demo.fns.values() if f.fn is app.forget_analysis]
+        assert [event for _, event in forget.targets] == ["change"] and app.forget_analysis()[-1] is None
+        assert isinstance(forget.outputs[-1], gr.State)
         accuracy = json.loads((brain_models / "brain-tumor-type" / "eval_results.json").read_text())["metrics"]["accuracy"]
         assert f"{100 * accuracy:.1f}%" in app.respond("How accurate is the tumour type classifier?", [], None)

@@ -67,6 +67,11 @@ def analyse_upload(image):
     return verdict, tumour, result.probabilities, overlay(picture, heat), result.as_context()
 
 
+def forget_analysis() -> tuple:
+    """Empty outputs and no "last scan" for the chat."""
+    return "", None, None, None, None
+
+
 def respond(message: str, history: list, scan: dict | None) -> str:
     """The chat's answer in the question's language, with its sources."""
     answer = chat().answer(message, scan)
@@ -91,8 +96,10 @@ def build_demo() -> gr.Blocks:
                     tumour = gr.Label(label="Tumour (1 - p(no tumour))")
                     types = gr.Label(num_top_classes=4, label="Type")
             cam = gr.Image(label="Grad-CAM: where the evidence for the predicted class lies (last stage)")
-            gr.Button("Analyse", variant="primary").click(
-                analyse_upload, picture, [verdict, tumour, types, cam, scan], api_name="analyse")
+            outputs = [verdict, tumour, types, cam, scan]
+            gr.Button("Analyse", variant="primary").click(analyse_upload, picture, outputs, api_name="analyse")
+            # a new or cleared picture forgets the last result: the chat must not describe another image
+            picture.change(forget_analysis, None, outputs, api_name=False)
             if examples:
                 gr.Examples(examples, picture, label="Test-split examples (one per class)")
         with gr.Tab("Chat / Conversación"):

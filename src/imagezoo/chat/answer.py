@@ -57,16 +57,19 @@ def _rules(*patterns: str) -> re.Pattern:
     return re.compile("|".join(patterns))
 
 
-UNSAFE = _rules(  # self-harm, and getting drugs around a doctor
-    r"\b(kill|hurt|harm|cut) (myself|me)\b", r"suicid", r"self[- ]?harm", r"\bend (my life|it all)\b",
+UNSAFE = _rules(  # self-harm, and getting drugs around a doctor (not "can an MRI hurt me?")
+    r"\b(kill|hurt|harm|cut)(ing|s)? myself\b", r"\bkill me\b", r"suicid", r"self[- ]?harm",
+    r"\bend(ing)? (my life|it all)\b", r"\btak(e|ing) my (own )?life\b", r"\bbetter off dead\b",
     r"\bwant to die\b", r"\b(not|never) (to )?wake up\b", r"overdose", r"without (a )?prescription",
-    r"\b(buy|get|obtain|order)\b.*\b(opioids?|morphine|oxycodone|fentanyl|drugs)\b",
+    r"\b(buy|get|obtain|order)\b.{0,80}\b(opioids?|morphine|oxycodone|fentanyl|drugs)\b",
     r"\b(matarme|hacerme dano|quitarme la vida|autolesion\w*|quiero morir\w*|sobredosis|sin receta)\b",
+    r"\bme (voy a|quiero|puedo) matar\b", r"\b(cortarme|lastimarme|suicidarme)\b",
     r"\bno (volver a )?despertar", r"\bwithout (my )?(doctor|gp)\b.{0,10}\b(knowing|finding out)",
     r"\bsin que (se entere|lo sepa)\b.{0,10}\b(medico|doctor)",
-    r"\b(comprar|conseguir)\b.*\b(opioides?|morfina|oxicodona|fentanilo|drogas)\b",
+    r"\b(comprar|conseguir)\b.{0,80}\b(opioides?|morfina|oxicodona|fentanilo|drogas)\b",
     # "I don't want to be here anymore", "the easiest way to end it" (the second blind set)
-    r"\b(don'?t|do not) want to (be here|live|go on)\b", r"\b(easiest|quickest|painless) way to (die|end it|go)\b",
+    r"\b(don'?t|do not) want to (be here|live|go on)\b(?! (the|an?|with|to|this|that)\b)",
+    r"\b(easiest|quickest|painless) way to (die|end it|go)\b",
     r"\bno quiero (seguir viviendo|vivir|estar aqui)\b", r"\bacabar con (todo|mi vida)\b",
     r"\bforma (mas )?(facil|rapida) de (morir|acabar)\b",
 )
@@ -76,7 +79,7 @@ DIAGNOSTIC = _rules(  # "do I have...?", "is my ... a tumour?", treatment decisi
     r"\b(is|are|could) my\b.{0,40}\b(tumou?r|cancer)", r"\bdiagnos\w* (me|my)\b",
     r"\bshould i (take|stop|start|use)\b(?! (with|along)\b)(?!.{0,40}\b(mri|scan|appointment)\b)",
     r"\bshould i (get|have)\b.{0,20}\b(surgery|operat\w*|treatment|radio\w*|radiation|chemo\w*)",
-    r"\b(dose|doses|dosage|dosing|mg)\b",
+    r"(?<!radiation )\b(dose|doses|dosage|dosing|mg)\b",
     # "¿tengo un tumor?", not "tengo una placa de titanio" nor "si creo que tengo un tumor, ¿a qué médico voy?"
     r"(?<!si )(?<!que )\b(tengo|tendre|tendria|padezco) (un |una )?"
     r"(cancer|tumor|glioma|meningioma|adenoma|algo malo|algo grave)\b",
@@ -92,21 +95,33 @@ DIAGNOSTIC = _rules(  # "do I have...?", "is my ... a tumour?", treatment decisi
     r"\bwhat('?s| is) wrong with (me|my)\b",
     r"\b(mira|mire|revisa|revise|lee|lea)\b.{0,20}\bmis? (resonancia|escaner|imagen|imagenes|prueba)s?\b"
     r".{0,40}\b(dime|digame|si)\b",
-    r"\b(dime|digame)\b.{0,20}\bsi (lo que )?(tengo|es|sera)\b", r"\bque me pasa\b",
+    r"\b(dime|digame)\b.{0,20}\bsi (lo que )?(tengo|sera)\b", r"\bque me pasa\b(?! si\b)",
+    r"\b(dime|digame)\b.{0,20}\bsi (lo que tengo )?es\b.{0,30}\b(tumor|cancer|glioma|meningioma|adenoma|maligno)",
     # the second blind set: "is it cancer? just tell me yes or no", "which kind of tumour do you think I have?",
     # someone else's case ("does my son have a tumour?", "mi hijo vomita..., ¿tiene un tumor cerebral?")
     r"\bmy (mri|scan|image|result)\b.{0,80}\bis it (a |an )?(cancer|tumou?r|malignant)\b",
-    r"\btell me (yes or no|if it'?s|whether it'?s)\b",
-    r"\b(do|would) you think (i|he|she|it) (have|has|got|is)\b",
+    r"\btell me yes or no\b",
+    r"\btell me (if|whether) (it'?s|it is|this is|i have)\b.{0,30}\b(tumou?r|cancer|glioma|meningioma|adenoma|malignan)",
+    r"\b(do|would) you think (i|he|she) (have|has|got)\b",
+    r"\b(do|would) you think (it|this|that)('?s| is)\b.{0,30}\b(tumou?r|cancer|glioma|meningioma|adenoma|malignan)",
     r"\b(does|could|might) (he|she|my \w+) have (a |an )?(brain )?(tumou?r|cancer|glioma|meningioma|adenoma)",
     r"¿\s*(tiene|tendra|tendria) (un |una )?(cancer|tumor|glioma|meningioma|adenoma)\b",
+    # a verdict asked of the user's own scan ("does my scan show a tumour?", not "can an MRI show a tumour?"),
+    # caught before the scan rules explain a result; "have I got a tumour?", "¿es un tumor?", "¿esto es cáncer?"
+    r"\b(does|do|did|will|would|can) (my|this|his|her) (scan|mri|image|slice|results?)s? "
+    r"(show|have|contain|reveal|indicate|find)s?\b.{0,40}\b(tumou?r|cancer|glioma|meningioma|adenoma|malignan)",
+    r"\b(mi|esta) (resonancia|imagen|exploracion|escaner|prueba|resultado)\b.{0,40}"
+    r"\b(muestra|tiene|revela|indica|sale)\b.{0,30}\b(tumor|cancer|glioma|meningioma|adenoma|maligno)\b",
+    r"\bhave i got (a |an |some )?(brain )?(tumou?r|cancer|glioma|meningioma|adenoma|malignan)",
+    r"^\W*(y )?(esto |eso )?es (un |una )?(tumor|cancer|glioma|meningioma|adenoma)( (maligno|benigno|cerebral|grave))?\W*$",
 )
 SCAN = _rules(  # questions about the user's own analysis result
-    r"\bmy (results?|prediction|analysis)\b", r"\b(explain|interpret|read|mean\w*)\b.*\bmy (scan|mri|image|slice)\b",
-    r"\bmy (scan|mri|image|slice)\b.*\b(mean|show|say)s?\b",
+    r"\bmy (results?|prediction|analysis)\b",
+    r"\b(explain|interpret|read|mean\w*)\b.{0,80}\bmy (scan|mri|image|slice)\b",
+    r"\bmy (scan|mri|image|slice)\b.{0,80}\b(mean|show|say)s?\b",
     r"\bmis? (resultados?|prediccion|analisis)\b",
-    r"\b(explica\w*|interpreta\w*|significa|entender)\b.*\bmi (escaner|resonancia|imagen|corte)\b",
-    r"\bmi (escaner|resonancia|imagen|corte)\b.*\b(significa|muestra|dice)\b",
+    r"\b(explica\w*|interpreta\w*|significa|entender)\b.{0,80}\bmi (escaner|resonancia|imagen|corte)\b",
+    r"\bmi (escaner|resonancia|imagen|corte)\b.{0,80}\b(significa|muestra|dice)\b",
 )
 
 LABEL_NAMES = {
@@ -136,8 +151,10 @@ SCAN_TEXTS = {
         "es": "Su probabilidad de que el corte muestre alguno de los tres tipos de tumor es {probability}.",
     },
     "undecided": {
-        "en": "The model was not decisive on this slice, so treat its answer as especially uncertain.",
-        "es": "El modelo no fue concluyente con este corte, así que su respuesta es especialmente incierta.",
+        "en": "The model was not decisive on this slice: its two most likely classes, {first} ({first_probability}) "
+        "and {second} ({second_probability}), are too close for it to tell them apart.",
+        "es": "El modelo no fue concluyente con este corte: sus dos clases más probables, {first} "
+        "({first_probability}) y {second} ({second_probability}), están demasiado cerca para distinguirlas.",
     },
     "disclaimer": {
         "en": "This is the output of a research and teaching model, not a diagnosis: only a doctor can interpret "
@@ -165,6 +182,10 @@ MIN_SIMILARITY = {"en": 0.41, "es": 0.71}
 # scored 0.51-0.62 the wrong way and were refused as off-topic against the Spanish passages.
 UNSURE_LANGUAGE = 0.75
 
+#: the first characters of a question are what the chat reads: no question needs more, and a pasted
+#: 100 kB message would otherwise hold the chat's queue while the rules scan it
+MAX_QUESTION_CHARS = 2000
+
 
 @dataclass
 class Answer:
@@ -182,8 +203,11 @@ class Answer:
         return dataclasses.asdict(self)
 
 
-def _percent(probability: float) -> str:
-    return f"{100 * probability:.0f}%"
+def percent(probability: float) -> str:
+    """One decimal, as the analysis tab shows it; never "100%" or "0%", which a model cannot be sure of."""
+    if probability > 0.999:
+        return ">99.9%"
+    return "<0.1%" if probability < 0.001 else f"{100 * probability:.1f}%"
 
 
 class Chat:
@@ -228,7 +252,9 @@ class Chat:
         return max(h.dense for h in hits) - self.min_similarity[language]
 
     def answer(self, question: str, scan: dict | None = None) -> Answer:
-        """Answer ``question`` in its language; ``scan`` is the analysis tab's result, if any."""
+        """Answer ``question`` (its first :data:`MAX_QUESTION_CHARS`) in its language; ``scan`` is the
+        analysis tab's result, if any."""
+        question = question[:MAX_QUESTION_CHARS]
         language = detect_language(question)
         rule_text = fold_accents(question.lower())
         if UNSAFE.search(rule_text):
@@ -287,14 +313,24 @@ class Chat:
             return Answer(SCAN_TEXTS["none"][language], language, [], refused=False, kind="scan")
         if scan["gate"] == "other":
             return Answer(SCAN_TEXTS["other"][language], language, [], refused=False, kind="scan")
-        label = scan["label"]
-        name = LABEL_NAMES.get(label, {}).get(language, label)
-        parts = [SCAN_TEXTS["result"][language].format(label=name, probability=_percent(scan["probability"]))]
+
+        def name(label: str) -> str:
+            return LABEL_NAMES.get(label, {}).get(language, label)
+
+        ranked = sorted((scan.get("probabilities") or {}).items(), key=lambda item: -item[1])
+        if not scan.get("decisive", True) and len(ranked) >= 2:  # no class is named as the answer
+            (first, p_first), (second, p_second) = ranked[:2]
+            parts = [SCAN_TEXTS["undecided"][language].format(
+                first=name(first), first_probability=percent(p_first),
+                second=name(second), second_probability=percent(p_second))]
+            label = None
+        else:
+            label = scan["label"]
+            probability = percent(scan["probability"])
+            parts = [SCAN_TEXTS["result"][language].format(label=name(label), probability=probability)]
         if scan.get("tumour_probability") is not None:
-            parts.append(SCAN_TEXTS["tumour"][language].format(probability=_percent(scan["tumour_probability"])))
-        if not scan.get("decisive", True):
-            parts.append(SCAN_TEXTS["undecided"][language])
-        passage = self._describe(label)
+            parts.append(SCAN_TEXTS["tumour"][language].format(probability=percent(scan["tumour_probability"])))
+        passage = self._describe(label) if label else None
         if passage is not None:
             parts.append(FIRST_SENTENCE.match(self.passage_text(passage.id, language)).group(0))
         parts.append(SCAN_TEXTS["disclaimer"][language])
