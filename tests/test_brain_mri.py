@@ -92,6 +92,7 @@ def test_prep_writes_three_datasets_with_no_group_or_near_copy_across_splits(bra
     assert "perceptual hash" in card and "optimistic" in card
 
 
+@pytest.mark.slow  # brain_models trains the gate and the type model
 def test_gate_reports_leave_one_source_out_per_source(brain_models):
     results = json.loads((brain_models / "brain-mri-gate" / "eval_results.json").read_text())
     gate = results["gate"]
@@ -104,8 +105,10 @@ def test_gate_reports_leave_one_source_out_per_source(brain_models):
     assert gate["accepted_mri"] >= 0.95 and gate["refused_test"] >= 0.95
     card = (brain_models / "brain-mri-gate" / "README.md").read_text()
     assert "Leave-one-source-out" in card and "`synthetic-plot`" in card
+    assert "--model hf-hub:imagezoo/brain-tumor-type --gate hf-hub:imagezoo/brain-mri-gate" in card
 
 
+@pytest.mark.slow  # brain_models trains the gate and the type model
 def test_gate_refuses_a_cat_a_chart_and_blank_images_and_accepts_mri(brain_models):
     gate = ImageClassifier.from_pretrained(str(brain_models / "brain-mri-gate"))
     assert gate.label_names == GATE_LABELS
@@ -117,6 +120,7 @@ def test_gate_refuses_a_cat_a_chart_and_blank_images_and_accepts_mri(brain_model
     assert (accepted.argmax(axis=1) == GATE_LABELS.index("mri")).all(), accepted
 
 
+@pytest.mark.slow  # brain_models trains the gate and the type model
 def test_gated_pipeline_gives_no_tumour_output_to_refused_images(brain_models):
     pipeline = load_predictor(str(brain_models / "brain-tumor-type"), gate=str(brain_models / "brain-mri-gate"))
     mri, cat = analyse(pipeline, mri_slice("meningioma", 60)), analyse(pipeline, cat_photo())
@@ -126,6 +130,7 @@ def test_gated_pipeline_gives_no_tumour_output_to_refused_images(brain_models):
     assert cat.label is None and cat.probabilities is None and cat.tumour_probability is None
 
 
+@pytest.mark.slow  # brain_models trains the gate and the type model
 def test_batch_job_with_a_gate(brain_models, tmp_path):
     scans = tmp_path / "scans"
     scans.mkdir()
@@ -156,6 +161,7 @@ def head_mask(image: Image.Image) -> np.ndarray:
     return ndimage.binary_fill_holes(ndimage.binary_closing(grey > threshold_otsu(grey), iterations=3))
 
 
+@pytest.mark.slow  # brain_models trains the gate and the type model
 def test_grad_cam_is_image_sized_and_lies_on_the_head(brain_models, brain_data):
     model = ImageClassifier.from_pretrained(str(brain_models / "brain-tumor-type"))
     test = load_splits(str(brain_data / "brain-tumor-type"))["test"]
@@ -170,6 +176,7 @@ def test_grad_cam_is_image_sized_and_lies_on_the_head(brain_models, brain_data):
     assert np.mean(fractions) > 0.5, fractions
 
 
+@pytest.mark.slow  # brain_models trains the gate and the type model
 def test_space_refuses_a_cat_and_analyses_an_mri(brain_models, brain_data, tmp_path):
     with space_app("brain_mri", "brain_space", IMAGEZOO_MODEL=str(brain_models / "brain-tumor-type"),
                    IMAGEZOO_GATE=str(brain_models / "brain-mri-gate")) as app:

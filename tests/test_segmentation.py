@@ -248,6 +248,7 @@ def test_contrast_stretch_makes_a_dim_image_look_like_a_bright_one(random_unet):
     assert gap(SegmenterConfig(percentiles=(1, 99.8))) < 0.01 < gap(SegmenterConfig())
 
 
+@pytest.mark.slow  # blob_unet trains a U-Net
 def test_tiled_and_whole_image_predictions_agree(blob_unet):
     model, config = blob_unet
     image, labels = blob_sample(512, seed=1000)

@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> Path:
         accept_label=accept_label,
         reject_label=reject_label,
         gate=gate,
+        guarded_repo_id=get_task(task.card_facts["guards"]).repo_id,
         n_train=len(labels["train"]),
         C=args.C,
         keep=args.keep,

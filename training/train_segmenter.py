@@ -59,11 +59,15 @@ SEGMENTATION_TASKS = sorted(
 HEADLINE = ("dsb_score", "foreground_iou", "precision_at_0.5", "dice")
 
 
+#: the post-processings that read (body, border) maps (``watershed-centres`` needs a centre channel)
+BODY_BORDER_METHODS = sorted(name for name in POSTPROCESSORS if name != "watershed-centres")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="nuclei-unet", choices=SEGMENTATION_TASKS)
     add_unet_arguments(parser)
-    parser.add_argument("--methods", nargs="+", choices=sorted(POSTPROCESSORS),
+    parser.add_argument("--methods", nargs="+", choices=BODY_BORDER_METHODS,
                         default=["watershed-border", "watershed-distance", "components"],
                         help="post-processings of (body, border) tuned and scored on validation; the best is served")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6, 0.7], help="tuned on validation")
