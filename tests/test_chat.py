@@ -184,7 +184,8 @@ def test_model_facts_filled_from_eval_results(chat: Chat, fake_models_dir: Path,
     type_passage, gate_passage = _passage_with(chat, "type_accuracy"), _passage_with(chat, "gate_mri_accepted")
     unmeasured = chat.answer(type_passage.titles["en"])
     assert unmeasured.sources[0]["id"] == type_passage.id and "not measured yet" in unmeasured.text
-    assert "aún no medido" in chat.facts.fill(type_passage.texts["es"], "es")
+    assert "{" not in unmeasured.text  # no sentence built around a missing number
+    assert "aún no se han medido" in chat.facts.fill(type_passage.texts["es"], "es")
     monkeypatch.setattr(chat, "facts", facts)
     measured = chat.answer(type_passage.titles["en"]).text
     assert "97.4%" in measured and "not measured yet" not in measured
@@ -193,6 +194,14 @@ def test_model_facts_filled_from_eval_results(chat: Chat, fake_models_dir: Path,
             assert value in measured
     gate_text = facts.fill(gate_passage.texts["es"], "es")
     assert "99.1%" in gate_text and "{" not in gate_text
+
+
+def test_a_missing_number_drops_its_sentence_not_the_passage():
+    text = "Intro. On {type_test_images} slices it was right {type_accuracy} of the time.\n\nCaveat. {other} stays."
+    assert ModelFacts().fill(text, "en") == ("Intro. Caveat. {other} stays. Some of these numbers are not measured "
+                                             "yet here: no trained model was found.")
+    filled = ModelFacts(type_accuracy=0.97, type_test_images=100).fill(text, "en")
+    assert filled == "Intro. On 100 slices it was right 97.0% of the time.\n\nCaveat. {other} stays."
 
 
 def test_cli_json(fake_models_dir: Path):

@@ -15,8 +15,13 @@ from importlib import resources
 from pathlib import Path
 
 LANGUAGES = ("en", "es")
-NOT_MEASURED = {"en": "not measured yet", "es": "aún no medido"}
+#: said once, in place of every sentence whose number is missing (no trained model folder was found)
+NOT_MEASURED = {
+    "en": "Some of these numbers are not measured yet here: no trained model was found.",
+    "es": "Algunas de estas cifras aún no se han medido aquí: no se encontró ningún modelo entrenado.",
+}
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
+SENTENCE_END = re.compile(r"(?<=[.!?])(\s+)")
 
 
 @dataclass(frozen=True)
@@ -101,18 +106,26 @@ class ModelFacts:
             gate_min_refused=gate.get("min_refused_loso"),
         )
 
-    def placeholders(self, language: str) -> dict[str, str]:
-        """The text each ``{placeholder}`` of the "models" passages becomes in ``language``."""
-        values = {
+    def placeholders(self) -> dict[str, str | None]:
+        """The text each ``{placeholder}`` of the "models" passages becomes (``None``: not measured)."""
+        return {
             "type_accuracy": _percent(self.type_accuracy),
             "type_macro_f1": _percent(self.type_macro_f1),
             "type_test_images": None if self.type_test_images is None else str(self.type_test_images),
             "gate_mri_accepted": _percent(self.gate_mri_accepted),
             "gate_min_refused": _percent(self.gate_min_refused),
         }
-        return {key: NOT_MEASURED[language] if value is None else value for key, value in values.items()}
 
     def fill(self, text: str, language: str) -> str:
-        """``text`` with its known placeholders replaced; other braces are left as written."""
-        values = self.placeholders(language)
-        return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+        """``text`` with its known placeholders replaced (other braces are left as written); a sentence
+        whose number is not measured is left out, and :data:`NOT_MEASURED` says so once at the end."""
+        values = self.placeholders()
+        kept, missing = [], False
+        pieces = SENTENCE_END.split(text)  # sentence, its following space or line breaks, sentence, ...
+        for sentence, gap in zip(pieces[::2], [*pieces[1::2], ""]):
+            if any(name in values and values[name] is None for name in PLACEHOLDER.findall(sentence)):
+                missing = True
+                continue
+            kept.append(PLACEHOLDER.sub(lambda m: values.get(m.group(1)) or m.group(0), sentence) + gap)
+        filled = "".join(kept).rstrip()
+        return f"{filled} {NOT_MEASURED[language]}".lstrip() if missing else filled
