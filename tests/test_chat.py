@@ -151,6 +151,13 @@ def test_questions_about_mri_itself_are_not_taken_for_a_crisis_or_a_diagnosis(ch
     assert chat.answer(question).reason not in ("unsafe", "diagnostic")
 
 
+def test_a_refusal_speaks_both_languages_when_the_question_language_is_unsure(chat: Chat):
+    answer = chat.answer("glioma grade 3 vs grade 4 dose")  # lingua: Spanish at 0.58 only
+    assert answer.reason == "diagnostic"
+    assert "I can't give a personal diagnosis" in answer.text and "No puedo dar un diagnóstico" in answer.text
+    assert "I can't" not in chat.answer("¿Qué dosis de temozolomida debo tomar para mi glioma?").text
+
+
 def test_a_scan_that_is_not_decisive_names_no_class_as_the_answer(chat: Chat):
     tied = {"gate": "mri", "label": "glioma", "probability": 0.46, "tumour_probability": 0.98, "decisive": False,
             "probabilities": {"glioma": 0.46, "meningioma": 0.44, "pituitary": 0.08, "notumor": 0.02}}

@@ -9,6 +9,7 @@ Gradio wiring only: the analysis is :mod:`imagezoo.brain_mri`, the chat :mod:`im
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +23,7 @@ from imagezoo.explain import grad_cam, overlay
 from imagezoo.images import ImageError, load_image
 from imagezoo.tasks import SPACE_DELETE_CACHE
 
+logger = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 MODELS_DIR = HERE.parents[1] / "models"
 NOTICE = (
@@ -38,8 +40,14 @@ def pipeline():
 
 @lru_cache(maxsize=1)
 def chat() -> Chat:
-    """The chat, quoting the numbers of the models this Space serves."""
-    generator = Generator.from_pretrained() if os.environ.get("IMAGEZOO_CHAT_GENERATE") == "1" else None
+    """The chat, quoting the numbers of the models this Space serves; when the generation mode cannot load
+    its model, the chat answers with the passages themselves rather than not at all."""
+    generator = None
+    if os.environ.get("IMAGEZOO_CHAT_GENERATE") == "1":
+        try:
+            generator = Generator.from_pretrained()
+        except Exception as err:  # noqa: BLE001 - any failure to load leaves the retrieval chat working
+            logger.warning("generation mode off: its model did not load (%s)", err)
     return Chat(facts=served_facts(pipeline()), generator=generator)
 
 

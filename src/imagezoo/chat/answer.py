@@ -256,16 +256,17 @@ class Chat:
         analysis tab's result, if any."""
         question = question[:MAX_QUESTION_CHARS]
         language = detect_language(question)
+        unsure = language_confidence(question, language) < UNSURE_LANGUAGE  # refusals then speak both languages
         rule_text = fold_accents(question.lower())
         if UNSAFE.search(rule_text):
-            return self._refusal("unsafe", language)
+            return self._refusal("unsafe", language, unsure)
         if DIAGNOSTIC.search(rule_text):
-            return self._refusal("diagnostic", language)
+            return self._refusal("diagnostic", language, unsure)
         if SCAN.search(rule_text):
             return self._scan_answer(scan, language)
         language, hits = self.search(question, language)
         if self.relevance_margin(hits, language) < 0:
-            return self._refusal("off-topic", language)
+            return self._refusal("off-topic", language, unsure)
         if self.generator is not None:
             rewrite = self.generator.rewrite(question, self.generation_input(hits, language), language)
             if rewrite.grounded:
@@ -289,8 +290,10 @@ class Chat:
         sources = [self._source(self.passages[h.id], language, h.score) for h in hits]
         return Answer(text, language, sources, refused=False, kind=kind, support=support)
 
-    def _refusal(self, reason: str, language: str) -> Answer:
-        return Answer(REFUSALS[reason][language], language, [], refused=True, kind="refusal", reason=reason)
+    def _refusal(self, reason: str, language: str, both: bool = False) -> Answer:
+        """The refusal in ``language``, followed by the other language's when ``both`` (language unsure)."""
+        texts = [REFUSALS[reason][language], *(REFUSALS[reason][other] for other in LANGUAGES if both and other != language)]
+        return Answer("\n\n".join(texts), language, [], refused=True, kind="refusal", reason=reason)
 
     def _source(self, passage: Passage, language: str, score: float | None) -> dict:
         source = passage.sources[language]
