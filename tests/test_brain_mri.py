@@ -174,6 +174,11 @@ def test_grad_cam_is_image_sized_and_lies_on_the_head(brain_models, brain_data):
             fractions.append(heat[mask].sum() / heat.sum())
     assert len(fractions) >= 12
     assert np.mean(fractions) > 0.5, fractions
+    # the map is the explained class's: another class's evidence lies elsewhere on the same slice
+    image = test["image"][0]
+    heat, shown = grad_cam(model, image)
+    other = next(label for label in model.label_names if label != shown)
+    assert np.abs(grad_cam(model, image, other)[0] - heat).mean() > 0.01
 
 
 @pytest.mark.slow  # brain_models trains the gate and the type model
