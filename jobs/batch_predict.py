@@ -48,9 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--masks-dir", default=None,
                         help="segmentation models and cell counters: write DIR/<input path>.png (uint16 instance labels), "
                              "DIR/<input path>.objects.csv and DIR/objects.csv (one row per object)")
-    parser.add_argument("--gate", default=None,
-                        help="a gate model (folder or hf-hub:ORG/NAME, e.g. models/brain-mri-gate): every row gets its "
-                             "verdict and score, and only accepted images get --model's label")
+    gate = parser.add_mutually_exclusive_group()
+    gate.add_argument("--gate", default=None,
+                      help="a gate model (folder or hf-hub:ORG/NAME, e.g. models/brain-mri-gate): every row gets its "
+                           "verdict and score, and only accepted images get --model's label (default: the gate "
+                           "--model's config names, beside it: the brain tumour model's brain-mri-gate)")
+    gate.add_argument("--no-gate", dest="gate", action="store_false", default=None, help="score with --model alone")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import imagehash
 import matplotlib
@@ -26,6 +28,7 @@ from imagezoo.data.near_duplicates import near_duplicate_groups
 from imagezoo.explain import grad_cam
 from imagezoo.inference import ImageClassifier
 from imagezoo.predictors import load_predictor
+from imagezoo.predictors.gated import GatedClassifier
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -128,6 +131,21 @@ def test_gated_pipeline_gives_no_tumour_output_to_refused_images(brain_models):
     assert mri.tumour_probability == pytest.approx(1 - mri.probabilities["notumor"])
     assert not cat.accepted and cat.gate == "other"
     assert cat.label is None and cat.probabilities is None and cat.tumour_probability is None
+
+
+@pytest.mark.slow  # brain_models trains the gate and the type model
+def test_the_type_model_is_served_behind_its_gate_unless_told_otherwise(brain_models, tmp_path):
+    type_folder = brain_models / "brain-tumor-type"
+    assert json.loads((type_folder / "config.json").read_text())["gate"] == "brain-mri-gate"
+    default = load_predictor(str(type_folder))  # the gate beside it, found from the config
+    assert isinstance(default, GatedClassifier)
+    assert Path(default.gate.model_id).resolve() == (brain_models / "brain-mri-gate").resolve()
+    assert not analyse(default, cat_photo()).accepted
+    alone = load_predictor(str(type_folder), gate=False)
+    assert isinstance(alone, ImageClassifier) and alone.load_spec["gate"] is False  # a Ray actor loads it alone too
+    shutil.copytree(type_folder, tmp_path / "brain-tumor-type")  # without its gate beside it: a clear error
+    with pytest.raises(FileNotFoundError, match="served behind the gate 'brain-mri-gate'.*--no-gate"):
+        load_predictor(str(tmp_path / "brain-tumor-type"))
 
 
 @pytest.mark.slow  # brain_models trains the gate and the type model

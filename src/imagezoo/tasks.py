@@ -494,6 +494,8 @@ register_task(
         dataset="data/brain-tumor-type",
         dataset_repo_id=f"{HUB_ORG}/brain-tumor-type",
         label_names=("glioma", "meningioma", "notumor", "pituitary"),
+        # served behind the MRI gate by default (load_predictor, the batch job): a cat photo gets no tumour label
+        model_config={"gate": "brain-mri-gate"},
         recipes={"quick": _BRAIN_QUICK, "full": _BRAIN_FULL},  # quick: under 15 minutes on 2 cores
         dataset_name="Brain tumour type MRI slices",
         dataset_license="other",
@@ -531,6 +533,7 @@ register_task(
         dataset="data/brain-tumor-detect",
         dataset_repo_id=f"{HUB_ORG}/brain-tumor-detect",
         label_names=("notumor", "tumor"),
+        model_config={"gate": "brain-mri-gate"},
         # the type model's recipes with more epochs for the small yes/no set (158 training slices; about 2 minutes)
         recipes={"quick": _BRAIN_QUICK.with_overrides(epochs=12),
                  "full": _BRAIN_FULL.with_overrides(epochs=40, batch_size=32)},

@@ -44,10 +44,11 @@ def run_job(
     threads: int | None = None,
     progress: bool = True,
     masks_dir: str | Path | None = None,
-    gate: str | None = None,
+    gate: str | bool | None = None,
 ) -> JobSummary:
     """Score every file under ``directory`` with ``model_id`` (any predictor) into the Parquet file ``out``;
-    with ``gate``, only images the gate model accepts get ``model_id``'s label."""
+    with ``gate`` (default: the one ``model_id``'s config names; ``False``: none), only images the gate model
+    accepts get ``model_id``'s label."""
     if engine not in ENGINES:
         raise ValueError(f"--engine must be one of {sorted(ENGINES)}, not {engine!r}")
     root, out = Path(directory).resolve(), Path(out).resolve()  # absolute: Ray workers run elsewhere

@@ -6,25 +6,51 @@
 
 from __future__ import annotations
 
+import json
+
 from imagezoo.predictors.base import (
     CONFIG_KEY,
+    GATE_KEY,
     PREDICTORS,
     Item,
     JobOptions,
     Predictor,
     Preparer,
+    local_folder,
     predictor_class,
     prob_column,
     register_predictor,
     resolve_model_folder,
 )
+from imagezoo.tasks import HUB_PREFIX
 
 
-def load_predictor(model_id: str, revision: str | None = None, gate: str | None = None, **options) -> Predictor:
+def default_gate(model_id: str, revision: str | None = None) -> str | None:
+    """The gate a model's config says it is served behind (``config.json["gate"]``, the gate's name), as a
+    model id beside it: the sibling folder, or the repo of that name in the same Hub organisation."""
+    folder, _ = resolve_model_folder(model_id, revision)
+    name = json.loads((folder / "config.json").read_text()).get(GATE_KEY)
+    if not name:
+        return None
+    if model_id.startswith(HUB_PREFIX):
+        return f"{HUB_PREFIX}{model_id[len(HUB_PREFIX):].rsplit('/', 1)[0]}/{name}"
+    gate = local_folder(model_id).resolve().parent / name
+    if not gate.is_dir():
+        raise FileNotFoundError(f"{model_id} is served behind the gate {name!r}, not found at {gate}: give the "
+                                "gate's id (gate=..., --gate), or gate=False (--no-gate) to serve it without")
+    return str(gate)
+
+
+def load_predictor(model_id: str, revision: str | None = None, gate: str | bool | None = None,
+                   **options) -> Predictor:
     """The model in ``model_id`` (folder, ``local-dir:`` or ``hf-hub:`` id) as its registered predictor;
     ``options`` go to its loader (a classifier's ``runtime``). With ``gate`` (a gate model's id), the
-    classifier behind that gate (:class:`~imagezoo.predictors.gated.GatedClassifier`)."""
-    if gate is not None:
+    classifier behind that gate (:class:`~imagezoo.predictors.gated.GatedClassifier`); by default
+    (``None``) behind the gate its config names (:func:`default_gate`: the brain tumour model refuses
+    to label a cat photo); ``False`` serves it alone."""
+    if gate is None:
+        gate = default_gate(model_id, revision)
+    if gate:
         from imagezoo.predictors.gated import GatedClassifier
 
         if revision is not None:
@@ -34,6 +60,6 @@ def load_predictor(model_id: str, revision: str | None = None, gate: str | None 
 
 
 __all__ = [
-    "CONFIG_KEY", "PREDICTORS", "Item", "JobOptions", "Predictor", "Preparer", "load_predictor",
+    "CONFIG_KEY", "GATE_KEY", "PREDICTORS", "Item", "JobOptions", "Predictor", "Preparer", "default_gate", "load_predictor",
     "predictor_class", "prob_column", "register_predictor", "resolve_model_folder",
 ]

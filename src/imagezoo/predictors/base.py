@@ -35,6 +35,8 @@ from imagezoo.tasks import HUB_PREFIX
 
 WEIGHTS_NAME = "model.safetensors"
 LOCAL_PREFIX = "local-dir:"
+#: a classifier's config key naming the gate it is served behind (``load_predictor``'s default)
+GATE_KEY = "gate"
 CONFIG_KEY = "_imagezoo"  # smp ignores config keys starting with "_" when it builds the model
 
 
@@ -140,9 +142,10 @@ class Predictor(ABC):
         """The :func:`~imagezoo.predictors.load_predictor` arguments that rebuild this predictor elsewhere
         (a Ray actor, in another working directory): the folder's absolute path, or the Hub id at the
         commit loaded here; pipelines add their other models."""
+        ungated = {"gate": False} if getattr(self, "config", {}).get(GATE_KEY) else {}  # loaded without its gate
         if self.model_id.startswith(HUB_PREFIX):
-            return {"model_id": self.model_id, "revision": self.revision}
-        return {"model_id": absolute_model_id(self.model_id)}
+            return {"model_id": self.model_id, "revision": self.revision, **ungated}
+        return {"model_id": absolute_model_id(self.model_id), **ungated}
 
     def check_options(self, options: JobOptions) -> None:
         """Raise ``ValueError`` naming what this model cannot do of ``options``."""
