@@ -152,7 +152,9 @@ from imagezoo.brain_mri import analyse, served_facts
 from imagezoo.predictors import load_predictor
 pipeline = load_predictor("hf-hub:imagezoo/brain-tumor-type", gate="hf-hub:imagezoo/brain-mri-gate")
 refused = analyse(pipeline, Image.new("RGB", (200, 200), "white"))
+by_default = load_predictor("hf-hub:imagezoo/brain-tumor-type")  # the gate its config names, same organisation
 print(json.dumps({"kind": pipeline.kind, "revision": pipeline.revision, "refused": not refused.accepted,
+                  "default": [by_default.kind, by_default.gate.model_id],
                   "backstop": pipeline.gate.config.get("backstop", {}).get("kind"),
                   "accuracy": served_facts(pipeline).type_accuracy}))
 """
@@ -160,6 +162,7 @@ print(json.dumps({"kind": pipeline.kind, "revision": pipeline.revision, "refused
     local = json.loads((brain_models / "brain-tumor-type" / "eval_results.json").read_text())
     gate_config = json.loads((brain_models / "brain-mri-gate" / "config.json").read_text())
     assert got["kind"] == "gated-classifier" and got["refused"]
+    assert got["default"] == ["gated-classifier", "hf-hub:imagezoo/brain-mri-gate"]
     assert got["backstop"] == gate_config.get("backstop", {}).get("kind")  # the backstop file came along
     assert got["accuracy"] == local["metrics"]["accuracy"]  # eval_results.json downloads with the weights
     assert len(got["revision"].split("+gate:")[1]) == 40
