@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from imagezoo.predictors.base import (
     CONFIG_KEY,
@@ -28,8 +29,13 @@ from imagezoo.tasks import HUB_PREFIX
 def default_gate(model_id: str, revision: str | None = None) -> str | None:
     """The gate a model's config says it is served behind (``config.json["gate"]``, the gate's name), as a
     model id beside it: the sibling folder, or the repo of that name in the same Hub organisation."""
-    folder, _ = resolve_model_folder(model_id, revision)
-    name = json.loads((folder / "config.json").read_text()).get(GATE_KEY)
+    if model_id.startswith(HUB_PREFIX):
+        from huggingface_hub import hf_hub_download
+
+        config = Path(hf_hub_download(model_id[len(HUB_PREFIX):], "config.json", revision=revision))
+    else:
+        config = local_folder(model_id) / "config.json"  # read only: the folder's revision is hashed once, later
+    name = json.loads(config.read_text()).get(GATE_KEY) if config.is_file() else None
     if not name:
         return None
     if model_id.startswith(HUB_PREFIX):
