@@ -162,7 +162,7 @@ def test_a_scan_that_is_not_decisive_names_no_class_as_the_answer(chat: Chat):
     tied = {"gate": "mri", "label": "glioma", "probability": 0.46, "tumour_probability": 0.98, "decisive": False,
             "probabilities": {"glioma": 0.46, "meningioma": 0.44, "pituitary": 0.08, "notumor": 0.02}}
     answer = chat.answer("What does my result mean?", scan=tied)
-    assert answer.kind == "scan" and "not decisive" in answer.text and "most likely class" not in answer.text
+    assert answer.kind == "scan" and "not decisive" in answer.text and "most likely class for your scan" not in answer.text
     assert "glioma (46.0%)" in answer.text and "meningioma (44.0%)" in answer.text
     assert answer.sources == []  # no class's description
     assert "98.0%" in answer.text and "not a diagnosis" in answer.text
