@@ -37,7 +37,7 @@ from imagezoo.hub import push_folder, save_model_folder
 from imagezoo.inference import ImageClassifier, eval_transform
 from imagezoo.open_set import refusal_table, save_backstop
 from imagezoo.scripts import add_recipe_argument, hardware, script_command
-from imagezoo.tasks import HUB_ORG, TASKS, get_task
+from imagezoo.tasks import GATE_KEY, HUB_ORG, TASKS, get_task
 from imagezoo.training import ImageLabelDataset, build_model, eval_data_config
 
 logger = logging.getLogger("train_gate")
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> Path:
         accept_label=accept_label,
         reject_label=reject_label,
         gate=gate,
-        guarded_repo_id=get_task(task.card_facts["guards"]).repo_id,
+        guarded_repo_id=next(t.repo_id for t in TASKS.values() if t.model_config.get(GATE_KEY) == task.name),
         n_train=len(labels["train"]),
         C=args.C,
         keep=args.keep,

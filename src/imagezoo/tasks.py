@@ -14,6 +14,8 @@ from pathlib import Path
 HUB_ORG = "imagezoo"
 #: How a model id names a Hub repo rather than a folder (timm's spelling: ``hf-hub:ORG/NAME``).
 HUB_PREFIX = "hf-hub:"
+#: the model config key naming the gate a classifier is served behind (``load_predictor``'s default)
+GATE_KEY = "gate"
 #: The margin around a cell's box when it is cropped, in box sides: the LDC crops are cut with it
 #: (``prepare_ldc.py``), the classifier records it in its config.json, and every inference crop reads it there.
 CELL_CROP_CONTEXT = 0.5
@@ -495,7 +497,7 @@ register_task(
         dataset_repo_id=f"{HUB_ORG}/brain-tumor-type",
         label_names=("glioma", "meningioma", "notumor", "pituitary"),
         # served behind the MRI gate by default (load_predictor, the batch job): a cat photo gets no tumour label
-        model_config={"gate": "brain-mri-gate"},
+        model_config={GATE_KEY: "brain-mri-gate"},
         recipes={"quick": _BRAIN_QUICK, "full": _BRAIN_FULL},  # quick: under 15 minutes on 2 cores
         dataset_name="Brain tumour type MRI slices",
         dataset_license="other",
@@ -533,7 +535,7 @@ register_task(
         dataset="data/brain-tumor-detect",
         dataset_repo_id=f"{HUB_ORG}/brain-tumor-detect",
         label_names=("notumor", "tumor"),
-        model_config={"gate": "brain-mri-gate"},
+        model_config={GATE_KEY: "brain-mri-gate"},
         # the type model's recipes with more epochs for the small yes/no set (158 training slices; about 2 minutes)
         recipes={"quick": _BRAIN_QUICK.with_overrides(epochs=12),
                  "full": _BRAIN_FULL.with_overrides(epochs=40, batch_size=32)},
@@ -595,7 +597,6 @@ register_task(
             ),
             tags=["medical", "brain-mri", "out-of-distribution", "gate"],
             bars=dict(accepted=0.995, refused=0.99),
-            guards="brain-tumor-type",  # the classifier it stands in front of
         ),
         prepare_command="python training/prepare_brain_mri.py",
         split_description="near-duplicate-grouped test split (MRI by perceptual-hash group, other images by pixel hash)",

@@ -101,7 +101,8 @@ DIAGNOSTIC = _rules(  # "do I have...?", "is my ... a tumour?", treatment decisi
     # someone else's case ("does my son have a tumour?", "mi hijo vomita..., ¿tiene un tumor cerebral?")
     r"\bmy (mri|scan|image|result)\b.{0,80}\bis it (a |an )?(cancer|tumou?r|malignant)\b",
     r"\btell me yes or no\b",
-    r"(?<!to )\btell me (if|whether) (it'?s|it is|this is|i have)\b.{0,30}\b(tumou?r|cancer|glioma|meningioma|adenoma|malignan)",
+    r"(?<!to )\btell me (if|whether) (it'?s|it is|this is|i have)\b"
+    r".{0,30}\b(tumou?r|cancer|glioma|meningioma|adenoma|malignan)",
     r"\b(do|would) you think (i|he|she) (have|has|got)\b",
     r"\b(do|would) you think (it|this|that)('?s| is)\b.{0,30}\b(tumou?r|cancer|glioma|meningioma|adenoma|malignan)",
     r"\b(does|could|might) (he|she|my \w+) have (a |an )?(brain )?(tumou?r|cancer|glioma|meningioma|adenoma)",

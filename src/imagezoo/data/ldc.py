@@ -3,7 +3,7 @@
 The public set is a flat folder of PNGs, each with a Pascal-VOC XML naming boxes
 ``Living Cell`` / ``Dead Cell``. Crops keep some context around the cell (a dead cell's
 membrane and halo are part of the signal), and the split is decided per *image content*
-so that two crops of one slide never land in different splits. Byte-identical copies of a
+so that two crops of one slide never land in different splits. Pixel-identical copies of a
 slide (the set has dozens, under different names) are read once: a copy would count its
 cells twice in training and in every metric.
 """
@@ -62,7 +62,7 @@ class PrepReport:
 
     n_images: int = 0
     n_images_without_cells: int = 0
-    duplicates: int = 0  # byte-identical copies of a slide left out
+    duplicates: int = 0  # pixel-identical copies of a slide left out
     slides: Counter = field(default_factory=Counter)  # split -> slides (whole-slide dataset)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     crops: Counter = field(default_factory=Counter)  # (split, label) -> count
@@ -124,7 +124,7 @@ class Slide:
 
 def read_slides(root: str | Path, report: PrepReport, seed: int = 0) -> Iterator[Slide]:
     """Every distinct annotated image under ``root`` with its split, in path order; unreadable
-    files and bad boxes go to ``report.skipped``, byte-identical copies of a slide read before
+    files and bad boxes go to ``report.skipped``, pixel-identical copies of a slide read before
     to ``report.duplicates``."""
     root = Path(root)
     seen: set[str] = set()

@@ -31,12 +31,10 @@ from huggingface_hub import snapshot_download
 from PIL import Image
 
 from imagezoo.images import file_sha256
-from imagezoo.tasks import HUB_PREFIX
+from imagezoo.tasks import GATE_KEY, HUB_PREFIX
 
 WEIGHTS_NAME = "model.safetensors"
 LOCAL_PREFIX = "local-dir:"
-#: a classifier's config key naming the gate it is served behind (``load_predictor``'s default)
-GATE_KEY = "gate"
 CONFIG_KEY = "_imagezoo"  # smp ignores config keys starting with "_" when it builds the model
 
 
