@@ -112,3 +112,31 @@ def test_jpeg_cut_inside_its_header_is_a_clear_error(tmp_path):
     path.write_bytes(buffer.getvalue()[:200])  # Pillow's open() itself fails on this one
     with pytest.raises(ImageError, match="corrupt or truncated"):
         load_image(path)
+
+
+def test_a_model_is_loaded_once_however_many_requests_ask_at_the_same_time():
+    """functools.cache ran the loader once per concurrent first caller (a cold webcam stream: four loads)."""
+    import threading
+    import time
+
+    from imagezoo.caching import load_once
+
+    calls = []
+
+    @load_once
+    def load(name):
+        calls.append(name)
+        time.sleep(0.2)
+        return object()
+
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(load("model"))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == ["model"] and len({id(model) for model in got}) == 1
+    assert load("other") is not got[0] and calls == ["model", "other"]
+    load.cache_clear()
+    load("model")
+    assert calls == ["model", "other", "model"]

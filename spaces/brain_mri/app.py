@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
-from functools import lru_cache
 from pathlib import Path
 
 import gradio as gr
 
 from imagezoo.brain_mri import DECISIVE_MARGIN, analyse, load_pipeline, served_facts
+from imagezoo.caching import load_once
 from imagezoo.chat import Chat
 from imagezoo.chat.generate import Generator
 from imagezoo.explain import grad_cam, overlay
@@ -33,12 +33,12 @@ NOTICE = (
 )
 
 
-@lru_cache(maxsize=1)
+@load_once
 def pipeline():
     return load_pipeline(str(MODELS_DIR))
 
 
-@lru_cache(maxsize=1)
+@load_once
 def chat() -> Chat:
     """The chat, quoting the numbers of the models this Space serves; when the generation mode cannot load
     its model, the chat answers with the passages themselves rather than not at all."""

@@ -13,13 +13,13 @@ chose (ONNX when that was as accurate and faster).
 from __future__ import annotations
 
 import time
-from functools import lru_cache
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 from PIL import Image
 
+from imagezoo.caching import load_once
 from imagezoo.images import ImageError, load_image
 from imagezoo.inference import ImageClassifier
 from imagezoo.tasks import SPACE_DELETE_CACHE, default_model_id
@@ -35,7 +35,7 @@ NOTICE = (
 )
 
 
-@lru_cache(maxsize=1)
+@load_once
 def classifier() -> ImageClassifier:
     return ImageClassifier.from_pretrained(MODEL_ID)
 

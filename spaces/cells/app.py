@@ -10,12 +10,12 @@ trained folder under ``models/`` when present and to its Hub id otherwise.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
+from imagezoo.caching import load_once
 from imagezoo.cells import CLASS_COLOURS
 from imagezoo.data.voc import AnnotationError, read_voc
 from imagezoo.images import ImageError, load_image
@@ -37,7 +37,7 @@ DISCLAIMER = (
 )
 
 
-@lru_cache(maxsize=1)
+@load_once
 def classifier() -> ImageClassifier:
     return ImageClassifier.from_pretrained(MODEL_ID)
 
@@ -52,7 +52,7 @@ def classify_cell(image: str | None) -> dict[str, float]:
         raise gr.Error(str(err)) from err
 
 
-@lru_cache(maxsize=1)
+@load_once
 def counter() -> CellCounter:
     return load_predictor(COUNTER_ID)
 

@@ -11,11 +11,11 @@ it runs beside ``../shared/data/characters`` (the sets' unlabelled ``predict/`` 
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import gradio as gr
 
+from imagezoo.caching import load_once
 from imagezoo.explain import feature_layers, feature_maps, grad_cam, overlay
 from imagezoo.images import ImageError, load_image
 from imagezoo.inference import ImageClassifier
@@ -28,7 +28,7 @@ LOCAL_EXAMPLES = HERE.parents[2] / "shared" / "data" / "characters"
 PREDICTED = "predicted class"
 
 
-@lru_cache(maxsize=len(CHARACTER_SETS))
+@load_once
 def classifier(set_name: str) -> ImageClassifier:
     return ImageClassifier.from_pretrained(MODELS[set_name], runtime="torch")  # Grad-CAM needs gradients
 

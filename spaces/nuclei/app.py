@@ -14,13 +14,13 @@ import contextlib
 import shutil
 import tempfile
 import time
-from functools import lru_cache
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 from PIL import Image
 
+from imagezoo.caching import load_once
 from imagezoo.images import ImageError, load_image
 from imagezoo.instances import overlay
 from imagezoo.predictors import load_predictor
@@ -47,7 +47,7 @@ def download_folder() -> Path:
     return Path(tempfile.mkdtemp(dir=SCRATCH))
 
 
-@lru_cache(maxsize=1)
+@load_once
 def segmenter() -> InstanceSegmenter:
     return load_predictor(MODEL_ID)
 

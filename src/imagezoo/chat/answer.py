@@ -10,12 +10,12 @@ refuses off-topic questions.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from imagezoo.caching import load_once
 from imagezoo.chat.corpus import LANGUAGES, ModelFacts, Passage, load_passages
 from imagezoo.chat.generate import Generator
 from imagezoo.chat.language import detect_language, language_confidence
@@ -342,7 +342,7 @@ class Chat:
         return Answer(" ".join(parts), language, sources, refused=False, kind="scan")
 
 
-@functools.cache
+@load_once
 def default_chat() -> Chat:
     """One Chat per process (shipped knowledge base, ``$IMAGEZOO_MODELS_DIR``): the embedder loads once."""
     return Chat()

