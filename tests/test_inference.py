@@ -65,3 +65,17 @@ def test_predictions_agree_with_timm_pil_preprocessing(trained_model, ldc_crops)
     # the 2-epoch test model is touchy (a few crops move by >0.1); the shipped model moves by 0.0008 on average
     assert np.abs(ours - theirs).mean() < 0.01
     assert (ours.argmax(1) == theirs.argmax(1)).mean() >= 0.98
+
+
+def test_a_gate_whose_first_label_is_the_one_it_refuses_is_refused(trained_model):
+    """The pipeline accepts a gate's first label: a gate saved as ("other", "mri") would pass every cat photo."""
+    import dataclasses
+
+    from imagezoo.predictors.gated import GatedClassifier
+
+    classifier = ImageClassifier.from_pretrained(str(trained_model))
+    inverted = dataclasses.replace(classifier, config={**classifier.config, "backstop": {"reject_label": "dead"}})
+    with pytest.raises(ValueError, match="first label is the kind it accepts.*'dead'"):
+        GatedClassifier(inverted, classifier)
+    right = dataclasses.replace(classifier, config={**classifier.config, "backstop": {"reject_label": "live"}})
+    assert GatedClassifier(right, classifier).label_names == classifier.label_names

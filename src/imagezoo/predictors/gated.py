@@ -35,6 +35,10 @@ class GatedClassifier(Predictor):
     classifier: ImageClassifier
 
     def __post_init__(self):
+        refused = (self.gate.config.get("backstop") or {}).get("reject_label")
+        if refused is not None and self.gate.label_names[0] == refused:  # the gate would accept what it refuses
+            raise ValueError(f"{self.gate.model_id}: a gate's first label is the kind it accepts, but its first, "
+                             f"{refused!r}, is the label it refuses; its labels: {list(self.gate.label_names)}")
         self.label_names = self.classifier.label_names
         self.model_id, self.config = self.classifier.model_id, self.classifier.config
         self.revision = f"{self.classifier.revision}+gate:{self.gate.revision}"
