@@ -85,11 +85,11 @@ def negations(text: str) -> list[str]:
     return [match.group(0) for match in NEGATION.finditer(fold_accents(text.lower()))]
 
 
-def sentence_support(sentence: str, pool: set, sources: Sequence[str]) -> float:
+def sentence_support(sentence: str, pool: set, sources: Sequence[tuple[str, set]]) -> float:
     """The share of ``sentence``'s trigrams in ``pool``; 0 when its negations differ from those of the source
-    sentence it shares most trigrams with (it then says the opposite of its source)."""
+    sentence (``sources``: each with its trigrams) it shares most trigrams with (it then says the opposite)."""
     grams = trigrams(sentence)
-    closest = max(sources, key=lambda source: len(grams & trigrams(source)), default="")
+    closest, _ = max(sources, key=lambda source: len(grams & source[1]), default=("", set()))
     return _share(grams, pool) if sorted(negations(sentence)) == sorted(negations(closest)) else 0.0
 
 
@@ -101,7 +101,7 @@ def judge(text: str, passages: dict[str, str], language: str, min_support: float
     quoted = {pid: len(grams & trigrams(passage)) for pid, passage in passages.items()}
     used = tuple(sorted((pid for pid, n in quoted.items() if n), key=lambda pid: -quoted[pid]))
     pool = trigrams("\n".join(passages.values()))
-    sources = [source for passage in passages.values() for source in sentences(passage)]
+    sources = [(source, trigrams(source)) for passage in passages.values() for source in sentences(passage)]
     least = min((sentence_support(sentence, pool, sources) for sentence in sentences(text)), default=0.0)
     grounded = least >= min_support and detect_language(text) == language
     return Generation(text, least, used, grounded, new_tokens)

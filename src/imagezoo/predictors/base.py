@@ -140,7 +140,7 @@ class Predictor(ABC):
         """The :func:`~imagezoo.predictors.load_predictor` arguments that rebuild this predictor elsewhere
         (a Ray actor, in another working directory): the folder's absolute path, or the Hub id at the
         commit loaded here; pipelines add their other models."""
-        ungated = {"gate": False} if getattr(self, "config", {}).get(GATE_KEY) else {}  # loaded without its gate
+        ungated = {"gate": False} if self.config.get(GATE_KEY) else {}  # loaded without the gate its config names
         if self.model_id.startswith(HUB_PREFIX):
             return {"model_id": self.model_id, "revision": self.revision, **ungated}
         return {"model_id": absolute_model_id(self.model_id), **ungated}
