@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from imagezoo.data import check_splits, load_splits
 from imagezoo.inference import ImageClassifier
-from imagezoo.tasks import SEED_CNN_RECIPE, get_task
-from imagezoo.training import build_model, fit
+from imagezoo.tasks import SEED_CNN_RECIPE, Recipe, get_task
+from imagezoo.training import build_model, class_weights, cosine_schedule, fit, make_optimizer, make_train_loader
 
 pytestmark = pytest.mark.slow
 
@@ -137,6 +137,40 @@ def test_no_epoch_to_select_is_an_error_before_training():
                           "test": Dataset.from_dict({"x": [2]})})
     with pytest.raises(ValueError, match=r"data/x: no rows in split\(s\) \['validation'\]"):
         check_splits(splits, "data/x")
+
+
+@pytest.mark.parametrize("class_balance, rare_share", [("sampler", 0.5), ("loss", 0.1)])
+def test_class_balanced_sampler_draws_the_rare_class_as_often_as_the_common_one(class_balance, rare_share):
+    recipe = get_task("ldc-live-dead").recipe("quick").with_overrides(class_balance=class_balance, batch_size=50)
+    labels = [0] * 100 + [1] * 900
+    images = [Image.new("RGB", (8, 8))] * len(labels)
+    data_config = dict(input_size=(3, 16, 16), interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3)
+    weight = class_weights(labels, 2)
+    assert weight.tolist() == pytest.approx([5.0, 1000 / 1800])
+    loader = make_train_loader(recipe, (images, labels), data_config, weight, torch.Generator().manual_seed(0))
+    drawn = torch.cat([targets for _, targets in loader])
+    assert len(drawn) == len(labels)  # an epoch is still one pass's worth of steps
+    assert (drawn == 0).float().mean().item() == pytest.approx(rare_share, abs=0.04)
+
+
+def test_an_unknown_class_balance_is_refused_listing_the_valid_ones():
+    with pytest.raises(ValueError, match=r"'oversample' is not one of \('loss', 'sampler'\) or None"):
+        Recipe(arch="tf_efficientnet_lite0", img_size=96, epochs=1, class_balance="oversample")
+
+
+def test_layer_decay_slows_the_blocks_far_from_the_head():
+    recipe = get_task("ldc-live-dead").recipe("quick").with_overrides(layer_decay=0.5)
+    model = timm.create_model(recipe.arch, pretrained=False, num_classes=2)
+    optimizer = make_optimizer(model, recipe)
+    scale_of = {id(p): group["lr_scale"] for group in optimizer.param_groups for p in group["params"]}
+    assert scale_of[id(model.classifier.weight)] == 1.0
+    assert scale_of[id(model.conv_stem.weight)] == min(scale_of.values()) < 0.5**5
+    assert scale_of[id(model.blocks[0][0].conv_dw.weight)] < scale_of[id(model.blocks[-1][0].conv_pw.weight)]
+    scheduler = cosine_schedule(optimizer, recipe, steps_per_epoch=10)
+    scheduler.step_update(10)
+    peak = max(group["lr"] for group in optimizer.param_groups)
+    assert all(group["lr"] == pytest.approx(peak * group["lr_scale"]) for group in optimizer.param_groups)
+    assert all("lr_scale" not in group for group in make_optimizer(model, get_task("ldc-live-dead").recipe()).param_groups)
 
 
 def test_arch_alias_selects_the_seed_recipe():

@@ -44,7 +44,7 @@ from imagezoo.scripts import (
     script_command,
     subsample,
 )
-from imagezoo.tasks import ARCH_RECIPES, HUB_ORG, TASKS, get_task
+from imagezoo.tasks import ARCH_RECIPES, CLASS_BALANCES, HUB_ORG, TASKS, get_task
 from imagezoo.training import ImageLabelDataset, fit, predict_probs
 from imagezoo.weights import create_pretrained
 
@@ -63,6 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--img-size", type=positive_int, default=None)
     parser.add_argument("--batch-size", type=positive_int, default=None)
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--class-balance", choices=CLASS_BALANCES, default=None,
+                        help="make the rare class count through the loss's weights or by drawing it as often")
+    parser.add_argument("--layer-decay", type=float, default=None,
+                        help="layer-wise lr decay (e.g. 0.75): blocks further from the head learn more slowly")
     parser.add_argument("--frozen", nargs="*", default=None, help="submodules to keep frozen, e.g. conv_stem bn1 blocks.0")
     parser.add_argument("--max-train-samples", type=positive_int, default=None, help="subsample training crops (smoke runs)")
     parser.add_argument("--seed", type=int, default=42)
@@ -165,6 +169,7 @@ def main(argv: list[str] | None = None) -> Path:
     task = get_task(args.task)
     recipe = task.recipe(args.recipe, args.arch).with_overrides(
         epochs=args.epochs, img_size=args.img_size, batch_size=args.batch_size, lr=args.lr,
+        class_balance=args.class_balance, layer_decay=args.layer_decay,
         frozen=tuple(args.frozen) if args.frozen is not None else None,
     )
     recipe_name = args.arch if args.arch in ARCH_RECIPES else args.recipe

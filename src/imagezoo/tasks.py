@@ -23,6 +23,10 @@ CELL_CROP_CONTEXT = 0.5
 LDC_LABELS = ("dead", "live")
 
 
+#: how a recipe makes a rare class count: weights in the loss, or drawing its examples as often as the others'
+CLASS_BALANCES = ("loss", "sampler")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How to train one model: architecture, resolution, schedule and regularisation."""
@@ -41,11 +45,16 @@ class Recipe:
     augment: bool = True
     vflip: float = 0.5  # vertical-flip probability in augmentation: microscopy has no up, photos do
     auto_augment: str | None = None  # timm's policy string, e.g. "rand-m9-mstd0.5" (RandAugment)
-    balance_classes: bool = True
+    class_balance: str | None = "loss"  # the rare class counts as much: "loss" weights it, "sampler" draws it as often
+    layer_decay: float | None = None  # timm's layer-wise lr decay: each block deeper from the head trains at this x its lr
     label_smoothing: float = 0.0
     drop_rate: float = 0.2
     pretrained: bool = True
     frozen: tuple[str, ...] = ()  # submodules kept at their pretrained weights (and BN statistics)
+
+    def __post_init__(self):
+        if self.class_balance not in (None, *CLASS_BALANCES):
+            raise ValueError(f"class_balance {self.class_balance!r} is not one of {CLASS_BALANCES} or None")
 
     def with_overrides(self, **overrides) -> "Recipe":
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -91,7 +100,7 @@ SEED_CNN_RECIPE = Recipe(
     optimizer="adam",
     schedule="constant",
     augment=False,
-    balance_classes=False,
+    class_balance=None,
     drop_rate=0.5,
     pretrained=False,
 )

@@ -23,7 +23,7 @@ from timm.scheduler import CosineLRScheduler
 from timm.utils import random_seed
 from timm.utils.model import freeze, unfreeze
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from imagezoo.evaluation import classification_metrics
@@ -123,6 +123,46 @@ def predict_probs(model: nn.Module, loader: DataLoader, device: str = "cpu") -> 
     return np.concatenate(probs), np.concatenate(labels)
 
 
+def class_weights(labels: Sequence[int], num_classes: int) -> torch.Tensor:
+    """Inverse class frequencies (scikit-learn's "balanced"), 1 for a class absent from ``labels``."""
+    present = np.unique(labels)
+    weight = torch.ones(num_classes)
+    balanced = compute_class_weight("balanced", classes=present, y=np.asarray(labels))
+    weight[present] = torch.as_tensor(balanced, dtype=torch.float32)
+    return weight
+
+
+def make_train_loader(
+    recipe: Recipe,
+    train: tuple[Sequence[Image.Image], Sequence[int]],
+    data_config: dict,
+    weight: torch.Tensor | None,
+    generator: torch.Generator,
+    num_workers: int = 0,
+) -> DataLoader:
+    """Augmented, shuffled training batches; with ``class_balance="sampler"`` each example is drawn with
+    probability ``weight[label]`` (with replacement, one epoch as many draws as examples)."""
+    sampler = None
+    if recipe.class_balance == "sampler":
+        sampler = WeightedRandomSampler(weight[list(train[1])], len(train[1]), replacement=True, generator=generator)
+    return DataLoader(
+        ImageLabelDataset(*train, train_transform(data_config, recipe.augment, recipe.vflip, recipe.auto_augment)),
+        batch_size=recipe.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=len(train[0]) > recipe.batch_size,
+        num_workers=num_workers,
+        generator=generator,
+    )
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """timm's optimizer; ``recipe.layer_decay`` gives each parameter group an ``lr_scale`` the scheduler applies."""
+    return create_optimizer_v2(
+        model, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay, layer_decay=recipe.layer_decay
+    )
+
+
 def check_can_select(epochs: int, n_validation: int | None = None) -> None:
     """Raise before training when no epoch could be selected: none trained, or nothing to validate on."""
     if epochs < 1:
@@ -160,28 +200,16 @@ def fit(
     model = build_model(recipe, len(label_names)).to(device, memory_format=torch.channels_last)
     data_config = eval_data_config(model, recipe.img_size, recipe.crop_mode, recipe.crop_pct)
     generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(
-        ImageLabelDataset(*train, train_transform(data_config, recipe.augment, recipe.vflip, recipe.auto_augment)),
-        batch_size=recipe.batch_size,
-        shuffle=True,
-        drop_last=len(train[0]) > recipe.batch_size,
-        num_workers=num_workers,
-        generator=generator,
-    )
+    weight = class_weights(train[1], len(label_names)) if recipe.class_balance else None
+    train_loader = make_train_loader(recipe, train, data_config, weight, generator, num_workers)
     val_loader = DataLoader(
         ImageLabelDataset(*validation, eval_transform(data_config)),
         batch_size=recipe.batch_size * 2,
         num_workers=num_workers,
     )
-    weight = None
-    if recipe.balance_classes:
-        classes = np.arange(len(label_names))
-        present = np.unique(train[1])
-        balanced = compute_class_weight("balanced", classes=present, y=np.asarray(train[1]))
-        weight = torch.ones(len(classes))
-        weight[present] = torch.as_tensor(balanced, dtype=torch.float32)
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=recipe.label_smoothing).to(device)
-    optimizer = create_optimizer_v2(model, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    loss_weight = weight if recipe.class_balance == "loss" else None
+    criterion = nn.CrossEntropyLoss(weight=loss_weight, label_smoothing=recipe.label_smoothing).to(device)
+    optimizer = make_optimizer(model, recipe)
     steps_per_epoch = len(train_loader)
     scheduler = cosine_schedule(optimizer, recipe, steps_per_epoch) if recipe.schedule == "cosine" else None
     best_key, best_state, best_epoch, history = None, None, 0, []
