@@ -114,7 +114,7 @@ def test_gate_reports_leave_one_source_out_per_source(brain_models):
 @pytest.mark.slow  # brain_models trains the gate and the type model
 def test_gate_refuses_a_cat_a_chart_and_blank_images_and_accepts_mri(brain_models):
     gate = ImageClassifier.from_pretrained(str(brain_models / "brain-mri-gate"))
-    assert gate.label_names == GATE_LABELS
+    assert gate.label_names == GATE_LABELS and gate.config["accept_label"] == "mri"
     refused = [cat_photo(), chart(), Image.new("RGB", (200, 200), "white"), Image.new("RGB", (200, 200), "black"),
                Image.new("RGB", (200, 200), (128, 128, 128))]
     probs = gate.predict_images(refused)

@@ -67,15 +67,24 @@ def test_predictions_agree_with_timm_pil_preprocessing(trained_model, ldc_crops)
     assert (ours.argmax(1) == theirs.argmax(1)).mean() >= 0.98
 
 
-def test_a_gate_whose_first_label_is_the_one_it_refuses_is_refused(trained_model):
-    """The pipeline accepts a gate's first label: a gate saved as ("other", "mri") would pass every cat photo."""
+def test_a_gate_accepts_the_label_its_config_names_and_nothing_else(trained_model, ldc_dir):
+    """Which label accepts is stated in the gate's config.json, not implied by the label order: a gate
+    saved as ("other", "mri") must not pass every cat photo, and a plain classifier is no gate."""
     import dataclasses
 
     from imagezoo.predictors.gated import GatedClassifier
 
     classifier = ImageClassifier.from_pretrained(str(trained_model))
-    inverted = dataclasses.replace(classifier, config={**classifier.config, "backstop": {"reject_label": "dead"}})
-    with pytest.raises(ValueError, match="first label is the kind it accepts.*'dead'"):
-        GatedClassifier(inverted, classifier)
-    right = dataclasses.replace(classifier, config={**classifier.config, "backstop": {"reject_label": "live"}})
-    assert GatedClassifier(right, classifier).label_names == classifier.label_names
+    with pytest.raises(ValueError, match=r"is not a gate: its config.json\['accept_label'\] is None, not one of"):
+        GatedClassifier(classifier, classifier)
+    contradictory = {**classifier.config, "accept_label": "dead", "backstop": {"reject_label": "dead"}}
+    with pytest.raises(ValueError, match="the gate accepts 'dead', the label its backstop refuses"):
+        GatedClassifier(dataclasses.replace(classifier, config=contradictory), classifier)
+    images = sample_images(ldc_dir)
+    probs = classifier.predict_images(images)
+    for accept_label in ("dead", "live"):
+        gate = dataclasses.replace(classifier, config={**classifier.config, "accept_label": accept_label})
+        index = classifier.label_names.index(accept_label)
+        rows = GatedClassifier(gate, classifier).predict(images)
+        assert [row["accepted"] for row in rows] == list(probs.argmax(axis=1) == index)
+        assert [row["gate_score"] for row in rows] == pytest.approx(probs[:, index].tolist(), abs=1e-5)

@@ -37,7 +37,7 @@ from imagezoo.hub import push_folder, save_model_folder
 from imagezoo.inference import ImageClassifier, eval_transform
 from imagezoo.open_set import refusal_table, save_backstop
 from imagezoo.scripts import add_recipe_argument, hardware, script_command
-from imagezoo.tasks import GATE_KEY, HUB_ORG, TASKS, get_task
+from imagezoo.tasks import ACCEPT_KEY, GATE_KEY, HUB_ORG, TASKS, get_task
 from imagezoo.training import ImageLabelDataset, build_model, eval_data_config
 
 logger = logging.getLogger("train_gate")
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     task = get_task(args.task)
     recipe = task.recipe(args.recipe)
-    accept_label, reject_label = task.label_names[0], task.reject_label
+    accept_label, reject_label = task.model_config[ACCEPT_KEY], task.reject_label
     accept = task.label_names.index(accept_label)
     output_dir = Path(args.output_dir or f"models/{task.name}")
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,8 @@ HUB_ORG = "imagezoo"
 HUB_PREFIX = "hf-hub:"
 #: the model config key naming the gate a classifier is served behind (``load_predictor``'s default)
 GATE_KEY = "gate"
+#: the model config key naming the label a gate accepts (the others refuse)
+ACCEPT_KEY = "accept_label"
 #: The margin around a cell's box when it is cropped, in box sides: the LDC crops are cut with it
 #: (``prepare_ldc.py``), the classifier records it in its config.json, and every inference crop reads it there.
 CELL_CROP_CONTEXT = 0.5
@@ -574,6 +576,7 @@ register_task(
         dataset="data/brain-mri-gate",
         dataset_repo_id=f"{HUB_ORG}/brain-mri-gate",
         label_names=("mri", "other"),
+        model_config={ACCEPT_KEY: "mri"},
         recipes={
             # a linear probe (training/train_gate.py): the frozen ImageNet backbone's features, one logistic
             # regression. 160 px, the type model's input, so one preprocessed image feeds both

@@ -48,7 +48,7 @@ TAIL_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("n_live", pa.int32(), "viability: cells predicted live on the image"),
     ("n_dead", pa.int32(), "viability: cells predicted dead on the image"),
     ("viability", pa.float32(), "viability: n_live / (n_live + n_dead)"),
-    ("gate", pa.string(), "--gate: the gate's verdict (its first label accepts; a refused image has no label)"),
+    ("gate", pa.string(), "--gate: the gate's verdict (a refused image has no label)"),
     ("gate_score", pa.float32(), "--gate: the gate's probability of its accepting label"),
     ("model_id", pa.string(), "the --model argument"),
     ("model_revision", pa.string(), "Hub commit hash, or a SHA-256 prefix of a folder's weights, configs, ONNX"),

@@ -22,12 +22,13 @@ from torchvision.transforms import v2
 from imagezoo.images import ImageSource, load_image
 from imagezoo.inference import CropPreparer, ImageClassifier
 from imagezoo.predictors.base import Item, JobOptions, Predictor, absolute_model_id, register_predictor
+from imagezoo.tasks import ACCEPT_KEY
 
 
 @register_predictor
 @dataclass
 class GatedClassifier(Predictor):
-    """A gate (an :class:`ImageClassifier` whose first label is the accepted kind) in front of a classifier."""
+    """A gate (an :class:`ImageClassifier` whose config names the label it accepts) in front of a classifier."""
 
     kind = "gated-classifier"
 
@@ -35,10 +36,14 @@ class GatedClassifier(Predictor):
     classifier: ImageClassifier
 
     def __post_init__(self):
+        accept_label = self.gate.config.get(ACCEPT_KEY)
+        if accept_label not in self.gate.label_names:
+            raise ValueError(f"{self.gate.model_id} is not a gate: its config.json[{ACCEPT_KEY!r}] is {accept_label!r}, "
+                             f"not one of its labels {list(self.gate.label_names)} (train gates with train_gate.py)")
         refused = (self.gate.config.get("backstop") or {}).get("reject_label")
-        if refused is not None and self.gate.label_names[0] == refused:  # the gate would accept what it refuses
-            raise ValueError(f"{self.gate.model_id}: a gate's first label is the kind it accepts, but its first, "
-                             f"{refused!r}, is the label it refuses; its labels: {list(self.gate.label_names)}")
+        if accept_label == refused:
+            raise ValueError(f"{self.gate.model_id}: the gate accepts {accept_label!r}, the label its backstop refuses")
+        self.accept = self.gate.label_names.index(accept_label)
         self.label_names = self.classifier.label_names
         self.model_id, self.config = self.classifier.model_id, self.classifier.config
         self.revision = f"{self.classifier.revision}+gate:{self.gate.revision}"
@@ -73,13 +78,13 @@ class GatedClassifier(Predictor):
         ``probabilities`` (``{label: p}``; ``None`` when refused)."""
         batch = torch.stack([self.classifier.uint8_transform(load_image(image)) for image in images])
         gate = self.gate_probabilities(batch)
-        accepted = gate.argmax(axis=1) == 0
+        accepted = gate.argmax(axis=1) == self.accept
         probs = self.classifier.predict_tensor(self.classifier.normalize(batch[torch.from_numpy(accepted)]))
         rows, kept = [], iter(probs)
         for scores, ok in zip(gate, accepted):
             rows.append({
                 "gate": self.gate.label_names[int(scores.argmax())],
-                "gate_score": float(scores[0]),
+                "gate_score": float(scores[self.accept]),
                 "accepted": bool(ok),
                 "probabilities": dict(zip(self.label_names, map(float, next(kept)))) if ok else None,
             })
@@ -98,13 +103,13 @@ class GatedClassifier(Predictor):
         """Per item: (gate probabilities, classifier probabilities or ``None`` when refused)."""
         gates = self.gate.forward(items, batch_size) if self.gate_resize is None else [
             None if item.inputs is None else self.gate_probabilities(item.inputs) for item in items]
-        accepted = [item for item, gate in zip(items, gates) if gate is not None and gate[0].argmax() == 0]
+        accepted = [item for item, gate in zip(items, gates) if gate is not None and gate[0].argmax() == self.accept]
         scored = dict(zip(map(id, accepted), self.classifier.forward(accepted, batch_size)))
         return [None if gate is None else (gate, scored.get(id(item))) for item, gate in zip(items, gates)]
 
     def rows(self, item: Item, output: tuple[np.ndarray, np.ndarray | None]) -> list[dict]:
         gate, probs = output
-        verdict = {"gate": self.gate.label_names[int(gate[0].argmax())], "gate_score": float(gate[0][0])}
+        verdict = {"gate": self.gate.label_names[int(gate[0].argmax())], "gate_score": float(gate[0][self.accept])}
         if probs is None:
             return [verdict]
         return [{**verdict, **row} for row in self.classifier.rows(item, probs)]
