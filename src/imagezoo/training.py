@@ -232,7 +232,7 @@ def fit(
         val = classification_metrics(labels, probs, label_names)
         row = {
             "epoch": epoch,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": max(group["lr"] for group in optimizer.param_groups),  # the head's, under layer decay
             "train_loss": running / max(seen, 1),
             **{f"val_{k}": val[k] for k in ("accuracy", "balanced_accuracy", "roc_auc", "ece")},
             "val_loss": val["log_loss"],
