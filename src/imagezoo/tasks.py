@@ -173,8 +173,11 @@ register_task(
         dataset_repo_id=f"{HUB_ORG}/ldc-crops",
         label_names=LDC_LABELS,
         recipes={
-            # 2 CPU cores, about 8 minutes: small input (crops are ~40 px), whole network fine-tuned.
-            "quick": Recipe(arch="tf_efficientnet_lite0", img_size=96, epochs=6, batch_size=64, lr=2e-3, warmup_epochs=1),
+            # 2 CPU cores, about 11 minutes: small input (crops are ~40 px), whole network fine-tuned; batches
+            # drawn class-balanced (validation balanced accuracy over two seeds 0.9663 / 0.9669 vs 0.9660 / 0.9661 for
+            # loss weights, every epoch steadier: README, Results)
+            "quick": Recipe(arch="tf_efficientnet_lite0", img_size=96, epochs=6, batch_size=64, lr=2e-3, warmup_epochs=1,
+                            class_balance="sampler"),
             # a GPU: bigger backbone and input, longer schedule.
             "full": Recipe(
                 arch="tf_efficientnet_lite2", img_size=128, epochs=30, batch_size=128, lr=1e-3, warmup_epochs=2,
