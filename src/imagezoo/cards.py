@@ -61,6 +61,14 @@ def model_card(
     return ModelCard.from_template(data, template_path=template_path(template), **context)
 
 
+#: the training sentence's loss, by the recipe's ``class_balance`` (one wording for every classifier template)
+LOSS_DESCRIPTIONS = {
+    "loss": "class-balanced cross-entropy",
+    "sampler": "cross-entropy on class-balanced batches (each class drawn equally often)",
+    None: "unweighted cross-entropy",
+}
+
+
 def classifier_card(task: "Task", recipe: "Recipe", metrics: dict, folder: Path, repo_id: str, **context) -> ModelCard:
     """The card of a timm classifier folder trained for ``task``: the Hub metadata, the model-index of its
     test ``metrics``, and the task's facts for its template; ``context`` adds what the template shows."""
@@ -87,6 +95,7 @@ def classifier_card(task: "Task", recipe: "Recipe", metrics: dict, folder: Path,
         metrics=metrics,
         split_description=task.split_description,
         recipe=dataclasses.asdict(recipe),
+        loss_description=LOSS_DESCRIPTIONS[recipe.class_balance],
         prepare_command=task.prepare_command,
         keep_known=task.keep_known,
         mahalanobis_keep=task.mahalanobis_keep,
