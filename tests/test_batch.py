@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import LDC_SAMPLES, ROOT
@@ -40,6 +41,7 @@ def slides(tmp_path, ldc_sample_dir, bad_files):
         if kind != "good":
             shutil.copy(path, folder / "nested" / "deeper" / path.name)
     (folder / ".DS_Store").write_bytes(b"\x00\x01")
+    os.mkfifo(folder / "nested" / "pipe")  # opening it would wait for a writer forever
     return folder
 
 
@@ -50,9 +52,9 @@ def test_every_file_gets_a_row_and_bad_ones_an_error(trained_model, slides, tmp_
     assert set(rows) == set(discover(slides)) and ".DS_Store" not in rows
     assert not any(p.endswith(".xml") for p in rows), "VOC sidecars are annotations, not inputs"
     bad = {"truncated.png": "truncated", "corrupt.png": "corrupt", "empty.png": "0 bytes",
-           "notes.png": "not a recognised image", "bomb.png": "too large"}
+           "notes.png": "not a recognised image", "bomb.png": "too large", "pipe": "not a regular file"}
     for name, message in bad.items():
-        row = rows[f"nested/deeper/{name}"]
+        row = rows[f"nested/{name}" if name == "pipe" else f"nested/deeper/{name}"]
         assert message in row["error"] and row["label"] is None and row["width"] is None
         assert str(tmp_path) not in row["error"], "errors name files relative to --dir"
     for name in [*LDC_SAMPLES.values(), "nested/deeper/slide_without_extension"]:
@@ -302,3 +304,16 @@ def test_box_index_is_the_position_in_the_annotation_file(trained_model, ldc_sam
     run_job(folder, str(trained_model), out, boxes="voc", progress=False)
     per_box = [r for r in read_rows(out) if r["box_index"] is not None]
     assert [r["box_index"] for r in per_box] == list(range(1, len(read_voc((folder / name).with_suffix(".xml")))))
+
+
+def test_resume_redoes_the_rows_of_another_schema_version(tmp_path):
+    """Columns alone do not say what a row means: a file written under another schema version is not reused."""
+    from imagezoo.batch.output import previous_sources
+
+    schema = output_schema(["dead", "live"])
+    out = tmp_path / "out.parquet"
+    older = schema.with_metadata({"imagezoo_schema_version": "3"})
+    pq.write_table(pa.Table.from_pylist([], schema=older), out)
+    assert previous_sources(out, schema) == []
+    pq.write_table(pa.Table.from_pylist([], schema=schema), out)
+    assert previous_sources(out, schema) == [out]

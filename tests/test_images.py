@@ -1,11 +1,13 @@
 """Every image mode becomes the same RGB, and every bad input becomes a clear ImageError."""
 
+import os
+
 import numpy as np
 import pytest
 from conftest import LDC_SAMPLES
 from PIL import Image
 
-from imagezoo.images import ImageError, load_image, to_rgb
+from imagezoo.images import ImageError, file_sha256, load_image, to_rgb
 
 
 def test_16bit_is_scaled_linearly_not_clipped():
@@ -37,6 +39,52 @@ def test_transparency_is_flattened_onto_black():
     rgba = Image.new("RGBA", (2, 1), (200, 100, 50, 255))
     rgba.putpixel((1, 0), (200, 100, 50, 0))
     assert np.asarray(to_rgb(rgba)).tolist() == [[[200, 100, 50], [0, 0, 0]]]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16bit_colour_keeps_its_depth(tmp_path, suffix):
+    """Pillow reads 16-bit colour from the high bytes only: a 12-bit capture came out almost black (max 15)."""
+    import cv2
+
+    rgb = np.random.default_rng(0).integers(0, 4096, (20, 30, 3)).astype(np.uint16)
+    rgb[0, 0] = 4095
+    path = tmp_path / f"colour16{suffix}"
+    assert cv2.imwrite(str(path), rgb[..., ::-1])
+    assert Image.open(path).mode == "RGB"  # what Pillow makes of it
+    np.testing.assert_array_equal(np.asarray(load_image(path)), np.rint(rgb.astype(float) * 255 / 4095))
+    np.testing.assert_array_equal(np.asarray(load_image(path.read_bytes())), np.asarray(load_image(path)))
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 65535, np.uint16)])
+    rgba[1, 1, 3] = 0
+    assert cv2.imwrite(str(tmp_path / "alpha16.png"), rgba[..., [2, 1, 0, 3]])
+    pixels = np.asarray(load_image(tmp_path / "alpha16.png"))
+    assert pixels[1, 1].tolist() == [0, 0, 0] and pixels[0, 0].tolist() == [255, 255, 255]
+
+
+def test_a_photo_tagged_as_turned_loads_upright(tmp_path):
+    """Phones store a portrait photo as landscape pixels plus an EXIF orientation; viewers (and the browser
+    showing the upload) turn it, so the model must see it turned too."""
+    landscape = np.zeros((20, 40, 3), np.uint8)
+    landscape[:, :20] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    path = tmp_path / "portrait.jpg"
+    Image.fromarray(landscape).save(path, exif=exif.tobytes(), quality=95)
+    for source in (path, path.read_bytes(), Image.open(path)):
+        upright = np.asarray(load_image(source))
+        assert upright.shape == (40, 20, 3)
+        assert upright[:18].mean() > 200 and upright[22:].mean() < 50  # the white half is now on top
+
+
+@pytest.mark.parametrize("mode, colour", [("RGB", (255, 255, 255)), ("L", 200)])
+def test_a_transparent_colour_is_flattened_onto_black_in_every_mode(tmp_path, mode, colour):
+    Image.new(mode, (2, 1), colour).save(tmp_path / "t.png", transparency=colour)
+    assert np.asarray(load_image(tmp_path / "t.png")).tolist() == [[[0, 0, 0], [0, 0, 0]]]
+
+
+def test_a_named_pipe_is_refused_not_waited_on(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(ImageError, match="pipe: not a regular file"):
+        file_sha256(tmp_path / "pipe", name="pipe")
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "P", "RGBA", "I;16"])

@@ -106,6 +106,15 @@ def test_malformed_xml_is_a_clear_error(tmp_path):
         read_voc(path)
 
 
+@pytest.mark.parametrize("value", ["inf", "nan", "12px"])
+def test_a_box_coordinate_that_is_no_number_is_a_clear_error(tmp_path, value):
+    path = tmp_path / "odd.xml"
+    path.write_text(f"<annotation><object><name>Living Cell</name><bndbox><xmin>{value}</xmin><ymin>1</ymin>"
+                    "<xmax>9</xmax><ymax>9</ymax></bndbox></object></annotation>")
+    with pytest.raises(AnnotationError, match="numeric bndbox"):
+        read_voc(path)
+
+
 def test_reloading_a_rewritten_folder_gives_the_new_rows(tmp_path, ldc_sample_dir):
     import prepare_ldc
 

@@ -12,9 +12,19 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from imagezoo.data import check_splits, load_splits
-from imagezoo.inference import ImageClassifier
+from imagezoo.evaluation import classification_metrics
+from imagezoo.inference import ImageClassifier, eval_transform
 from imagezoo.tasks import SEED_CNN_RECIPE, Recipe, get_task
-from imagezoo.training import build_model, class_weights, cosine_schedule, fit, make_optimizer, make_train_loader
+from imagezoo.training import (
+    ImageLabelDataset,
+    build_model,
+    class_weights,
+    cosine_schedule,
+    fit,
+    make_optimizer,
+    make_train_loader,
+    predict_probs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -171,6 +181,40 @@ def test_layer_decay_slows_the_blocks_far_from_the_head():
     peak = max(group["lr"] for group in optimizer.param_groups)
     assert all(group["lr"] == pytest.approx(peak * group["lr_scale"]) for group in optimizer.param_groups)
     assert all("lr_scale" not in group for group in make_optimizer(model, get_task("ldc-live-dead").recipe()).param_groups)
+
+
+def _bright_and_dark(n: int, seed: int) -> tuple[list[Image.Image], list[int]]:
+    rng = np.random.default_rng(seed)
+    labels = [i % 2 for i in range(n)]
+    images = [Image.fromarray(rng.integers(0, 128, (32, 32, 3), dtype=np.uint8) + 127 * label) for label in labels]
+    return images, labels
+
+
+def _fit_tiny(ema_decay: float | None):
+    recipe = Recipe(arch="tf_efficientnet_lite0", img_size=32, epochs=3, batch_size=16, lr=3e-3, pretrained=False,
+                    ema_decay=ema_decay)
+    validation = _bright_and_dark(32, seed=1)
+    return fit(recipe, _bright_and_dark(64, seed=0), validation, ["dark", "bright"], seed=0), validation
+
+
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_the_weights_validated_are_the_weights_exported(ema_decay):
+    result, validation = _fit_tiny(ema_decay)
+    loader = torch.utils.data.DataLoader(ImageLabelDataset(*validation, eval_transform(result.data_config)), batch_size=32)
+    probs, labels = predict_probs(result.model, loader)
+    metrics = classification_metrics(labels, probs, ["dark", "bright"])
+    best = result.history[result.best_epoch - 1]
+    assert metrics["balanced_accuracy"] == pytest.approx(best["val_balanced_accuracy"])
+    assert metrics["log_loss"] == pytest.approx(best["val_loss"], rel=1e-5)
+
+
+def test_a_moving_average_with_decay_0_is_the_model_itself():
+    plain, _ = _fit_tiny(None)
+    averaged, _ = _fit_tiny(0.0)
+    assert averaged.history == plain.history
+    assert all(torch.equal(a, b) for a, b in zip(averaged.model.state_dict().values(), plain.model.state_dict().values()))
+    smoothed, _ = _fit_tiny(0.9)
+    assert smoothed.history != plain.history
 
 
 def test_arch_alias_selects_the_seed_recipe():

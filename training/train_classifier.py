@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="make the rare class count through the loss's weights or by drawing it as often")
     parser.add_argument("--layer-decay", type=float, default=None,
                         help="layer-wise lr decay (e.g. 0.75): blocks further from the head learn more slowly")
+    parser.add_argument("--ema-decay", type=float, default=None,
+                        help="validate and keep a moving average of the weights (timm's ModelEmaV3), e.g. 0.99")
     parser.add_argument("--frozen", nargs="*", default=None, help="submodules to keep frozen, e.g. conv_stem bn1 blocks.0")
     parser.add_argument("--max-train-samples", type=positive_int, default=None, help="subsample training crops (smoke runs)")
     parser.add_argument("--seed", type=int, default=42)
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> Path:
     task = get_task(args.task)
     recipe = task.recipe(args.recipe, args.arch).with_overrides(
         epochs=args.epochs, img_size=args.img_size, batch_size=args.batch_size, lr=args.lr,
-        class_balance=args.class_balance, layer_decay=args.layer_decay,
+        class_balance=args.class_balance, layer_decay=args.layer_decay, ema_decay=args.ema_decay,
         frozen=tuple(args.frozen) if args.frozen is not None else None,
     )
     recipe_name = args.arch if args.arch in ARCH_RECIPES else args.recipe

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import stat
+import struct
 import warnings
 from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 ImageSource = Union[str, Path, bytes, Image.Image]
 
@@ -26,10 +28,13 @@ class ImageError(ValueError):
     """An input that cannot be turned into an RGB image; the message says why."""
 
 
-def file_sha256(path: str | Path) -> str:
+def file_sha256(path: str | Path, name: str | None = None) -> str:
     """SHA-256 of a file's bytes, read through one reused 256 KiB buffer (as ``hashlib.file_digest``
     does from Python 3.11): constant memory on any size, and on a 30 KB slide 5x faster than
-    allocating a fresh 1 MiB chunk per read."""
+    allocating a fresh 1 MiB chunk per read. A named pipe, socket or device is refused (``name``: how the
+    error names it): opening a pipe would wait for a writer forever."""
+    if not stat.S_ISREG(Path(path).stat().st_mode):
+        raise ImageError(f"{name or path}: not a regular file (a pipe, socket or device)")
     digest = hashlib.sha256()
     buffer = bytearray(1 << 18)
     view = memoryview(buffer)
@@ -52,27 +57,61 @@ def to_rgb(image: Image.Image) -> Image.Image:
     its 4096 levels as 256 (divided by 257 it kept 16, almost black); a full-range 16-bit image is
     divided by 257; larger 32-bit values by their maximum. The file does not record the camera's
     depth, so a dim image is taken for fewer bits (a 12-bit image peaking at 1000 reads as 10-bit).
-    Transparency is flattened onto black.
+    Transparency (an alpha channel or a transparent colour) is flattened onto black.
     """
-    if image.mode == "RGB":
+    if image.mode == "RGB" and "transparency" not in image.info:
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        pixels = np.asarray(image, dtype=np.float64)
-        peak = pixels.max()
-        depth = next((bits for bits in CAMERA_DEPTHS if peak < 2**bits), None)
-        scale = (2**depth - 1) / 255.0 if depth else peak / 255.0
-        gray = np.clip(np.rint(pixels / scale), 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, mode="L").convert("RGB")
+        return Image.fromarray(to_uint8(np.asarray(image)), mode="L").convert("RGB")
     if image.mode == "F":
         pixels = np.asarray(image, dtype=np.float64)
         lo, hi = float(np.nanmin(pixels)), float(np.nanmax(pixels))
         gray = np.zeros(pixels.shape, np.uint8) if hi <= lo else np.rint(255 * (pixels - lo) / (hi - lo))
         return Image.fromarray(np.nan_to_num(gray).astype(np.uint8), mode="L").convert("RGB")
-    if (image.mode == "P" and "transparency" in image.info) or image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+    if "transparency" in image.info or image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Integer intensities of any depth as uint8, scaled by the smallest camera depth holding their maximum
+    (see :func:`to_rgb`)."""
+    pixels = pixels.astype(np.float64)
+    peak = pixels.max() if pixels.size else 0.0
+    depth = next((bits for bits in CAMERA_DEPTHS if peak < 2**bits), None)
+    scale = (2**depth - 1) / 255.0 if depth else peak / 255.0
+    return np.clip(np.rint(pixels / scale), 0, 255).astype(np.uint8)
+
+
+def is_16bit_colour(image: Image.Image) -> bool:
+    """Whether an opened, not yet loaded file stores 16 bits per colour sample: Pillow has no such mode and
+    loads it as 8-bit ``RGB`` / ``RGBA`` from the high bytes, which leaves a 12-bit capture almost black."""
+    return image.mode in ("RGB", "RGBA") and any(";16" in str(tile.args) for tile in image.tile)
+
+
+def decode_16bit_colour(data: bytes, name: str) -> Image.Image:
+    """A 16-bit colour PNG or TIFF decoded at full depth by OpenCV, scaled like 16-bit grey (:func:`to_uint8`),
+    alpha flattened onto black."""
+    import cv2  # only these files need it
+
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None or pixels.ndim != 3 or pixels.shape[2] not in (3, 4):
+        raise ImageError(f"{name}: a 16-bit colour image OpenCV cannot decode")
+    colour = pixels[..., 2::-1].astype(np.float64)  # BGR(A) -> RGB
+    if pixels.shape[2] == 4:
+        colour *= pixels[..., 3:].astype(np.float64) / np.iinfo(pixels.dtype).max
+    return Image.fromarray(to_uint8(colour), mode="RGB")
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """``image`` as viewers show it: turned by its EXIF orientation (phones store photos sideways and tag
+    them). A damaged EXIF block leaves the pixels as stored."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError, struct.error):
+        return image
 
 
 def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, name: str | None = None) -> Image.Image:
@@ -85,7 +124,7 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, name: str | No
     if isinstance(source, Image.Image):  # decoded by the caller, or opened lazily: its size is known
         if source.width * source.height > max_pixels:
             raise ImageError(f"{name or '<image>'}: too large ({source.width}x{source.height} pixels, limit {max_pixels:,})")
-        return to_rgb(source)
+        return to_rgb(upright(source))
     name = name or ("<bytes>" if isinstance(source, bytes) else str(source))
     if isinstance(source, bytes):
         if not source:
@@ -97,7 +136,10 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, name: str | No
             raise ImageError(f"{name}: no such file")
         if path.stat().st_size == 0:
             raise ImageError(f"{name}: empty file (0 bytes)")
-        fp = path.open("rb")
+        try:
+            fp = path.open("rb")
+        except OSError as err:  # no permission to read it, a vanished mount
+            raise ImageError(f"{name}: cannot be read ({err.strerror or err})") from err
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -113,11 +155,17 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, name: str | No
                 raise ImageError(
                     f"{name}: too large to decode safely ({image.width}x{image.height} pixels, limit {max_pixels:,})"
                 )
+            deep_colour = is_16bit_colour(image)
             try:
                 image.load()
             except (OSError, SyntaxError, ValueError) as err:
                 raise ImageError(f"{name}: corrupt or truncated image ({err})") from err
-        return to_rgb(image)
+        if deep_colour:
+            fp.seek(0)
+            orientation = image.getexif()
+            image = decode_16bit_colour(fp.read(), name)
+            image.info["exif"] = orientation.tobytes()  # what upright reads
+        return to_rgb(upright(image))
     finally:
         fp.close()
 

@@ -49,6 +49,7 @@ class Recipe:
     auto_augment: str | None = None  # timm's policy string, e.g. "rand-m9-mstd0.5" (RandAugment)
     class_balance: str | None = "loss"  # the rare class counts as much: "loss" weights it, "sampler" draws it as often
     layer_decay: float | None = None  # timm's layer-wise lr decay: each block deeper from the head trains at this x its lr
+    ema_decay: float | None = None  # validate and keep timm's moving average of the weights (ModelEmaV3), at most this decay
     label_smoothing: float = 0.0
     drop_rate: float = 0.2
     pretrained: bool = True

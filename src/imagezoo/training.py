@@ -20,7 +20,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from timm.data import create_transform, resolve_data_config
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
-from timm.utils import random_seed
+from timm.utils import ModelEmaV3, random_seed
 from timm.utils.model import freeze, unfreeze
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
@@ -163,6 +163,15 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     )
 
 
+def make_ema(model: nn.Module, recipe: Recipe) -> ModelEmaV3 | None:
+    """timm's moving average of ``model``'s weights and buffers when ``recipe.ema_decay`` is set. Its decay
+    warms up as 1 - (1 + step) ** -3/4 (timm's advice for runs under ~100k steps) and stops at
+    ``ema_decay``: a short fine-tune averages about its last epoch instead of its pretrained start."""
+    if recipe.ema_decay is None:
+        return None
+    return ModelEmaV3(model, decay=recipe.ema_decay, use_warmup=True, warmup_power=3 / 4)
+
+
 def check_can_select(epochs: int, n_validation: int | None = None) -> None:
     """Raise before training when no epoch could be selected: none trained, or nothing to validate on."""
     if epochs < 1:
@@ -207,6 +216,7 @@ def fit(
         batch_size=recipe.batch_size * 2,
         num_workers=num_workers,
     )
+    ema = make_ema(model, recipe)
     loss_weight = weight if recipe.class_balance == "loss" else None
     criterion = nn.CrossEntropyLoss(weight=loss_weight, label_smoothing=recipe.label_smoothing).to(device)
     optimizer = make_optimizer(model, recipe)
@@ -223,12 +233,16 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            global_step = (epoch - 1) * steps_per_epoch + step + 1
             if scheduler is not None:
-                scheduler.step_update((epoch - 1) * steps_per_epoch + step + 1)
+                scheduler.step_update(global_step)
+            if ema is not None:
+                ema.update(model, step=global_step)
             running += loss.item() * len(targets)
             seen += len(targets)
             bar.set_postfix(loss=f"{running / seen:.4f}")
-        probs, labels = predict_probs(model, val_loader, device)
+        kept = model if ema is None else ema.module  # what validation selects is what is exported
+        probs, labels = predict_probs(kept, val_loader, device)
         val = classification_metrics(labels, probs, label_names)
         row = {
             "epoch": epoch,
@@ -244,7 +258,7 @@ def fit(
         key = (val["balanced_accuracy"], -val["log_loss"])
         if best_key is None or key > best_key:
             best_key, best_epoch = key, epoch
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(kept.state_dict())
     model.load_state_dict(best_state)
     if recipe.frozen:
         unfreeze(model, list(recipe.frozen))  # plain BatchNorm again, so the export loads into any timm model

@@ -25,10 +25,10 @@ class Preprocessor:
     done: frozenset = frozenset()  # (path, sha256) pairs to skip
     with_annotation: bool = False  # --boxes voc: the rows depend on the annotation beside the file too
 
-    def digest(self, path: Path) -> str:
+    def digest(self, path: Path, name: str) -> str:
         """The file's SHA-256; with an annotation that its rows come from, the SHA-256 of both digests,
         so that ``--resume`` rescores a slide whose boxes were corrected."""
-        digest = file_sha256(path)
+        digest = file_sha256(path, name)
         annotation = voc_sibling(path) if self.with_annotation else None
         if annotation is None or not annotation.is_file():
             return digest
@@ -38,7 +38,7 @@ class Preprocessor:
         item = Item(relative)
         path = Path(self.root, relative)
         try:
-            item.sha256 = self.digest(path)
+            item.sha256 = self.digest(path, relative)
             if (relative, item.sha256) in self.done:
                 item.skipped = True
                 return item

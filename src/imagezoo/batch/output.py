@@ -98,7 +98,7 @@ def previous_sources(out: Path, schema: pa.Schema) -> list[Path]:
     parts = sorted(parts_dir_for(out).glob("part-*.parquet")) if parts_dir_for(out).is_dir() else []
     sources = []
     for source in ([out] if out.is_file() else []) + parts:
-        if pq.read_schema(source) == schema:
+        if pq.read_schema(source).equals(schema, check_metadata=True):  # == ignores the schema version
             sources.append(source)
         else:
             logger.warning("%s was written for another model or schema; its rows will be redone", source)

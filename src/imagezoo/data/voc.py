@@ -48,7 +48,7 @@ def read_voc(path: str | Path) -> list[Box]:
         bndbox = obj.find("bndbox")
         try:
             coords = [int(round(float(bndbox.findtext(tag)))) for tag in ("xmin", "ymin", "xmax", "ymax")]
-        except (AttributeError, TypeError, ValueError) as err:
+        except (AttributeError, TypeError, ValueError, OverflowError) as err:  # OverflowError: "inf"
             raise AnnotationError(f"{path}: object without a numeric bndbox") from err
         boxes.append(Box((obj.findtext("name") or "").strip(), *coords))
     return boxes
