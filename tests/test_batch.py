@@ -317,3 +317,10 @@ def test_resume_redoes_the_rows_of_another_schema_version(tmp_path):
     assert previous_sources(out, schema) == []
     pq.write_table(pa.Table.from_pylist([], schema=schema), out)
     assert previous_sources(out, schema) == [out]
+
+
+def test_label_images_are_not_written_among_the_inputs(tmp_path):
+    """Beside the inputs, a run's label images would be scored as inputs by the next run (x.png.png, ...)."""
+    (tmp_path / "slide.png").write_bytes(b"any")
+    with pytest.raises(ValueError, match="--masks-dir is --dir"):
+        run_job(tmp_path, "models/nuclei-unet", tmp_path / "out.parquet", masks_dir=tmp_path, progress=False)

@@ -53,6 +53,9 @@ def run_job(
         raise ValueError(f"--engine must be one of {sorted(ENGINES)}, not {engine!r}")
     root, out = Path(directory).resolve(), Path(out).resolve()  # absolute: Ray workers run elsewhere
     masks_dir = None if masks_dir is None else Path(masks_dir).resolve()
+    if masks_dir == root:  # a folder inside --dir is left out of the inputs; --dir itself cannot be
+        raise ValueError(f"--masks-dir is --dir ({root}): label images would lie beside the inputs and be scored "
+                         "as inputs by the next run; give a separate folder, e.g. a sub-folder of it")
     files = discover(root, exclude=[out, parts_dir_for(out), *([masks_dir] if masks_dir else [])])
     if not files:
         raise ValueError(f"{root}: no files to score (the folder is empty)")
