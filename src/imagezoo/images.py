@@ -119,7 +119,8 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, name: str | No
 
     The pixel count is checked from the header before any decoding, so a
     decompression bomb costs nothing; truncated files raise instead of returning a
-    half-grey image. ``name`` is how errors refer to the input (default: its path).
+    half-grey image. 16-bit colour files are decoded at full depth and photos tagged with an
+    EXIF orientation are turned upright. ``name`` is how errors refer to the input (default: its path).
     """
     if isinstance(source, Image.Image):  # decoded by the caller, or opened lazily: its size is known
         if source.width * source.height > max_pixels:
