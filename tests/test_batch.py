@@ -319,6 +319,20 @@ def test_resume_redoes_the_rows_of_another_schema_version(tmp_path):
     assert previous_sources(out, schema) == [out]
 
 
+def test_resume_redoes_the_rows_of_a_file_that_is_not_parquet(tmp_path):
+    """An --out that names some other file, or a part cut short by a power loss, is redone, not a crash."""
+    from imagezoo.batch.output import parts_dir_for, previous_sources
+
+    schema = output_schema(["dead", "live"])
+    out = tmp_path / "out.parquet"
+    out.write_text("not parquet")
+    parts = parts_dir_for(out)
+    parts.mkdir()
+    pq.write_table(pa.Table.from_pylist([], schema=schema), parts / "part-a-000000.parquet")
+    (parts / "part-a-000001.parquet").write_bytes((parts / "part-a-000000.parquet").read_bytes()[:40])
+    assert previous_sources(out, schema) == [parts / "part-a-000000.parquet"]
+
+
 def test_label_images_are_not_written_among_the_inputs(tmp_path):
     """Beside the inputs, a run's label images would be scored as inputs by the next run (x.png.png, ...)."""
     (tmp_path / "slide.png").write_bytes(b"any")

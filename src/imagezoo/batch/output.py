@@ -98,7 +98,12 @@ def previous_sources(out: Path, schema: pa.Schema) -> list[Path]:
     parts = sorted(parts_dir_for(out).glob("part-*.parquet")) if parts_dir_for(out).is_dir() else []
     sources = []
     for source in ([out] if out.is_file() else []) + parts:
-        if pq.read_schema(source).equals(schema, check_metadata=True):  # == ignores the schema version
+        try:
+            written = pq.read_schema(source)
+        except (pa.ArrowInvalid, OSError) as err:  # not Parquet, or cut short (parts are renamed into place whole)
+            logger.warning("%s is not a readable Parquet file (%s); its rows will be redone", source, err)
+            continue
+        if written.equals(schema, check_metadata=True):  # == ignores the schema version
             sources.append(source)
         else:
             logger.warning("%s was written for another model or schema; its rows will be redone", source)
