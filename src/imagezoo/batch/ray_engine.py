@@ -1,14 +1,13 @@
 """The Ray Data engine: same preprocessing, rows and output as the local engine.
 
 Pipeline: ``from_items(paths)`` -> ``map`` (hash, decode, the model's preparer: CPU tasks) ->
-``map_batches`` with a pool of model actors (one model load per actor) -> rows streamed
-back to the driver, which writes the Parquet parts and the final file exactly as the
-local engine does (so ``--resume`` and the atomic rename work the same way).
+``map_batches`` with a pool of model actors (one model load per actor) -> one Arrow row per file
+(its output rows nested in a list) streamed back to the driver, which writes the Parquet parts and
+the final file exactly as the local engine does (so ``--resume`` and the atomic rename work the same way).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 
@@ -61,7 +60,10 @@ class Prepare:
 
 
 class ScoreActor:
-    """Holds one model; turns a batch of item rows into output rows (plus reuse markers).
+    """Holds one model; turns a batch of item rows into one row per file: its output rows, or a reuse marker.
+
+    A file's rows travel nested in one Arrow row, so Ray can split or interleave output blocks
+    as it likes without ever separating a file's rows.
 
     The model is the driver's: the same folder or Hub commit, checked by its revision, so one
     output never mixes two versions of a model (a push to the Hub repo during the job)."""
@@ -73,17 +75,16 @@ class ScoreActor:
             raise RuntimeError(f"{load_spec}: this worker loaded revision {self.predictor.revision}, the job's is "
                                f"{revision} (the model changed while the job ran)")
         self.batch_size, self.options = batch_size, options
-        self.schema = output_schema(self.predictor.label_names).append(pa.field(REUSED, pa.bool_()))
+        rows = pa.list_(pa.struct(list(output_schema(self.predictor.label_names))))
+        self.schema = pa.schema([("path", pa.string()), ("sha256", pa.string()), (REUSED, pa.bool_()), ("rows", rows)])
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         items = [row_to_item(row) for row in batch.to_pylist()]
-        rows = []
-        for item, scored in score_items(self.predictor, items, self.batch_size, self.options):
-            if item.skipped:
-                rows.append({"path": item.path, "sha256": item.sha256, REUSED: True})
-            else:
-                rows.extend({**row, REUSED: False} for row in scored)
-        return pa.Table.from_pylist(rows, schema=self.schema)
+        files = [
+            {"path": item.path, "sha256": item.sha256, REUSED: item.skipped, "rows": [] if item.skipped else scored}
+            for item, scored in score_items(self.predictor, items, self.batch_size, self.options)
+        ]
+        return pa.Table.from_pylist(files, schema=self.schema)
 
 
 def run_ray(job: JobRun) -> set[tuple[str, str]]:
@@ -91,7 +92,7 @@ def run_ray(job: JobRun) -> set[tuple[str, str]]:
 
     ``job.num_workers`` model actors (default 1), each on ``job.threads`` torch threads (default:
     half the cluster's CPUs over the actors, the other half decoding). Rows come back in the driver
-    grouped by file, so a Parquet part never holds part of a file's rows (``--resume`` reuses whole files).
+    one file at a time, so a Parquet part never holds part of a file's rows (``--resume`` reuses whole files).
     """
     import ray
 
@@ -117,11 +118,9 @@ def run_ray(job: JobRun) -> set[tuple[str, str]]:
         )
     )
     reused: set[tuple[str, str]] = set()
-    rows = (row for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None) for row in table.to_pylist())
-    # an actor emits each file's rows together: one collect per file, whatever the batches' boundaries;
     # model_id as the user gave it (the actors load the folder by its absolute path), as the local engine writes it
-    for (path, sha256, is_reused), file_rows in itertools.groupby(rows, key=lambda r: (r["path"], r["sha256"], r[REUSED])):
-        file_rows = [{**{k: v for k, v in row.items() if k != REUSED}, "model_id": job.predictor.model_id}
-                     for row in file_rows]
-        job.collect(path, sha256, is_reused, [] if is_reused else file_rows, reused)
+    for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+        for file in table.to_pylist():
+            file_rows = [{**row, "model_id": job.predictor.model_id} for row in file["rows"]]
+            job.collect(file["path"], file["sha256"], file[REUSED], file_rows, reused)
     return reused
