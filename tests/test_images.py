@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pillow_heif
 import pytest
 from conftest import LDC_SAMPLES
 from PIL import Image
@@ -73,6 +74,21 @@ def test_a_photo_tagged_as_turned_loads_upright(tmp_path):
         upright = np.asarray(load_image(source))
         assert upright.shape == (40, 20, 3)
         assert upright[:18].mean() > 200 and upright[22:].mean() < 50  # the white half is now on top
+
+
+def test_a_phone_photo_in_heic_loads(tmp_path):
+    """HEIC is what phones save by default; a folder of them must score, not fail file by file."""
+    picture = np.zeros((64, 96, 3), np.uint8)
+    picture[:, :48] = (200, 30, 30)
+    picture[:, 48:] = (30, 30, 200)
+    path = tmp_path / "IMG_0001.HEIC"
+    pillow_heif.from_pillow(Image.fromarray(picture)).save(path, quality=95)
+    for source in (path, path.read_bytes()):
+        loaded = np.asarray(load_image(source)).astype(int)
+        assert loaded.shape == picture.shape
+        assert np.abs(loaded - picture).mean() < 2  # lossy, but the same picture
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        load_image(path.read_bytes()[:-10])
 
 
 @pytest.mark.parametrize("mode, colour", [("RGB", (255, 255, 255)), ("L", 200)])

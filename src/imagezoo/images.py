@@ -2,7 +2,9 @@
 
 Files are recognised by content (Pillow sniffs the header), never by extension, and every
 mode a microscope or a phone produces is normalised to 8-bit RGB the same way everywhere,
-so a model sees identical pixels in training, in the demo and in bulk scoring.
+so a model sees identical pixels in training, in the demo and in bulk scoring. HEIC / HEIF,
+phones' default photo format, opens through Pillow like any other once this module is
+imported (pillow-heif's opener; Gradio's upload check, which opens files with Pillow, too).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
+
+register_heif_opener()
 
 ImageSource = Union[str, Path, bytes, Image.Image]
 
