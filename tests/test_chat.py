@@ -174,6 +174,16 @@ def test_a_huge_question_is_answered_from_its_first_characters(chat: Chat):
     assert chat.answer("get " * 50_000).reason == "off-topic"
 
 
+def test_the_end_of_a_pasted_report_is_read_by_the_safety_rules(chat: Chat):
+    """A long pasted report followed by what its writer asks: the rules read the message's last characters
+    too, so the crisis answer and the refusal to diagnose are not skipped past the first 2000."""
+    report = "Findings: " + "no acute intracranial haemorrhage, ventricles of normal size and configuration. " * 30
+    assert len(report) > 2000 and chat.answer(report).reason not in ("unsafe", "diagnostic")
+    assert chat.answer(report + " I want to end it all.").reason == "unsafe"
+    assert chat.answer(report + " Do I have a brain tumour?").reason == "diagnostic"
+    assert chat.answer("I want to end it all. " + report).reason == "unsafe"
+
+
 def test_scan_without_result_or_refused_by_gate(chat: Chat):
     no_scan = chat.answer("What does my result mean?")
     assert no_scan.kind == "scan" and "no result yet" in no_scan.text

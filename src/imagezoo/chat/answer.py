@@ -184,7 +184,8 @@ MIN_SIMILARITY = {"en": 0.41, "es": 0.71}
 UNSURE_LANGUAGE = 0.75
 
 #: the first characters of a question are what the chat reads: no question needs more, and a pasted
-#: 100 kB message would otherwise hold the chat's queue while the rules scan it
+#: 100 kB message would otherwise hold the chat's queue while the rules scan it. The safety rules also
+#: read the last ones: a pasted report must not hide what its writer asks (or says) at its end.
 MAX_QUESTION_CHARS = 2000
 
 
@@ -253,17 +254,18 @@ class Chat:
         return max(h.dense for h in hits) - self.min_similarity[language]
 
     def answer(self, question: str, scan: dict | None = None) -> Answer:
-        """Answer ``question`` (its first :data:`MAX_QUESTION_CHARS`) in its language; ``scan`` is the
-        analysis tab's result, if any."""
-        question = question[:MAX_QUESTION_CHARS]
+        """Answer ``question`` (its first :data:`MAX_QUESTION_CHARS`; the rules also read its last) in its
+        language; ``scan`` is the analysis tab's result, if any."""
+        ends = (question[:MAX_QUESTION_CHARS], question[-MAX_QUESTION_CHARS:])
+        question = ends[0]
         language = detect_language(question)
         unsure = language_confidence(question, language) < UNSURE_LANGUAGE  # refusals then speak both languages
-        rule_text = fold_accents(question.lower())
-        if UNSAFE.search(rule_text):
+        rule_texts = {fold_accents(end.lower()) for end in ends}  # one text when the message is short
+        if any(UNSAFE.search(text) for text in rule_texts):
             return self._refusal("unsafe", language, unsure)
-        if DIAGNOSTIC.search(rule_text):
+        if any(DIAGNOSTIC.search(text) for text in rule_texts):
             return self._refusal("diagnostic", language, unsure)
-        if SCAN.search(rule_text):
+        if any(SCAN.search(text) for text in rule_texts):
             return self._scan_answer(scan, language)
         language, hits = self.search(question, language)
         if self.relevance_margin(hits, language) < 0:
