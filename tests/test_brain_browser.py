@@ -54,3 +54,34 @@ def test_the_chat_explains_the_analysis_just_run(chromium, served, brain_data):
             browser.close()
     names = {"glioma": "glioma", "meningioma": "meningioma", "pituitary": "tumor hipofisario", "notumor": "sin tumor"}
     assert names[label] in text and "no es un diagnóstico" in text, text
+
+
+def test_a_new_picture_during_an_analysis_leaves_the_chat_without_a_result(chromium, served, brain_data):
+    """Analyse one slice, then put another in before the verdict lands: the analysis of the first is
+    cancelled, so neither the verdict nor the chat describes an image no longer shown."""
+    from playwright.sync_api import sync_playwright
+
+    _, url = served
+    first, second = sorted((brain_data / "examples").glob("*.jpg"))[:2]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(url, wait_until="load")
+            page.wait_for_selector("#notice", timeout=60_000)
+            page.set_input_files("input[type=file]", str(first))
+            page.get_by_role("button", name="Analyse").click()
+            page.set_input_files("input[type=file]", str(second))
+            page.wait_for_timeout(8_000)  # far longer than an analysis takes
+            verdict = page.inner_text("#verdict")
+            page.get_by_role("tab", name="Chat / Conversación").click()
+            box = page.get_by_role("textbox").last
+            box.fill("What does my result mean?")
+            box.press("Enter")
+            page.wait_for_function(  # "There is no result yet..." or "The model's most likely class..."
+                "/result|model/.test(document.querySelector('[data-testid=bot]')?.innerText)", timeout=60_000)
+            text = page.locator("[data-testid=bot]").last.inner_text()
+        finally:
+            browser.close()
+    assert verdict.strip() == "", verdict
+    assert "no result yet" in text, text

@@ -105,9 +105,11 @@ def build_demo() -> gr.Blocks:
                     types = gr.Label(num_top_classes=4, label="Type")
             cam = gr.Image(label="Grad-CAM: where the evidence for the predicted class lies (last stage)")
             outputs = [verdict, tumour, types, cam, scan]
-            gr.Button("Analyse", variant="primary").click(analyse_upload, picture, outputs, api_name="analyse")
-            # a new or cleared picture forgets the last result: the chat must not describe another image
-            picture.change(forget_analysis, None, outputs, api_name=False)
+            analysis = gr.Button("Analyse", variant="primary").click(analyse_upload, picture, outputs,
+                                                                     api_name="analyse")
+            # a new or cleared picture forgets the last result, and cancels an analysis of the old one still
+            # waiting in the queue: the chat must not describe another image
+            picture.change(forget_analysis, None, outputs, api_name=False, cancels=[analysis])
             if examples:
                 gr.Examples(examples, picture, label="Test-split examples (one per class)")
         with gr.Tab("Chat / Conversación"):
