@@ -86,10 +86,14 @@ DIAGNOSTIC = _rules(  # "do I have...?", "is my ... a tumour?", treatment decisi
     r"\bestoy (enferm[oa]|muriendo)\b",
     r"\b(me duele|mis? dolor\w*|mis? sintomas)\b.{0,60}\b(tumor|cancer)\b", r"\bmi diagnostico\b",
     r"\bdiagnostic\w*me\b", r"\bme (puede\w*|podria\w*) diagnosticar\b", r"\bdiagnostic\w* mis?\b",
-    r"\b(debo|deberia|tengo que) (tomar|dejar|empezar|operarme)\b", r"\b(dosis|mg|miligramos)\b",
+    r"\b(debo|deberia|tengo que) (tomar|dejar|empezar|operarme)\b", r"\b(dosis|mg|miligramos)\b(?! de radiacion)",
     # "could it be a glioma?", "¿será un meningioma?": a symptom put to the chat as a diagnosis
     r"\b(could|might|can) (it|this|that) be\b.{0,30}\b(tumou?r|cancer|glioma|meningioma|adenoma)",
     r"\b(sera|podria ser|puede que sea)\b.{0,30}\b(tumor|cancer|glioma|meningioma|adenoma)\b",
+    # the same in both languages (a review on 2026-12-02): "¿puede ser un glioma?", "¿mi tumor es maligno?", "is it cancer?"
+    r"^\W*(y )?(esto |eso )?puede ser (un |una )?(tumor|cancer|glioma|meningioma|adenoma)\b",
+    r"\bmi tumor\b.{0,20}\b(maligno|benigno|cancer|grave)\b", r"\b(es|sera) (maligno|benigno|grave) mi tumor\b",
+    r"^\W*(and )?is (it|that) (a |an )?(tumou?r|cancer|glioma|meningioma|adenoma)( (malignant|benign))?\W*$",
     # "is this cancer?", "what's wrong with my brain?", "mira mi resonancia y dime si...": a verdict on the user's own case
     r"\bis this (a |an )?(cancer|tumou?r|malignant|glioma|meningioma|adenoma)\b",
     r"\bwhat('?s| is) wrong with (me|my)\b",
