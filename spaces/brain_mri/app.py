@@ -108,7 +108,7 @@ def build_demo() -> gr.Blocks:
             analysis = gr.Button("Analyse", variant="primary").click(analyse_upload, picture, outputs,
                                                                      api_name="analyse")
             # a new or cleared picture forgets the last result, and cancels an analysis of the old one still
-            # waiting in the queue: the chat must not describe another image
+            # queued or running (its result would land after the clearing): the chat must not describe another image
             picture.change(forget_analysis, None, outputs, api_name=False, cancels=[analysis])
             if examples:
                 gr.Examples(examples, picture, label="Test-split examples (one per class)")
