@@ -139,12 +139,12 @@ brain-models: models/brain-tumor-type/model.safetensors models/brain-mri-gate/mo
 brain-demo: brain-models
 	$(PY) spaces/brain_mri/app.py
 
-# the chat on its four question sets (README, "The chat"): results in benchmarks/results/chat*.json
+# the chat on its four question sets and its follow-up conversations (README, "The chat"): benchmarks/results/chat*.json
 chat-benchmark: setup
 	$(PY) benchmarks/bench_chat.py
-	$(PY) benchmarks/bench_chat.py --questions tests/data/chat_dev_questions.json --out benchmarks/results/chat_dev.json
-	$(PY) benchmarks/bench_chat.py --questions tests/data/chat_blind_questions.json --out benchmarks/results/chat_blind.json
-	$(PY) benchmarks/bench_chat.py --questions tests/data/chat_blind2_questions.json --out benchmarks/results/chat_blind2.json
+	$(PY) benchmarks/bench_chat.py --questions tests/data/chat_dev_questions.json --out benchmarks/results/chat_dev.json --followups ''
+	$(PY) benchmarks/bench_chat.py --questions tests/data/chat_blind_questions.json --out benchmarks/results/chat_blind.json --followups ''
+	$(PY) benchmarks/bench_chat.py --questions tests/data/chat_blind2_questions.json --out benchmarks/results/chat_blind2.json --followups ''
 
 # the chat's optional generation mode (SmolLM2-135M) on the second question set: about 10 minutes
 chat-generation-benchmark: setup

@@ -7,7 +7,8 @@ Loads ``Chat`` (shipped knowledge base, MiniLM from its wheel) and times, for ev
 fusion) and ``answer`` (rules, retrieval, relevance check, text), ``--rounds`` times each after a
 warm-up, interleaved so the machine's drift hits all questions alike. Also reports top-1 / top-3
 accuracy per language, the refusal rate of the questions that must be refused (and the false refusals
-of the answerable ones), and the relevance signals the off-topic threshold was chosen from.
+of the answerable ones), the relevance signals the off-topic threshold was chosen from, and top-1 on
+the follow-up conversations (``tests/data/chat_followups.json``) with and without the earlier questions.
 Results go to ``benchmarks/results/chat.json`` and are printed.
 """
 
@@ -33,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", default=str(ROOT / "tests" / "data" / "chat_questions.json"))
+    parser.add_argument("--followups", default=str(ROOT / "tests" / "data" / "chat_followups.json"),
+                        help="conversations scored turn by turn ('' to skip)")
     parser.add_argument("--knowledge", help="knowledge-base JSON (default: the one shipped in the package)")
     parser.add_argument("--models-dir", default=str(ROOT / "models"))
     parser.add_argument("--rounds", type=int, default=5)
@@ -55,6 +58,23 @@ def accuracy(chat: Chat, answerable: list[dict]) -> dict[str, dict[str, float]]:
         group: {"n": len(h), "top1": float(np.mean([a for a, _ in h])), "top3": float(np.mean([b for _, b in h]))}
         for group, h in sorted(hits.items())
     }
+
+
+def followup_accuracy(chat: Chat, conversations: list[dict]) -> dict[str, dict[str, float]]:
+    """Top-1 of each turn kind (first question, follow-up, change of subject) with the conversation's earlier
+    questions (``in_context``) and without them (``alone``, what a chat without history answers)."""
+    hits = defaultdict(list)
+    for conversation in conversations:
+        history: list[str] = []
+        for turn in conversation["turns"]:
+            kind = "switch" if turn.get("switch") else "follow-up" if history else "first"
+            alone = chat.retrieve(turn["question"], k=1)[0][0] == turn["expected"]
+            in_context = chat.retrieve(turn["question"], k=1, history=history)[0][0] == turn["expected"]
+            for group in (kind, f"{kind}_{conversation['language']}"):
+                hits[group].append((alone, in_context))
+            history.append(turn["question"])
+    return {group: {"n": len(h), "alone": float(np.mean([a for a, _ in h])),
+                    "in_context": float(np.mean([c for _, c in h]))} for group, h in sorted(hits.items())}
 
 
 def relevance_margins(chat: Chat, questions: dict) -> dict[str, dict[str, float]]:
@@ -110,6 +130,9 @@ def main() -> dict:
         "false_refusal_rate": float(np.mean([chat.answer(q["question"]).refused for q in questions["answerable"]])),
         "relevance": relevance_margins(chat, questions),
     }
+    if args.followups:
+        results["followups"] = followup_accuracy(
+            chat, json.loads(Path(args.followups).read_text(encoding="utf-8"))["conversations"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(f"chat on {results['machine']}: load {load_s:.1f} s")
@@ -120,6 +143,9 @@ def main() -> dict:
     print(f"refusal rate {results['refusal_rate']:.3f} (reason as labelled {results['refusal_reasons_match']:.3f}), "
           f"false refusals {results['false_refusal_rate']:.3f}")
     print(json.dumps(results["relevance"]))
+    for group, row in results.get("followups", {}).items():
+        print(f"conversations, {group}: top-1 {row['in_context']:.3f} with the earlier questions, "
+              f"{row['alone']:.3f} without (n={row['n']})")
     return results
 
 

@@ -85,3 +85,30 @@ def test_a_new_picture_during_an_analysis_leaves_the_chat_without_a_result(chrom
             browser.close()
     assert verdict.strip() == "", verdict
     assert "no result yet" in text, text
+
+
+def test_a_follow_up_question_is_answered_about_the_tumour_asked_before(chromium, served):
+    """The history Gradio hands the chat, in the shape the browser really sends it: "How is it treated?"
+    after "What is a meningioma?" is about meningiomas (without the history: gliomas)."""
+    from playwright.sync_api import sync_playwright
+
+    _, url = served
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(url, wait_until="load")
+            page.get_by_role("tab", name="Chat / Conversación").click()
+            box = page.get_by_role("textbox").last
+            for n, question in enumerate(["What is a meningioma?", "How is it treated?"], start=1):
+                box.fill(question)
+                box.press("Enter")
+                page.wait_for_function(f"document.querySelectorAll('[data-testid=bot]').length >= {n} && "
+                                       "document.querySelectorAll('[data-testid=bot]')[" + str(n - 1) + "]"
+                                       ".innerText.includes('Sources')", timeout=60_000)
+            first, second = (page.locator("[data-testid=bot]").nth(i).inner_text() for i in range(2))
+        finally:
+            browser.close()
+    assert "What is a meningioma?" in first, first
+    assert "How are meningiomas treated?" in second and "Not every meningioma needs treatment" in second, second
+

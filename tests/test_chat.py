@@ -14,8 +14,10 @@ import pytest
 
 from imagezoo.chat import Chat, ModelFacts
 from imagezoo.chat.__main__ import main as cli_main
+from imagezoo.chat.answer import follow_up_query
 
 QUESTIONS = json.loads((Path(__file__).parent / "data" / "chat_questions.json").read_text(encoding="utf-8"))
+FOLLOWUPS = json.loads((Path(__file__).parent / "data" / "chat_followups.json").read_text(encoding="utf-8"))
 SCAN = {"gate": "mri", "label": "glioma", "probability": 0.93, "tumour_probability": 0.97, "decisive": True}
 FAKE_TYPE = {"metrics": {"n": 1311, "accuracy": 0.9736, "per_class": {
     "glioma": {"f1": 0.95}, "meningioma": {"f1": 0.93}, "notumor": {"f1": 0.99}, "pituitary": {"f1": 0.97}}}}
@@ -265,3 +267,66 @@ def test_question_sets_written_by_others(chat: Chat, name: str, top1_floor: floa
     assert top1 >= top1_floor and top3 >= top3_floor, (top1, top3)
     assert all(chat.answer(q["question"]).refused for q in questions["refused"])
     assert sum(chat.answer(q["question"]).refused for q in questions["answerable"]) <= false_refusals
+
+
+def test_a_passage_title_finds_its_passage(chat: Chat):
+    """"What is a meningioma?", the title of meningioma-what, was answered from meningioma-grades: the title
+    and questions BM25 scores a passage's questions as one bag, and other passages say "meningioma" more."""
+    wrong = [(p.id, p.titles[language], chat.retrieve(p.titles[language], k=1)[0][0])
+             for p in chat.passages.values() for language in ("en", "es")]
+    assert [row for row in wrong if row[0] != row[2]] == []
+
+
+def follow_up_hits(chat: Chat) -> dict[str, list[tuple[bool, bool]]]:
+    """Per turn kind, (top-1 without the earlier questions, top-1 with them) over the follow-up conversations."""
+    hits: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
+    for conversation in FOLLOWUPS["conversations"]:
+        history: list[str] = []
+        for turn in conversation["turns"]:
+            kind = "switch" if turn.get("switch") else "follow-up" if history else "first"
+            alone, in_context = (chat.retrieve(turn["question"], k=1, history=h)[0][0] == turn["expected"]
+                                 for h in ((), history))
+            hits[kind].append((alone, in_context))
+            history.append(turn["question"])
+    return hits
+
+
+# Measured on 2026-12-02 (the set was written before the rule): follow-ups 37/44 with the earlier questions,
+# 18/44 without; a change of subject 8/8 either way.
+def test_a_follow_up_question_is_read_with_the_earlier_ones(chat: Chat):
+    hits = follow_up_hits(chat)
+    alone, in_context = rates(hits["follow-up"])
+    assert in_context >= 0.80 and in_context - alone >= 0.30, (alone, in_context)
+    assert all(h == (True, True) for h in hits["switch"]), hits["switch"]
+
+
+def test_a_question_that_stands_alone_is_answered_alike_after_another_tumour(chat: Chat):
+    """The first set's questions asked after one about gliomas: the same passage as asked alone (measured:
+    none of the 294 questions of the four sets changes, after a glioma or a meningioma question)."""
+    for q in QUESTIONS["answerable"]:
+        before = {"en": "What is a glioma?", "es": "¿Qué es un glioma?"}[q["language"]]
+        assert chat.retrieve(q["question"], k=1, history=[before]) == chat.retrieve(q["question"], k=1), q
+
+
+@pytest.mark.parametrize(("question", "history", "own_topic", "query"), [
+    ("How is it treated?", ["What is a meningioma?"], "glioma", "How is it treated? meningioma"),
+    ("¿Y cómo se trata?", ["¿Qué es un adenoma de hipófisis?", "¿Duele?"], "general", "¿Y cómo se trata? tumor hipofisario"),
+    ("And a meningioma?", ["How is a glioma treated?"], "meningioma", "how is a  treated? And a meningioma?"),
+    ("¿Y en los meningiomas?", ["¿Qué síntomas da un glioma?", "¿Y un adenoma?"], "meningioma",
+     "¿que sintomas da un ? ¿Y en los meningiomas?"),
+    ("How is it treated?", ["Gliomas or meningiomas: which is more common?"], "glioma", None),  # which one?
+    ("How is a brain tumour treated?", ["What is a meningioma?"], "general", None),  # tumours in general
+    ("How long does an MRI take?", ["What is a meningioma?"], "mri", None),  # another subject
+    ("How is it treated?", [], "glioma", None),
+    ("And a meningioma?", [], "meningioma", None),
+])
+def test_follow_up_query(question: str, history: list[str], own_topic: str, query: str | None):
+    assert follow_up_query(question, history, own_topic, "es" if question.startswith("¿") else "en") == query
+
+
+def test_the_rules_read_the_question_alone(chat: Chat):
+    """A diagnosis request stays refused after any conversation, and the scan rule still answers."""
+    history = ["What is a meningioma?", "How is it treated?"]
+    assert chat.answer("Do I have a meningioma?", history=history).reason == "diagnostic"
+    assert chat.answer("What does my result mean?", SCAN, history=history).kind == "scan"
+

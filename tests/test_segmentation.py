@@ -20,12 +20,14 @@ from imagezoo.segmentation import (
     SegmenterConfig,
     build_unet,
     load_unet,
+    load_unet_weights,
     predict_probabilities,
     predict_probabilities_batch,
     rescale,
     save_unet,
     stretch_contrast,
 )
+from imagezoo.scripts import unet_base_model
 from imagezoo.segmentation_metrics import foreground_iou
 from imagezoo.segmentation_training import (
     NucleiImages,
@@ -131,6 +133,32 @@ def test_save_unet_round_trips_through_smp_and_load_unet(tmp_path, random_unet):
         assert settings == config
         # our loader runs channels-last (faster on a CPU): the same numbers up to float summation order
         torch.testing.assert_close(ours(x), expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow  # blob_unet trains a U-Net
+def test_fine_tuning_starts_from_the_saved_unet(tmp_path, blob_unet):
+    model, config = blob_unet
+    folder = save_unet(model, config, tmp_path / "nuclei-trained")
+    recipe = SegmentationRecipe(
+        encoder=ENCODER, crop_size=128, epochs=1, batch_size=8, lr=0.0, weight_decay=0.0, warmup_epochs=0,
+        decoder_channels=LIGHT["decoder_channels"], init_from=str(folder),
+    )
+    train = blob_images(4, 192, seed=0)
+    crops = SegmentationCrops(train.images, train.targets, train_transform(recipe.crop_size, config))
+    result = fit_segmenter(recipe, crops, config, nuclei_validation(blob_images(2, 192, seed=100), config), seed=0)
+    trained = model.state_dict()
+    for name, parameter in result.model.named_parameters():  # lr 0: only the batch-norm statistics move
+        assert torch.equal(parameter.cpu(), trained[name].cpu()), name
+    assert result.history[0]["val_foreground_iou"] > 0.8  # where the saved model ended, not an ImageNet start
+    assert unet_base_model(recipe) == "imagezoo/nuclei-trained"
+    assert unet_base_model(dataclasses.replace(recipe, init_from="hf-hub:someone/nuclei")) == "someone/nuclei"
+    assert unet_base_model(dataclasses.replace(recipe, init_from=None)) == f"timm/{ENCODER}.in1k"
+
+
+def test_fine_tuning_a_unet_of_another_shape_is_refused(tmp_path, random_unet):
+    folder = save_unet(random_unet, SegmenterConfig(), tmp_path / "narrow")
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        load_unet_weights(build_unet(ENCODER, pretrained=False, classes=2), str(folder))
 
 
 def test_a_folder_with_only_a_pickle_is_refused(tmp_path, random_unet):

@@ -32,6 +32,7 @@ from imagezoo.scripts import (
     script_command,
     serving_settings,
     subsample,
+    unet_base_model,
     unet_recipe,
 )
 from imagezoo.segmentation import SegmenterConfig, encoder_normalization, save_unet
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> Path:
             datasets=[task.dataset_repo_id],
             metrics=list(HEADLINE),
             model_name=output_dir.name,
-            base_model=f"timm/{recipe.encoder}.in1k" if recipe.pretrained else None,
+            base_model=unet_base_model(recipe),
         ),
         results={k: metrics["overall"][k] for k in HEADLINE},
         task_type="image-segmentation",

@@ -80,9 +80,24 @@ def forget_analysis() -> tuple:
     return "", None, None, None, None
 
 
+def user_questions(history: list) -> list[str]:
+    """The user's earlier messages, oldest first: Gradio gives each as a string or as a list of text parts."""
+    questions = []
+    for message in history:
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+        if isinstance(content, str) and content.strip():
+            questions.append(content)
+    return questions
+
+
 def respond(message: str, history: list, scan: dict | None) -> str:
-    """The chat's answer in the question's language, with its sources."""
-    answer = chat().answer(message, scan)
+    """The chat's answer in the question's language, with its sources; a follow-up question ("How is it
+    treated?") is read with the user's earlier ones."""
+    answer = chat().answer(message, scan, user_questions(history))
     if not answer.sources:
         return answer.text
     label = "Fuentes" if answer.language == "es" else "Sources"

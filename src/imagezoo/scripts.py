@@ -13,6 +13,8 @@ from typing import Callable
 
 import torch
 
+from imagezoo.tasks import HUB_ORG, HUB_PREFIX
+
 
 def positive_int(text: str) -> int:
     """argparse type of counts that must be at least 1 (epochs, sizes, samples): 0 trains nothing."""
@@ -75,6 +77,9 @@ def add_unet_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                         help="serve (and tune and test) the mean of the 8 flips and right-angle turns of each image; "
                              "epochs are still selected without (default: the task's serving setting)")
+    parser.add_argument("--init-from", default=None, metavar="MODEL",
+                        help="fine-tune this trained U-Net (folder or hf-hub: id, same encoder and outputs) "
+                             "instead of starting from ImageNet weights")
     parser.add_argument("--max-train-samples", type=positive_int, default=None,
                         help="subsample training images (smoke runs)")
     parser.add_argument("--seed", type=int, default=42)
@@ -89,9 +94,19 @@ def serving_settings(task, args: argparse.Namespace) -> dict:
     return {**task.model_config, **({} if args.tta is None else {"tta": args.tta})}
 
 
+def unet_base_model(recipe) -> str | None:
+    """The card's ``base_model``: the U-Net fine-tuned (a local folder named as its ``imagezoo/<folder>`` repo),
+    else the ImageNet encoder, else none."""
+    if recipe.init_from:
+        if recipe.init_from.startswith(HUB_PREFIX):
+            return recipe.init_from.removeprefix(HUB_PREFIX)
+        return f"{HUB_ORG}/{Path(recipe.init_from).resolve().name}"
+    return f"timm/{recipe.encoder}.in1k" if recipe.pretrained else None
+
+
 def unet_recipe(task, args: argparse.Namespace):
     """The task's named recipe with the command line's overrides."""
     return task.recipe(args.recipe).with_overrides(
         encoder=args.encoder, epochs=args.epochs, crop_size=args.crop_size, batch_size=args.batch_size, lr=args.lr,
-        losses=tuple(args.losses) if args.losses else None, input_scale=args.input_scale,
+        losses=tuple(args.losses) if args.losses else None, input_scale=args.input_scale, init_from=args.init_from,
     )

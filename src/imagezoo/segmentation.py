@@ -20,10 +20,11 @@ import timm
 import torch
 import torch.nn.functional as F
 from huggingface_hub import ModelCard
+from safetensors.torch import load_file
 from torch import nn
 
 from imagezoo.instances import postprocess
-from imagezoo.predictors.base import CONFIG_KEY, WEIGHTS_NAME
+from imagezoo.predictors.base import CONFIG_KEY, WEIGHTS_NAME, resolve_model_folder
 from imagezoo.weights import create_pretrained
 
 if TYPE_CHECKING:
@@ -116,6 +117,15 @@ def build_unet(encoder: str, pretrained: bool = True, **unet_kwargs) -> "smp.Une
     if pretrained:
         load_encoder_weights(model, encoder)
     return model
+
+
+def load_unet_weights(model: "smp.Unet", model_id: str) -> None:
+    """Start ``model`` from a trained U-Net's safetensors (folder or ``hf-hub:`` id), to fine-tune it.
+
+    Strict: the encoder, decoder widths and outputs must be the saved model's.
+    """
+    folder, _ = resolve_model_folder(model_id)
+    model.load_state_dict(load_file(folder / WEIGHTS_NAME), strict=True)
 
 
 def save_unet(model: "smp.Unet", config: SegmenterConfig, folder: str | Path, card: ModelCard | None = None) -> Path:

@@ -35,7 +35,14 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from imagezoo.instances import overlay
-from imagezoo.segmentation import SegmenterConfig, build_unet, predict_probabilities, rescale, stretch_contrast
+from imagezoo.segmentation import (
+    SegmenterConfig,
+    build_unet,
+    load_unet_weights,
+    predict_probabilities,
+    rescale,
+    stretch_contrast,
+)
 from imagezoo.segmentation_metrics import dsb_score, segmentation_metrics
 from imagezoo.tasks import SegmentationRecipe
 from imagezoo.training import check_can_select, cosine_schedule
@@ -248,8 +255,12 @@ def fit_segmenter(
     check_can_select(recipe.epochs)
     random_seed(seed)
     model = build_unet(
-        recipe.encoder, recipe.pretrained, classes=len(config.channels), decoder_channels=recipe.decoder_channels
-    ).to(device, memory_format=torch.channels_last)  # about 20% faster on a CPU
+        recipe.encoder, recipe.pretrained and not recipe.init_from, classes=len(config.channels),
+        decoder_channels=recipe.decoder_channels,
+    )
+    if recipe.init_from:
+        load_unet_weights(model, recipe.init_from)
+    model = model.to(device, memory_format=torch.channels_last)  # about 20% faster on a CPU
     if sampler is None:
         sampler = RandomSampler(train_set, num_samples=len(train_set) * recipe.crops_per_image,
                                 generator=torch.Generator().manual_seed(seed))

@@ -13,7 +13,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 from imagezoo.caching import load_once
 from imagezoo.chat.corpus import LANGUAGES, ModelFacts, Passage, load_passages
@@ -168,6 +168,27 @@ SCAN_TEXTS = {
         "interpretar una imagen, junto con su historia clínica.",
     },
 }
+# Follow-up questions ("How is it treated?", "¿Y un meningioma?") are read in the light of the conversation's
+# latest tumour type: these name one (folded text), GENERIC a question about brain tumours as a whole.
+TUMOUR_NAMES = {
+    "glioma": re.compile(r"\b(\w*gliom\w*|glioblastom\w*|astrocit\w*|astrocyt\w*|ependim\w*|ependym\w*)"),
+    "meningioma": re.compile(r"\bmeningiom\w*"),
+    "pituitary": re.compile(r"\b(pituitar\w*|hipofis\w*|\w*adenom\w*|prolactinom\w*)"),
+}
+GENERIC_TUMOUR = re.compile(  # "a tumour", "tumours", "un tumor en el cerebro"; not "this tumour", "ese tumor"
+    r"\b(an? (brain )?tumou?r|brain tumou?rs?|tumou?rs|(un|una) tumor|tumores|tumor(es)? (cerebral(es)?|en el cerebro)|"
+    r"cancers?)\b"
+)
+# what is left of an elliptical follow-up ("and what about meningiomas?", "¿y en los meningiomas?") without its
+# tumour name: nothing of its own to search for, so it takes the aspect of the question it follows
+ELLIPSIS_WORDS = re.compile(
+    r"\b(and|what|how|about|for|with|a|an|the|of|then|tumou?rs?|y|que|tal|pasa|con|en|el|la|los|las|un|una|de|"
+    r"del|sobre|tumor(es)?)\b|[^\w\s]"
+)
+# topics of passages about a tumour type or tumours in general: a question that finds one of them on its own
+# (even below the relevance threshold) without naming a type is about the type the conversation is on
+FOLLOW_UP_TOPICS = {*TUMOUR_NAMES, "general"}
+
 FIRST_SENTENCE = re.compile(r"^.+?(?:[.!?](?=\s)|$)", re.DOTALL)
 
 # A question is off-topic when no passage's dense similarity (the question vs a passage's text, title or
@@ -239,9 +260,18 @@ class Chat:
         self.generator = generator
         self.generation_passages = generation_passages
 
-    def retrieve(self, question: str, k: int = 3) -> list[tuple[str, float]]:
+    def retrieve(self, question: str, k: int = 3, history: Sequence[str] = ()) -> list[tuple[str, float]]:
         """The ``k`` best passage ids with their fused scores: what evaluation compares to the expected id."""
-        return [(hit.id, hit.score) for hit in self.search(question, detect_language(question))[1][:k]]
+        return [(hit.id, hit.score) for hit in self.search_in_context(question, detect_language(question), history)[1][:k]]
+
+    def search_in_context(self, question: str, language: str, history: Sequence[str] = ()) -> tuple[str, list[Hit]]:
+        """:meth:`search`, with a follow-up question completed from ``history`` (the user's earlier
+        questions, oldest first): "How is it treated?" after "What is a meningioma?" is searched as
+        "How is it treated? meningioma", and "¿Y un meningioma?" after "¿Cómo se trata un glioma?" as
+        "¿Cómo se trata un? ¿Y un meningioma?"."""
+        language, hits = self.search(question, language)
+        query = follow_up_query(question, history, self.passages[hits[0].id].topic, language)
+        return (language, self.retriever.search(query, language)) if query else (language, hits)
 
     def search(self, question: str, language: str) -> tuple[str, list[Hit]]:
         """The language to answer in and every passage, best first, given lingua's pick ``language``.
@@ -257,9 +287,10 @@ class Chat:
         """How far the closest passage's similarity is above the off-topic threshold (negative: below)."""
         return max(h.dense for h in hits) - self.min_similarity[language]
 
-    def answer(self, question: str, scan: dict | None = None) -> Answer:
+    def answer(self, question: str, scan: dict | None = None, history: Sequence[str] = ()) -> Answer:
         """Answer ``question`` (its first :data:`MAX_QUESTION_CHARS`; the rules also read its last) in its
-        language; ``scan`` is the analysis tab's result, if any."""
+        language; ``scan`` is the analysis tab's result, if any; ``history`` the user's earlier questions,
+        oldest first, which a follow-up question is read with (the rules read the question alone)."""
         ends = (question[:MAX_QUESTION_CHARS], question[-MAX_QUESTION_CHARS:])
         question = ends[0]
         language = detect_language(question)
@@ -271,7 +302,7 @@ class Chat:
             return self._refusal("diagnostic", language, unsure)
         if any(SCAN.search(text) for text in rule_texts):
             return self._scan_answer(scan, language)
-        language, hits = self.search(question, language)
+        language, hits = self.search_in_context(question, language, [turn[:MAX_QUESTION_CHARS] for turn in history])
         if self.relevance_margin(hits, language) < 0:
             return self._refusal("off-topic", language, unsure)
         if self.generator is not None:
@@ -346,6 +377,51 @@ class Chat:
         parts.append(SCAN_TEXTS["disclaimer"][language])
         sources = [self._source(passage, language, None)] if passage is not None else []
         return Answer(" ".join(parts), language, sources, refused=False, kind="scan")
+
+
+def tumours_named(text: str) -> set[str]:
+    """The tumour types (passage topics) a question names."""
+    folded = fold_accents(text.lower())
+    return {topic for topic, pattern in TUMOUR_NAMES.items() if pattern.search(folded)}
+
+
+def is_elliptical(text: str) -> bool:
+    """A question that names one tumour type and asks nothing else ("And a meningioma?")."""
+    folded = fold_accents(text.lower())
+    if len(tumours_named(folded)) != 1:
+        return False
+    for pattern in TUMOUR_NAMES.values():
+        folded = pattern.sub(" ", folded)
+    return not ELLIPSIS_WORDS.sub(" ", folded).split()
+
+
+def follow_up_query(question: str, history: Sequence[str], own_topic: str, language: str) -> str | None:
+    """What to search for when ``question`` follows up on ``history`` (earlier questions, oldest first),
+    else None. ``own_topic`` is the topic of the passage the question finds on its own.
+
+    An elliptical question ("¿Y un meningioma?") is searched with the latest earlier question that asked
+    something, that question's tumour names removed. A question that names no tumour type and no tumours
+    in general, and finds on its own a passage about a type or tumours in general, is
+    searched with the type named by the latest earlier question that names one (none when that question
+    names several: which one is meant is unclear).
+    """
+    earlier = list(history)[::-1]
+    if is_elliptical(question):
+        asked = next((turn for turn in earlier if not is_elliptical(turn)), None)
+        if asked is None:
+            return None
+        for pattern in TUMOUR_NAMES.values():
+            asked = pattern.sub("", fold_accents(asked.lower()))
+        return f"{asked} {question}"
+    if tumours_named(question) or GENERIC_TUMOUR.search(fold_accents(question.lower())):
+        return None
+    if own_topic not in FOLLOW_UP_TOPICS:
+        return None
+    for turn in earlier:
+        named = tumours_named(turn)
+        if named:
+            return f"{question} {LABEL_NAMES[next(iter(named))][language]}" if len(named) == 1 else None
+    return None
 
 
 @load_once
