@@ -256,7 +256,7 @@ def test_cli_simulated_scan(capsys):
 @pytest.mark.parametrize("name, top1_floor, top3_floor, false_refusals", [
     ("chat_dev_questions.json", 0.85, 0.95, 0),  # measured 53/60 = 0.883, 59/60 = 0.983, 0
     ("chat_blind_questions.json", 0.90, 0.95, 6),  # measured 75/80 = 0.938, 78/80 = 0.975, 6 (Spanish, off-topic)
-    ("chat_blind2_questions.json", 0.90, 0.97, 3),  # measured 75/80 = 0.938, 79/80 = 0.988, 3 (off-topic)
+    ("chat_blind2_questions.json", 0.90, 0.97, 3),  # measured 76/80 = 0.950, 79/80 = 0.988, 3 (off-topic)
 ])
 def test_question_sets_written_by_others(chat: Chat, name: str, top1_floor: float, top3_floor: float,
                                          false_refusals: int):

@@ -16,6 +16,7 @@ from skimage.segmentation import find_boundaries
 
 from imagezoo.predictors import load_predictor
 from imagezoo.predictors.base import predictor_name
+from imagezoo.scripts import unet_base_model
 from imagezoo.segmentation import (
     SegmenterConfig,
     build_unet,
@@ -27,7 +28,6 @@ from imagezoo.segmentation import (
     save_unet,
     stretch_contrast,
 )
-from imagezoo.scripts import unet_base_model
 from imagezoo.segmentation_metrics import foreground_iou
 from imagezoo.segmentation_training import (
     NucleiImages,
