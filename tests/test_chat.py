@@ -248,6 +248,12 @@ def test_cli_simulated_scan(capsys):
     assert answer["kind"] == "scan" and "81.0%" in answer["text"] and "pituitary" in answer["text"]
 
 
+def test_cli_follow_up(capsys):
+    cli_main(["¿Y cómo se trata?", "--after", "¿Qué es un meningioma?", "--json"])  # alone: glioma-treatment
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["sources"][0]["id"] == "meningioma-treatment"
+
+
 # (file, top-1 floor, top-3 floor, most false refusals): held at the measured levels (README), so a regression
 # shows. chat_dev_questions.json was written blind to the first set and has guided changes since;
 # chat_blind_questions.json was written from the passage titles alone and guided the diagnostic rules and the

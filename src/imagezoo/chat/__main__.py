@@ -1,7 +1,8 @@
 """Ask the chat from a terminal: ``python -m imagezoo.chat "¿Qué es un meningioma?"``.
 
 ``--scan-label glioma --scan-prob 0.93`` simulates the analysis tab's result (an accepted MRI slice), so
-questions such as "what does my result mean?" can be tried without the Space. ``--generate`` turns on the
+questions such as "what does my result mean?" can be tried without the Space. ``--after "What is a
+meningioma?"`` (repeatable) asks the question as a follow-up of earlier ones. ``--generate`` turns on the
 optional generation mode (:mod:`imagezoo.chat.generate`).
 """
 
@@ -20,6 +21,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("question")
     parser.add_argument("--scan-label", choices=sorted(LABEL_NAMES), help="simulate a scan with this predicted class")
     parser.add_argument("--scan-prob", type=float, default=0.9, help="probability of the simulated class")
+    parser.add_argument("--after", action="append", default=[], metavar="QUESTION",
+                        help="an earlier question of the conversation (repeat for several, oldest first)")
     parser.add_argument("--models-dir", help="folder with brain-tumor-type/ and brain-mri-gate/ (default: "
                         "$IMAGEZOO_MODELS_DIR or models)")
     parser.add_argument("--generate", nargs="?", const="", metavar="MODEL",
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.scan_label:
         scan = {"gate": "mri", "label": args.scan_label, "probability": args.scan_prob, "decisive": True}
     generator = None if args.generate is None else Generator.from_pretrained(args.generate or None)
-    answer = Chat(models_dir=args.models_dir, generator=generator).answer(args.question, scan=scan)
+    answer = Chat(models_dir=args.models_dir, generator=generator).answer(args.question, scan, args.after)
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
         return
