@@ -15,6 +15,7 @@ import pytest
 from imagezoo.chat import Chat, ModelFacts
 from imagezoo.chat.__main__ import main as cli_main
 from imagezoo.chat.answer import follow_up_query
+from imagezoo.chat.generate import Generation
 
 QUESTIONS = json.loads((Path(__file__).parent / "data" / "chat_questions.json").read_text(encoding="utf-8"))
 FOLLOWUPS = json.loads((Path(__file__).parent / "data" / "chat_followups.json").read_text(encoding="utf-8"))
@@ -246,6 +247,31 @@ def test_cli_simulated_scan(capsys):
     cli_main(["explain my scan", "--scan-label", "pituitary", "--scan-prob", "0.81", "--json"])
     answer = json.loads(capsys.readouterr().out)
     assert answer["kind"] == "scan" and "81.0%" in answer["text"] and "pituitary" in answer["text"]
+
+
+class QuotingGenerator:
+    """Stands in for SmolLM2 (tested in test_chat_generation.py): a grounded rewrite quoting these passages."""
+
+    def __init__(self, used: tuple[str, ...]):
+        self.used = used
+
+    def rewrite(self, question: str, passages: dict[str, str], language: str) -> Generation:
+        return Generation("A rewrite.", support=1.0, used=self.used, grounded=True, new_tokens=3)
+
+
+def test_a_rewrite_that_quotes_a_tumour_passage_keeps_the_reminder(chat: Chat):
+    """The reminder followed the first passage used; a model passage first dropped it (a review, 2026-12-02)."""
+    question = "How accurate is the tumour type classifier?"
+    try:
+        chat.generator = QuotingGenerator(("models-accuracy", "glioma-what"))
+        answer = chat.answer(question)
+        chat.generator = QuotingGenerator(("models-accuracy",))
+        only_models = chat.answer(question)
+    finally:
+        chat.generator = None
+    assert answer.kind == "generated" and [s["id"] for s in answer.sources] == ["models-accuracy", "glioma-what"]
+    assert answer.text.endswith("not a diagnosis: please talk to a doctor about your own health.")
+    assert only_models.text == "A rewrite."
 
 
 def test_cli_follow_up(capsys):

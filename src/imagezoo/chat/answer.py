@@ -309,7 +309,7 @@ class Chat:
             rewrite = self.generator.rewrite(question, self.generation_input(hits, language), language)
             if rewrite.grounded:
                 used = [h for h in hits if h.id in rewrite.used]
-                return self._passage_answer(rewrite.text, used, language, "generated", rewrite.support)
+                return self._passage_answer(rewrite.text, used, language, "generated", rewrite.support, len(used))
         return self._passage_answer(self.passage_text(hits[0].id, language), hits[:3], language, "passage")
 
     def passage_text(self, passage_id: str, language: str) -> str:
@@ -321,9 +321,11 @@ class Chat:
         return {h.id: self.passage_text(h.id, language) for h in hits[:self.generation_passages]}
 
     def _passage_answer(self, text: str, hits: list[Hit], language: str, kind: str,
-                        support: float | None = None) -> Answer:
-        """``text`` from the knowledge base (the reminder added to health topics) with ``hits`` as sources."""
-        if self.passages[hits[0].id].topic not in NON_MEDICAL_TOPICS:
+                        support: float | None = None, quoted: int = 1) -> Answer:
+        """``text`` from the first ``quoted`` of ``hits`` (the reminder added when one is about health), with
+        ``hits`` as sources: a rewrite that quotes a model passage first and a tumour passage after it is
+        health information too."""
+        if any(self.passages[h.id].topic not in NON_MEDICAL_TOPICS for h in hits[:quoted]):
             text = f"{text}\n\n{REMINDER[language]}"
         sources = [self._source(self.passages[h.id], language, h.score) for h in hits]
         return Answer(text, language, sources, refused=False, kind=kind, support=support)
