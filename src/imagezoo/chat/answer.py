@@ -268,7 +268,7 @@ class Chat:
         """:meth:`search`, with a follow-up question completed from ``history`` (the user's earlier
         questions, oldest first): "How is it treated?" after "What is a meningioma?" is searched as
         "How is it treated? meningioma", and "¿Y un meningioma?" after "¿Cómo se trata un glioma?" as
-        "¿Cómo se trata un? ¿Y un meningioma?"."""
+        that question without "glioma" followed by this one (:func:`follow_up_query`)."""
         language, hits = self.search(question, language)
         query = follow_up_query(question, history, self.passages[hits[0].id].topic, language)
         return (language, self.retriever.search(query, language)) if query else (language, hits)
