@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from imagezoo.chat.answer import LABEL_NAMES, Chat
+from imagezoo.chat.answer import LABEL_NAMES, Chat, default_chat
 from imagezoo.chat.generate import Generator
 
 
@@ -38,7 +38,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.scan_label:
         scan = {"gate": "mri", "label": args.scan_label, "probability": args.scan_prob, "decisive": True}
     generator = None if args.generate is None else Generator.from_pretrained(args.generate or None)
-    answer = Chat(models_dir=args.models_dir, generator=generator).answer(args.question, scan, args.after)
+    if args.models_dir is None and generator is None:
+        chat = default_chat()  # one per process: in-process callers (the tests) build it once
+    else:
+        chat = Chat(models_dir=args.models_dir, generator=generator)
+    answer = chat.answer(args.question, scan, args.after)
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
         return
