@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from imagezoo.predictors.base import local_folder
 from imagezoo.tasks import HUB_ORG, HUB_PREFIX
 
 
@@ -100,7 +101,7 @@ def unet_base_model(recipe) -> str | None:
     if recipe.init_from:
         if recipe.init_from.startswith(HUB_PREFIX):
             return recipe.init_from.removeprefix(HUB_PREFIX)
-        return f"{HUB_ORG}/{Path(recipe.init_from).resolve().name}"
+        return f"{HUB_ORG}/{local_folder(recipe.init_from).resolve().name}"
     return f"timm/{recipe.encoder}.in1k" if recipe.pretrained else None
 
 

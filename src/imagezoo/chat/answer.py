@@ -383,14 +383,17 @@ class Chat:
 
 def tumours_named(text: str) -> set[str]:
     """The tumour types (passage topics) a question names."""
-    folded = fold_accents(text.lower())
+    return _named_in(fold_accents(text.lower()))
+
+
+def _named_in(folded: str) -> set[str]:
     return {topic for topic, pattern in TUMOUR_NAMES.items() if pattern.search(folded)}
 
 
 def is_elliptical(text: str) -> bool:
     """A question that names one tumour type and asks nothing else ("And a meningioma?")."""
     folded = fold_accents(text.lower())
-    if len(tumours_named(folded)) != 1:
+    if len(_named_in(folded)) != 1:
         return False
     for pattern in TUMOUR_NAMES.values():
         folded = pattern.sub(" ", folded)
