@@ -250,6 +250,38 @@ def test_images_under_half_the_crop_are_mirrored_not_refused():
     assert np.array_equal(mirror_to(wider, 80), by_torch[0].permute(1, 2, 0).numpy().astype(np.uint8))
 
 
+def test_crops_about_a_rare_class_find_it_where_uniform_crops_mostly_miss():
+    """An LDC slide at --input-scale 2 against 128 px crops: a dead cell is in few uniform crops."""
+    image = np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    target = np.zeros((2, 200, 200), dtype=np.uint8)
+    target[0, 150:156, 10:16] = 1  # the rare class, by the image edge
+    target[1, 40:60, 100:120] = 1
+    centred = SegmentationCrops([image], [target], lambda x, y: (x, y), min_size=40, ratios=(1e-3, 1, 0))
+    uniform = SegmentationCrops([image], [target], train_transform(40, SegmenterConfig()))
+    torch.manual_seed(0)
+    draws = [centred[0] for _ in range(50)]
+    assert all(crop.shape == (3, 40, 40) and crop_target.shape == (2, 40, 40) for crop, crop_target in draws)
+    assert all(crop_target[0].sum() == 36 for _, crop_target in draws)  # the whole 6x6 object, every time
+    assert sum(crop_target[0].sum() > 0 for _, crop_target in (uniform[0] for _ in range(50))) < 25
+    crop, crop_target = draws[0]  # image and targets cut at the same place
+    rows, cols = np.argwhere(crop_target[0].numpy())[0] - np.array([150, 10])
+    assert rows <= 0 and cols <= 0
+    np.testing.assert_array_equal(crop.numpy(), image[-rows:-rows + 40, -cols:-cols + 40].transpose(2, 0, 1))
+    torch.manual_seed(0)
+    assert all(torch.equal(crop_target, again[1]) for (_, crop_target), again in zip(draws, (centred[0] for _ in range(50))))
+
+
+def test_crops_about_a_class_absent_from_an_image_fall_back_to_the_background():
+    empty = np.zeros((2, 90, 90), dtype=np.uint8)
+    image = np.zeros((90, 90, 3), dtype=np.uint8)
+    crops = SegmentationCrops([image], [empty], lambda x, y: (x, y), min_size=40, ratios=(1, 5, 5))
+    assert crops[0][0].shape == (3, 40, 40)
+    with pytest.raises(ValueError, match="one for the background, then one per target channel"):
+        SegmentationCrops([image], [empty], lambda x, y: (x, y), min_size=40, ratios=(1, 1))
+    with pytest.raises(ValueError, match="background's above 0"):
+        SegmentationCrops([image], [empty], lambda x, y: (x, y), min_size=40, ratios=(0, 1, 1))
+
+
 def test_batched_prediction_matches_one_image_at_a_time(random_unet):
     images = np.random.default_rng(1).integers(0, 256, (3, 70, 90, 3), dtype=np.uint8)
     config = SegmenterConfig()

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> Path:
     start = time.time()
     targets = train.targets(len(task.label_names), recipe.centre_scale)
     crops = SegmentationCrops(train.images, targets, train_transform(recipe.crop_size, config, recipe.invert),
-                              scale=config.scale, min_size=zoom_crop_size(recipe.crop_size))
+                              scale=config.scale, min_size=zoom_crop_size(recipe.crop_size), ratios=recipe.crop_ratios)
     # epochs are selected without test-time augmentation (8x the time of every validation)
     validate = cell_validation(validation, dataclasses.replace(config, tta=False))
     result = fit_segmenter(recipe, crops, config, validate, None, args.seed, args.device, log)

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> Path:
     log = jsonl_logger(output_dir / "train_log.jsonl")
     start = time.time()
     train_set = SegmentationCrops(train.images, train.targets, train_transform(recipe.crop_size, config, recipe.invert),
-                                  config.percentiles, config.scale, zoom_crop_size(recipe.crop_size))
+                                  config.percentiles, config.scale, zoom_crop_size(recipe.crop_size), recipe.crop_ratios)
     sampler = type_sampler(train.image_types, recipe.type_balance, len(train) * recipe.crops_per_image, args.seed)
     # epochs are selected without test-time augmentation (8x the time of every validation)
     validate = nuclei_validation(validation, dataclasses.replace(config, tta=False))

@@ -70,6 +70,9 @@ def add_unet_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--encoder", default=None, help="timm encoder, e.g. tf_efficientnet_lite2")
     parser.add_argument("--epochs", type=positive_int, default=None)
     parser.add_argument("--crop-size", type=positive_int, default=None)
+    parser.add_argument("--crop-ratios", type=float, nargs="+", default=None, metavar="RATIO",
+                        help="centre training crops on a pixel of the background, then of each target channel, in "
+                             "these ratios (e.g. 2 1 1 0 for a counter's background, dead, live, centre)")
     parser.add_argument("--batch-size", type=positive_int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--losses", nargs="+", default=None, help="loss terms, summed (e.g. lovasz bce)")
@@ -110,4 +113,5 @@ def unet_recipe(task, args: argparse.Namespace):
     return task.recipe(args.recipe).with_overrides(
         encoder=args.encoder, epochs=args.epochs, crop_size=args.crop_size, batch_size=args.batch_size, lr=args.lr,
         losses=tuple(args.losses) if args.losses else None, input_scale=args.input_scale, init_from=args.init_from,
+        crop_ratios=tuple(args.crop_ratios) if args.crop_ratios else None,
     )

@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
+from monai.transforms.utils import generate_label_classes_crop_centers, map_classes_to_indices
 from timm.optim import create_optimizer_v2
 from timm.utils import random_seed
 from torch import nn
@@ -84,12 +85,22 @@ def mirror_to(image: np.ndarray, size: int | None) -> np.ndarray:
     return np.pad(image, [*pads, (0, 0)], mode="reflect") if any(pad for pad, _ in pads) else image
 
 
+#: pixels kept per image and class as candidate crop centres (evenly spaced): bounds the memory of large images
+MAX_CENTRES_PER_CLASS = 4096
+
+
 class SegmentationCrops(Dataset):
     """A random crop of image ``index`` with its targets, as (image, target) tensors; whole
     images are contrast-stretched and resized by ``scale`` first, as serving does (targets by
     their nearest pixel), then mirrored up to ``min_size`` (:func:`mirror_to`; give the
     transform's first crop, :func:`zoom_crop_size`). ``images`` are uint8 (H, W, 3), ``targets``
-    uint8 (channels, H, W)."""
+    uint8 (channels, H, W).
+
+    ``ratios`` (background first, then one per target channel; MONAI's ``RandCropByLabelClasses``):
+    each crop is first cut ``min_size`` wide about a pixel of a class drawn with these ratios (a class
+    absent from the image is skipped), so rare objects reach training however small the crop is against
+    the image; ``None``: the transform's own uniformly random crops.
+    """
 
     def __init__(
         self,
@@ -99,6 +110,7 @@ class SegmentationCrops(Dataset):
         percentiles: tuple[float, float] | None = None,
         scale: float | None = None,
         min_size: int | None = None,
+        ratios: Sequence[float] | None = None,
     ):
         images = (mirror_to(rescale(stretch_contrast(image, percentiles)[None], scale)[0], min_size) for image in images)
         targets = (mirror_to(rescale(target.transpose(1, 2, 0)[None], scale, nearest=True)[0], min_size)
@@ -106,13 +118,45 @@ class SegmentationCrops(Dataset):
         self.images = [tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)) for image in images]
         self.targets = [tv_tensors.Mask(torch.from_numpy(target).permute(2, 0, 1)) for target in targets]
         self.transform = transform
+        self.ratios, self.min_size, self.centres = None, min_size, []
+        if ratios is not None:
+            self.ratios = [float(ratio) for ratio in ratios]
+            channels = {len(target) for target in self.targets}
+            if channels - {len(self.ratios) - 1}:
+                raise ValueError(f"crop ratios {tuple(ratios)}: one for the background, then one per target channel "
+                                 f"({sorted(channels)[0]})")
+            if self.ratios[0] <= 0 or min(self.ratios) < 0:
+                raise ValueError(f"crop ratios {tuple(ratios)}: none negative and the background's above 0 "
+                                 "(an image with no object still needs a crop)")
+            if not min_size:
+                raise ValueError("crops about a class's pixels need min_size, the width of the first crop")
+            self.centres = [
+                map_classes_to_indices(torch.cat([(target.sum(0, keepdim=True) == 0), target.bool()]).numpy(),
+                                       max_samples_per_class=MAX_CENTRES_PER_CLASS)
+                for target in self.targets
+            ]
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, target = self.transform(self.images[index], self.targets[index])
+        image, target = self.images[index], self.targets[index]
+        if self.ratios is not None:
+            image, target = self.crop_about_a_class(index)
+        image, target = self.transform(image, target)
         return image, target.float()
+
+    def crop_about_a_class(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        """``min_size`` square of image ``index`` about a pixel of a class drawn by ``ratios``; the
+        draw follows torch's random state, as the transform's do."""
+        image, target = self.images[index], self.targets[index]
+        rand_state = np.random.RandomState(int(torch.randint(2**31 - 1, ())))
+        (centre,) = generate_label_classes_crop_centers(
+            self.min_size, 1, image.shape[1:], self.centres[index], self.ratios, rand_state, warn=False,
+        )
+        top, left = (int(c) - self.min_size // 2 for c in centre)
+        window = (slice(None), slice(top, top + self.min_size), slice(left, left + self.min_size))
+        return tv_tensors.Image(image[window]), tv_tensors.Mask(target[window])
 
 
 def type_sampler(image_types: Sequence[str], balance: float, num_samples: int, seed: int) -> WeightedRandomSampler:

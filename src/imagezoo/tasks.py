@@ -84,6 +84,7 @@ class SegmentationRecipe:
     centre_scale: float | None = None  # cell counters: also learn the cells' centres, ellipses this fraction of a box
     input_scale: float | None = None  # images resized by this factor for the network, in training and serving
     init_from: str | None = None  # a trained U-Net (folder or hf-hub: id) to fine-tune instead of starting from ImageNet
+    crop_ratios: tuple[float, ...] | None = None  # crops about a pixel of the background, then of each channel, in these ratios
 
     def with_overrides(self, **overrides) -> "SegmentationRecipe":
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
