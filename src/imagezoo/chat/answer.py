@@ -119,6 +119,10 @@ DIAGNOSTIC = _rules(  # "do I have...?", "is my ... a tumour?", treatment decisi
     r"\b(muestra|tiene|revela|indica|sale)\b.{0,30}\b(tumor|cancer|glioma|meningioma|adenoma|maligno)\b",
     r"\bhave i got (a |an |some )?(brain )?(tumou?r|cancer|glioma|meningioma|adenoma|malignan)",
     r"^\W*(y )?(esto |eso )?es (un |una )?(tumor|cancer|glioma|meningioma|adenoma)( (maligno|benigno|cerebral|grave))?\W*$",
+    # the same asked with a pronoun after a question about a tumour: "Do I have one?", "¿Lo tengo yo?"
+    r"^\W*(and |so )?((do|did|could|might|may) i (have|got)|have i got) (one|it|that|this|them)( too| as well| also)?\W*$",
+    r"^\W*(y )?(yo )?((tengo|tendre|tendria|padezco|podria tener|puedo tener) (uno|una|eso|esto)|(lo|la) (tengo|tendre|tendria)"
+    r"|(podria|puedo) tenerl[oa])( yo| tambien)?\W*$",
 )
 SCAN = _rules(  # questions about the user's own analysis result
     r"\bmy (results?|prediction|analysis)\b",
