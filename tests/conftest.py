@@ -243,7 +243,8 @@ def space_app(space: str, module_name: str, **env: str):
 def assert_uploads_reach_the_app(demo, tmp_path: Path) -> None:
     """Every image upload of a Space hands the app the user's own file (``type="filepath"``,
     ``image_mode=None``): Gradio's default conversion to RGB would clip a 16-bit image to white
-    (and drop alpha) before ``imagezoo.images`` normalises it as training did."""
+    (and drop alpha) before ``imagezoo.images`` normalises it as training did. A file Pillow cannot
+    open is a ``gr.Error`` that says why (Gradio's own opening of it said only "Error")."""
     import gradio as gr
     import numpy as np
     from gradio.data_classes import ImageData
@@ -254,9 +255,19 @@ def assert_uploads_reach_the_app(demo, tmp_path: Path) -> None:
     Image.fromarray(pixels).save(path)
     uploads = [block for block in demo.blocks.values() if isinstance(block, gr.Image) and block.type == "filepath"]
     assert uploads, "no image upload found"
+    text, empty, bomb = tmp_path / "notes.png", tmp_path / "empty.png", tmp_path / "bomb.png"
+    text.write_text("not an image")
+    empty.write_bytes(b"")
+    bomb.write_bytes(png_bomb_bytes())
+    refused = {text: "notes.png: not a recognised image format", empty: "empty.png: empty file",
+               bomb: "bomb.png: too large to decode safely"}
     for upload in uploads:
+        assert upload.get_block_name() == "image", upload.label  # a component the front end knows
         received = upload.preprocess(ImageData(path=str(path), orig_name=path.name))
         assert np.array_equal(np.asarray(Image.open(received)), pixels), upload.label
+        for bad, message in refused.items():
+            with pytest.raises(gr.Error, match=message):
+                upload.preprocess(ImageData(path=str(bad), orig_name=bad.name))
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -22,6 +22,7 @@ from imagezoo.chat.generate import Generator
 from imagezoo.explain import grad_cam, overlay
 from imagezoo.images import ImageError, load_image
 from imagezoo.tasks import SPACE_DELETE_CACHE
+from imagezoo.ui import ImageUpload
 
 logger = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -113,7 +114,7 @@ def build_demo() -> gr.Blocks:
         scan = gr.State(None)
         with gr.Tab("Analysis"):
             with gr.Row():
-                picture = gr.Image(type="filepath", image_mode=None, label="MRI slice")
+                picture = ImageUpload(label="MRI slice")
                 with gr.Column():
                     verdict = gr.Markdown(elem_id="verdict")
                     tumour = gr.Label(label="Tumour (1 - p(no tumour))")

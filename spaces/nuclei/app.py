@@ -26,6 +26,7 @@ from imagezoo.instances import overlay
 from imagezoo.predictors import load_predictor
 from imagezoo.predictors.segmenter import InstanceSegmenter, write_label_image, write_objects_csv
 from imagezoo.tasks import SPACE_DELETE_CACHE, default_model_id
+from imagezoo.ui import ImageUpload
 
 HERE = Path(__file__).resolve().parent
 MODEL_ID = default_model_id("nuclei-unet", HERE.parents[1] / "models")
@@ -89,7 +90,7 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(f"# Find and count cell nuclei\n\n{DISCLAIMER}\n\nModel: `{MODEL_ID}`")
         state = gr.State(None)
         with gr.Row():
-            upload = gr.Image(type="filepath", image_mode=None, label="Microscopy image")
+            upload = ImageUpload(label="Microscopy image")
             result = gr.Image(label="Nuclei (one colour each)", format="png")
         threshold = gr.Slider(0.05, 0.95, value=segmenter().settings.threshold, step=0.05, label="Foreground threshold")
         summary = gr.Markdown()
