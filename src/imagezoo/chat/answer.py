@@ -58,7 +58,10 @@ def _rules(*patterns: str) -> re.Pattern:
 
 
 UNSAFE = _rules(  # self-harm, and getting drugs around a doctor (not "can an MRI hurt me?")
-    r"\b(kill|hurt|harm|cut)(ing|s)? myself\b", r"\bkill me\b", r"suicid", r"self[- ]?harm",
+    r"\b(kill|hurt|harm|cut)(ing|s)? myself\b", r"suicid", r"self[- ]?harm",
+    # "please kill me", "I want someone to kill me"; not "will a glioma kill me?" (a question of outlook)
+    r"\b(please|someone|somebody|anyone|anybody|just) (\w+ )?kill me\b",
+    r"\bque (alguien )?me mate(n)?\b", r"\b(matadme|matenme|mateme)\b",
     r"\bend(ing)? (my life|it all)\b", r"\btak(e|ing) my (own )?life\b", r"\bbetter off dead\b",
     r"\bwant to die\b", r"\b(not|never) (to )?wake up\b", r"overdose", r"without (a )?prescription",
     r"\b(buy|get|obtain|order)\b.{0,80}\b(opioids?|morphine|oxycodone|fentanyl|drugs)\b",
