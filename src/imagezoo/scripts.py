@@ -72,7 +72,7 @@ def add_unet_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--crop-size", type=positive_int, default=None)
     parser.add_argument("--crop-ratios", type=float, nargs="+", default=None, metavar="RATIO",
                         help="centre training crops on a pixel of the background, then of each target channel, in "
-                             "these ratios (e.g. 2 1 1 0 for a counter's background, dead, live, centre)")
+                             "these ratios (e.g. 1 1 1 0 for a counter's background, dead, live, centre)")
     parser.add_argument("--batch-size", type=positive_int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--losses", nargs="+", default=None, help="loss terms, summed (e.g. lovasz bce)")
