@@ -22,7 +22,7 @@ from imagezoo.chat.generate import Generator
 from imagezoo.explain import grad_cam, overlay
 from imagezoo.images import ImageError, load_image
 from imagezoo.tasks import SPACE_DELETE_CACHE
-from imagezoo.ui import ImageUpload
+from imagezoo.ui import image_upload
 
 logger = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -114,7 +114,7 @@ def build_demo() -> gr.Blocks:
         scan = gr.State(None)
         with gr.Tab("Analysis"):
             with gr.Row():
-                picture = ImageUpload(label="MRI slice")
+                picture = image_upload(label="MRI slice")
                 with gr.Column():
                     verdict = gr.Markdown(elem_id="verdict")
                     tumour = gr.Label(label="Tumour (1 - p(no tumour))")

@@ -23,7 +23,7 @@ from imagezoo.caching import load_once
 from imagezoo.images import ImageError, load_image
 from imagezoo.inference import ImageClassifier
 from imagezoo.tasks import SPACE_DELETE_CACHE, default_model_id
-from imagezoo.ui import ImageUpload
+from imagezoo.ui import image_upload
 
 HERE = Path(__file__).resolve().parent
 MODEL_ID = default_model_id("cats-dogs", HERE.parents[1] / "models")
@@ -73,7 +73,7 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(f"# Cat, dog or neither\n{NOTICE}")
         with gr.Tab("Photo"):
             with gr.Row():
-                photo = ImageUpload(label="Photo")
+                photo = image_upload(label="Photo")
                 verdict = gr.Label(num_top_classes=3, label="Prediction")
             gr.Button("Classify", variant="primary").click(classify, photo, verdict, api_name="classify")
             if EXAMPLES:

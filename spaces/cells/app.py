@@ -23,7 +23,7 @@ from imagezoo.inference import ImageClassifier
 from imagezoo.predictors import load_predictor
 from imagezoo.predictors.cells import CellCounter
 from imagezoo.tasks import SPACE_DELETE_CACHE, default_model_id
-from imagezoo.ui import ImageUpload
+from imagezoo.ui import image_upload
 from imagezoo.viability import score_boxes, viability
 
 HERE = Path(__file__).resolve().parent
@@ -110,7 +110,7 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(f"# Live or dead? Microscopy cell viability\n\n{DISCLAIMER}\n\nModel: `{MODEL_ID}`")
         with gr.Tab("One cell"):
             with gr.Row():
-                cell = ImageUpload(label="Cell crop")
+                cell = image_upload(label="Cell crop")
                 probabilities = gr.Label(num_top_classes=2, label="Prediction")
             gr.Button("Classify", variant="primary").click(classify_cell, cell, probabilities, api_name="classify")
             if EXAMPLES:
@@ -118,7 +118,7 @@ def build_demo() -> gr.Blocks:
         with gr.Tab("Whole image"):
             gr.Markdown(f"No box file needed: the cell counter finds the cells. Model: `{COUNTER_ID}`")
             with gr.Row():
-                whole = ImageUpload(label="Slide image")
+                whole = image_upload(label="Slide image")
                 outlined = gr.Image(label="Cells: live green, dead red", format="png")
             counts = gr.Markdown()
             cells = gr.Dataframe(headers=CELL_COLUMNS, label="Cells found", interactive=False)

@@ -20,7 +20,7 @@ from imagezoo.explain import feature_layers, feature_maps, grad_cam, overlay
 from imagezoo.images import ImageError, load_image
 from imagezoo.inference import ImageClassifier
 from imagezoo.tasks import CHARACTER_SETS, CHARACTER_TITLES, SPACE_DELETE_CACHE, default_model_id
-from imagezoo.ui import ImageUpload
+from imagezoo.ui import image_upload
 
 HERE = Path(__file__).resolve().parent
 MODELS = {name: default_model_id(f"characters-{name}", HERE.parents[1] / "models", env=f"IMAGEZOO_MODEL_{name.upper()}")
@@ -75,7 +75,7 @@ def build_demo() -> gr.Blocks:
             layer = gr.Dropdown(["blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6"], value="blocks.2",
                                 label="Feature maps of layer (shallow to deep)")
         with gr.Row():
-            picture = ImageUpload(label="Picture")
+            picture = image_upload(label="Picture")
             probs = gr.Label(num_top_classes=4, label="Prediction")
         with gr.Row():
             cam = gr.Image(label="Grad-CAM")

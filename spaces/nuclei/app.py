@@ -26,7 +26,7 @@ from imagezoo.instances import overlay
 from imagezoo.predictors import load_predictor
 from imagezoo.predictors.segmenter import InstanceSegmenter, write_label_image, write_objects_csv
 from imagezoo.tasks import SPACE_DELETE_CACHE, default_model_id
-from imagezoo.ui import ImageUpload
+from imagezoo.ui import image_upload
 
 HERE = Path(__file__).resolve().parent
 MODEL_ID = default_model_id("nuclei-unet", HERE.parents[1] / "models")
@@ -90,7 +90,7 @@ def build_demo() -> gr.Blocks:
         gr.Markdown(f"# Find and count cell nuclei\n\n{DISCLAIMER}\n\nModel: `{MODEL_ID}`")
         state = gr.State(None)
         with gr.Row():
-            upload = ImageUpload(label="Microscopy image")
+            upload = image_upload(label="Microscopy image")
             result = gr.Image(label="Nuclei (one colour each)", format="png")
         threshold = gr.Slider(0.05, 0.95, value=segmenter().settings.threshold, step=0.05, label="Foreground threshold")
         summary = gr.Markdown()
