@@ -317,6 +317,11 @@ def test_resume_redoes_the_rows_of_another_schema_version(tmp_path):
     assert previous_sources(out, schema) == []
     pq.write_table(pa.Table.from_pylist([], schema=schema), out)
     assert previous_sources(out, schema) == [out]
+    # a column's description reworded under the same version: the rows are the same kind, reused
+    reworded = pa.schema([field.with_metadata({"description": "reworded"}) for field in schema],
+                         metadata=schema.metadata)
+    pq.write_table(pa.Table.from_pylist([], schema=reworded), out)
+    assert previous_sources(out, schema) == [out]
 
 
 def test_resume_redoes_the_rows_of_a_file_that_is_not_parquet(tmp_path):

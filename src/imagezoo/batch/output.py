@@ -92,6 +92,13 @@ def parts_dir_for(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
+def same_schema(written: pa.Schema, schema: pa.Schema) -> bool:
+    """The same columns (names, types, order) under the same schema version: a column's description
+    may be reworded between releases without making the rows it describes another kind of row."""
+    version = (written.metadata or {}).get(b"imagezoo_schema_version")
+    return written.equals(schema) and version == schema.metadata[b"imagezoo_schema_version"]
+
+
 def previous_sources(out: Path, schema: pa.Schema) -> list[Path]:
     """Parquet files a resumed job can reuse: the last complete output and unmerged parts
     written with ``schema`` (files of another model or schema are left out, their rows redone)."""
@@ -103,7 +110,7 @@ def previous_sources(out: Path, schema: pa.Schema) -> list[Path]:
         except (pa.ArrowInvalid, OSError) as err:  # not Parquet, or cut short (parts are renamed into place whole)
             logger.warning("%s is not a readable Parquet file (%s); its rows will be redone", source, err)
             continue
-        if written.equals(schema, check_metadata=True):  # == ignores the schema version
+        if same_schema(written, schema):
             sources.append(source)
         else:
             logger.warning("%s was written for another model or schema; its rows will be redone", source)
