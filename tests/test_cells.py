@@ -153,11 +153,25 @@ def test_viability_metrics_on_hand_checked_slides():
     assert overall["dead"]["f1"] == pytest.approx(0.5)
     assert overall["cells"]["tp"] == 4 and overall["cells"]["predicted"] == 5 and overall["cells"]["true"] == 5
     assert overall["min_class_f1"] == pytest.approx(0.5)
-    # viability 0.5 vs 0.75 on slide 1; slide 3 found nothing: error 1; slide 2 has no truth
-    assert overall["viability_mae"] == pytest.approx((0.25 + 1.0) / 2)
+    # viability 0.5 vs 0.75 on slide 1; slide 3 found nothing: error 1; slide 2 has no cell but one
+    # was found: error 1 over every slide, left out over the slides with cells
+    assert overall["viability_mae"] == pytest.approx((0.25 + 1.0 + 1.0) / 3)
+    assert overall["viability_mae_with_cells"] == pytest.approx((0.25 + 1.0) / 2)
+    assert overall["n_images_with_cells"] == 2
     assert overall["live"]["count_mae"] == pytest.approx((1 + 1 + 0) / 3)
-    assert metrics["without_cells"] == {"n_images": 1, "fraction_with_no_cell_found": 0.0, "cells_found_mean": 1.0}
+    without = metrics["without_cells"]
+    assert without["n_images"] == 1 and without["fraction_with_no_cell_found"] == 0.0
+    assert without["cells_found_mean"] == 1.0 and without["viability_mae"] == 1.0
+    assert without["live"]["count_mae"] == 1.0 and without["live"]["f1"] == 0.0 and without["dead"]["f1"] == 1.0
+    assert without["viability_mae_with_cells"] is None
     assert metrics["with_cells"]["n_images"] == 2
+    assert metrics["with_cells"]["viability_mae"] == overall["viability_mae_with_cells"]
+
+
+def test_a_slide_without_cells_where_none_is_found_scores_no_error():
+    metrics = viability_metrics([[], [(5, 5, 1)]], [[], [[0, 0, 10, 10]]], [[], [1]], LABELS)
+    assert metrics["overall"]["viability_mae"] == 0.0 and metrics["overall"]["min_class_f1"] == 1.0
+    assert metrics["without_cells"]["viability_mae"] == 0.0 and metrics["without_cells"]["fraction_with_no_cell_found"] == 1.0
 
 
 def test_image_counts_of_a_perfect_prediction():

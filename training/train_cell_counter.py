@@ -176,9 +176,10 @@ def main(argv: list[str] | None = None) -> Path:
         }
         overall = designs[name]["test"]["overall"]
         logger.info(
-            "test %s (%s, threshold %.2f, min_size %d): F1 live %.4f dead %.4f cells %.4f, viability MAE %.4f",
-            name, settings.postprocess, settings.threshold, settings.min_size, overall["live"]["f1"],
-            overall["dead"]["f1"], overall["cells"]["f1"], overall["viability_mae"],
+            "test %s (%s, threshold %.2f, min_size %d): F1 live %.4f dead %.4f cells %.4f, viability MAE %.4f "
+            "(slides with cells: %s)", name, settings.postprocess, settings.threshold, settings.min_size,
+            overall["live"]["f1"], overall["dead"]["f1"], overall["cells"]["f1"], overall["viability_mae"],
+            overall["viability_mae_with_cells"],
         )
     chosen = args.design
     if chosen == "auto":
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> Path:
     overall = metrics["overall"]
     headline = {
         "live_f1": overall["live"]["f1"], "dead_f1": overall["dead"]["f1"], "cells_f1": overall["cells"]["f1"],
-        "viability_mae": overall["viability_mae"],
+        "viability_mae": overall["viability_mae"], "viability_mae_with_cells": overall["viability_mae_with_cells"],
     }
     repo_id = args.push_to_hub or args.hub_repo_id or f"{HUB_ORG}/{output_dir.name}"
     command = script_command("training/train_cell_counter.py", argv)

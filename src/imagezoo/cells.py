@@ -196,11 +196,21 @@ def f1(tp: int, predicted: int, true: int) -> dict:
     return dict(precision=precision, recall=recall, f1=score, tp=tp, predicted=predicted, true=true)
 
 
+def viability_error(image: dict, live: int, dead: int) -> float:
+    """Absolute error of one :func:`image_counts` result's viability; when the truth or the prediction
+    has no cell (viability undefined), 0 if both have none and 1, the worst case, if only one has."""
+    truth = viability_fraction(image[live]["true"], image[dead]["true"])
+    predicted = viability_fraction(image[live]["predicted"], image[dead]["predicted"])
+    if truth is None or predicted is None:
+        return 0.0 if truth is None and predicted is None else 1.0
+    return abs(predicted - truth)
+
+
 def summarise(per_image: Sequence[dict], label_names: Sequence[str]) -> dict:
     """Pooled per-class count F1 and per-image MAEs over :func:`image_counts` results.
 
-    Viability MAE is over images with at least one true cell; an image where none was found
-    counts as an error of 1 (its viability is unknown, the worst case is assumed).
+    Viability MAE is over every image (:func:`viability_error`: an image where only the truth or only
+    the prediction has cells counts as an error of 1), and over the images with at least one true cell.
     """
     if not per_image:
         return {"n_images": 0}
@@ -213,14 +223,11 @@ def summarise(per_image: Sequence[dict], label_names: Sequence[str]) -> dict:
             "count_bias": float(np.mean([image[key]["predicted"] - image[key]["true"] for image in per_image])),
         }
     live, dead = label_names.index("live"), label_names.index("dead")
-    errors = []
-    for image in per_image:
-        truth = viability_fraction(image[live]["true"], image[dead]["true"])
-        if truth is not None:
-            predicted = viability_fraction(image[live]["predicted"], image[dead]["predicted"])
-            errors.append(1.0 if predicted is None else abs(predicted - truth))
-    result["viability_mae"] = float(np.mean(errors)) if errors else None
-    result["n_images_with_cells"] = len(errors)
+    errors = [viability_error(image, live, dead) for image in per_image]
+    with_cells = [error for image, error in zip(per_image, errors) if image[live]["true"] + image[dead]["true"]]
+    result["viability_mae"] = float(np.mean(errors))
+    result["viability_mae_with_cells"] = float(np.mean(with_cells)) if with_cells else None
+    result["n_images_with_cells"] = len(with_cells)
     result["min_class_f1"] = min(result[name]["f1"] for name in label_names)
     return result
 
@@ -232,15 +239,16 @@ def viability_metrics(
     label_names: Sequence[str],
 ) -> dict:
     """Count and viability metrics on every image (``overall``), on the images with cells and
-    on those without (where any found cell is a false positive)."""
+    on those without (where any found cell is a false positive), each as :func:`summarise`."""
     per_image = [image_counts(p, b, y, len(label_names)) for p, b, y in zip(predictions, boxes, box_labels)]
-    empty = [image["any"]["predicted"] for image in per_image if image["any"]["true"] == 0]
+    empty = [image for image in per_image if image["any"]["true"] == 0]
+    found = [image["any"]["predicted"] for image in empty]
     return {
         "overall": summarise(per_image, label_names),
         "with_cells": summarise([image for image in per_image if image["any"]["true"]], label_names),
         "without_cells": {
-            "n_images": len(empty),
-            "fraction_with_no_cell_found": float(np.mean([found == 0 for found in empty])) if empty else None,
-            "cells_found_mean": float(np.mean(empty)) if empty else None,
+            **summarise(empty, label_names),
+            "fraction_with_no_cell_found": float(np.mean([n == 0 for n in found])) if empty else None,
+            "cells_found_mean": float(np.mean(found)) if empty else None,
         },
     }
