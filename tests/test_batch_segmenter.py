@@ -83,6 +83,26 @@ def test_resume_reuses_rows_and_keeps_the_masks(nuclei_model, nuclei_folder, tmp
     assert (elsewhere / "objects.csv").read_text() == objects
 
 
+def test_a_file_that_fails_on_a_rerun_leaves_no_label_image_behind(nuclei_model, nuclei_folder, tmp_path):
+    """Label images and tables of an earlier run never contradict this run's error rows."""
+    out, masks = tmp_path / "nuclei.parquet", tmp_path / "masks"
+    run_job(nuclei_folder, str(nuclei_model), out, masks_dir=masks, progress=False, num_workers=0)
+    broken = "plate1/well/1.png"
+    assert (masks / f"{broken}.png").is_file() and (masks / f"{broken}.objects.csv").is_file()
+    (nuclei_folder / broken).write_bytes((nuclei_folder / broken).read_bytes()[:200])  # truncated since
+    run_job(nuclei_folder, str(nuclei_model), out, masks_dir=masks, progress=False, num_workers=0)
+    row = next(r for r in pq.read_table(out).to_pylist() if r["path"] == broken)
+    assert row["error"] is not None
+    assert not (masks / f"{broken}.png").exists() and not (masks / f"{broken}.objects.csv").exists()
+    assert broken not in {o["image"] for o in pacsv.read_csv(masks / "objects.csv").to_pylist()}
+    only_bad = tmp_path / "only-bad"  # nothing scored: the merged table is emptied, not left from before
+    only_bad.mkdir()
+    (only_bad / "notes.png").write_text("not an image")
+    run_job(only_bad, str(nuclei_model), tmp_path / "bad.parquet", masks_dir=masks, progress=False, num_workers=0)
+    table = pacsv.read_csv(masks / "objects.csv")
+    assert table.num_rows == 0 and table.column_names[0] == "image"
+
+
 def test_ray_engine_gives_the_same_rows(nuclei_model, nuclei_folder, tmp_path):
     local, ray_out = tmp_path / "local.parquet", tmp_path / "ray.parquet"
     run_job(nuclei_folder, str(nuclei_model), local, progress=False, num_workers=0)

@@ -88,6 +88,7 @@ def run_job(
         job.writer.flush()
     job.summary.seconds = time.perf_counter() - start
     finalize(out, schema, done, reused, job.writer.written)
-    scored = pq.read_table(out, columns=["path", "error"]).to_pylist()
-    predictor.finish_outputs(options, sorted({row["path"] for row in scored if row["error"] is None}))
+    rows = pq.read_table(out, columns=["path", "error"]).to_pylist()
+    scored = {row["path"] for row in rows if row["error"] is None}
+    predictor.finish_outputs(options, sorted(scored), sorted({row["path"] for row in rows} - scored))
     return job.summary

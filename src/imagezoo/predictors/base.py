@@ -168,9 +168,10 @@ class Predictor(ABC):
         rows (a re-run with a new ``--masks-dir`` rescores the files it has no label image of)."""
         return True
 
-    def finish_outputs(self, options: JobOptions, paths: list[str]) -> None:
+    def finish_outputs(self, options: JobOptions, paths: list[str], failed: list[str]) -> None:
         """Once the job's output is complete: combine per-file outputs of ``paths`` (the files
-        scored without error, resumed ones included); nothing by default."""
+        scored without error, resumed ones included) and remove any of ``failed`` (the files whose
+        row is an error); nothing by default."""
 
 
 PREDICTORS: dict[str, type[Predictor]] = {}

@@ -170,15 +170,19 @@ class InstanceSegmenter(Predictor):
     def has_outputs(self, options: JobOptions, path: str) -> bool:
         return not options.masks_dir or all(target.is_file() for target in mask_paths(options.masks_dir, path))
 
-    def finish_outputs(self, options: JobOptions, paths: list[str]) -> None:
-        """``DIR/objects.csv``: every object of every scored file, in path order (resumed files included)."""
+    def finish_outputs(self, options: JobOptions, paths: list[str], failed: list[str]) -> None:
+        """``DIR/objects.csv``: every object of every scored file, in path order (resumed files included,
+        header only when there is none); a failed file's label image and table from an earlier run go,
+        so that no file left in ``DIR`` contradicts its error row."""
         if not options.masks_dir:
             return
+        for path in failed:
+            for stale in mask_paths(options.masks_dir, path):
+                stale.unlink(missing_ok=True)
         convert = pacsv.ConvertOptions(column_types=OBJECTS_SCHEMA)
         tables = [
             pacsv.read_csv(csv, convert_options=convert)
             for path in paths if (csv := mask_paths(options.masks_dir, path)[1]).is_file()
         ]
-        if tables:
-            merged = pa.concat_tables(tables)
-            write_atomically(Path(options.masks_dir, OBJECTS_CSV), lambda tmp: pacsv.write_csv(merged, tmp))
+        merged = pa.concat_tables(tables) if tables else OBJECTS_SCHEMA.empty_table()
+        write_atomically(Path(options.masks_dir, OBJECTS_CSV), lambda tmp: pacsv.write_csv(merged, tmp))
