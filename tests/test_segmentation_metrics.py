@@ -7,11 +7,13 @@ import pytest
 from skimage.segmentation import relabel_sequential
 
 from imagezoo.segmentation_metrics import (
+    average_precision,
     count_error,
     dice,
     dsb_score,
     foreground_iou,
     iou_matrix,
+    object_scores,
     precision_at,
     segmentation_metrics,
 )
@@ -172,3 +174,77 @@ def test_segmentation_metrics_means_per_image_and_pools_pixels():
     assert segmentation_metrics(pairs)["by_group"] == {}
     with pytest.raises(ValueError):
         segmentation_metrics(pairs, groups=["a"])
+
+
+def test_average_precision_checked_by_hand():
+    # two nuclei; three objects ranked: a match, a false one, a match
+    ap = average_precision(np.array([0.9, 0.8, 0.7]), np.array([True, False, True]), n_true=2)
+    # precision made non-increasing: 1, 2/3, 2/3 at recall 0.5, 0.5, 1; 51 recall points at 1, 50 at 2/3
+    assert ap == pytest.approx((51 * 1.0 + 50 * 2 / 3) / 101)
+    assert average_precision(np.array([0.9]), np.array([True]), n_true=4) == pytest.approx(26 / 101)  # recall 0.25
+    assert average_precision(np.array([]), np.array([], dtype=bool), n_true=0) == 1.0
+    assert average_precision(np.array([0.5]), np.array([False]), n_true=0) == 0.0
+
+
+def coco_ap50(pairs, scores) -> float:
+    """pycocotools' COCOeval (segm, one category, IoU 0.5, every object kept), the reference AP."""
+    from pycocotools import mask as coco_mask
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def rles(labels):
+        return [coco_mask.encode(np.asfortranarray((labels == k).astype(np.uint8))) for k in np.unique(labels[labels > 0])]
+
+    truth, found = COCO(), []
+    truth.dataset = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "nucleus"}]}
+    for image_id, ((true, pred), image_scores) in enumerate(zip(pairs, scores)):
+        truth.dataset["images"].append({"id": image_id, "height": true.shape[0], "width": true.shape[1]})
+        for rle in rles(true):
+            truth.dataset["annotations"].append({
+                "id": len(truth.dataset["annotations"]) + 1, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                "segmentation": rle, "area": float(coco_mask.area(rle)), "bbox": list(coco_mask.toBbox(rle)),
+            })
+        found += [{"image_id": image_id, "category_id": 1, "segmentation": rle, "score": float(score)}
+                  for rle, score in zip(rles(pred), image_scores)]
+    truth.createIndex()
+    evaluation = COCOeval(truth, truth.loadRes(found), "segm")
+    evaluation.params.iouThrs, evaluation.params.maxDets = np.array([0.5]), [10_000]
+    evaluation.params.areaRng, evaluation.params.areaRngLbl = [[0, 1e10]], ["all"]
+    evaluation.evaluate()
+    evaluation.accumulate()
+    return float(evaluation.eval["precision"][0, :, 0, 0, 0].mean())
+
+
+def random_discs(rng, n, shape=(64, 64)) -> np.ndarray:
+    labels = np.zeros(shape, dtype=np.int32)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    for k in range(1, n + 1):
+        y, x, r = rng.integers(6, shape[0] - 6), rng.integers(6, shape[1] - 6), rng.integers(3, 7)
+        labels[(yy - y) ** 2 + (xx - x) ** 2 <= r * r] = k
+    return relabel_sequential(labels)[0]
+
+
+def test_average_precision_agrees_with_pycocotools():
+    """Missed, shifted, split and invented nuclei over several images, objects ranked across images."""
+    rng = np.random.default_rng(0)
+    pairs, scores = [], []
+    for _ in range(6):
+        true = random_discs(rng, rng.integers(0, 7))
+        pred = np.roll(true, rng.integers(-2, 3), axis=1) * (rng.random() > 0.2)  # shifted, sometimes all missed
+        invented = random_discs(rng, 2)
+        pred = relabel_sequential(np.where((pred == 0) & (invented > 0), invented + pred.max(), pred))[0]
+        probability = rng.random(true.shape)
+        pairs.append((true, pred))
+        scores.append(object_scores(pred, probability))
+    ours = segmentation_metrics(pairs, scores=scores)["overall"]["ap_0.5"]
+    assert ours == pytest.approx(coco_ap50(pairs, scores), abs=1e-9)
+    assert 0.0 < ours < 1.0
+
+
+def test_object_scores_are_each_objects_mean_probability_in_label_order():
+    pred = square(cols=slice(10, 20), value=5) + square(cols=slice(20, 30), value=2)
+    probability = np.zeros(pred.shape)
+    probability[pred == 5], probability[pred == 2] = 0.9, 0.4
+    np.testing.assert_allclose(object_scores(pred, probability), [0.4, 0.9])
+    with pytest.raises(ValueError, match="1 scores for 2 objects"):
+        segmentation_metrics([(pred, pred)], scores=[np.array([0.5])])

@@ -57,7 +57,7 @@ SEGMENTATION_TASKS = sorted(
     name for name, task in TASKS.items()
     if isinstance(task.recipe(), SegmentationRecipe) and task.model_config.get("predictor", "segmenter") == "segmenter"
 )
-HEADLINE = ("dsb_score", "foreground_iou", "precision_at_0.5", "dice")
+HEADLINE = ("dsb_score", "foreground_iou", "precision_at_0.5", "ap_0.5", "dice")
 
 
 #: the post-processings that read (body, border) maps (``watershed-centres`` needs a centre channel)
@@ -117,9 +117,9 @@ def main(argv: list[str] | None = None) -> Path:
         }
         overall = postprocessing[method]["test"]["overall"]
         logger.info(
-            "test %s (threshold %.2f, min_size %d): DSB %.4f, foreground IoU %.4f, precision@0.5 %.4f, count MAE %.2f",
-            method, params["threshold"], params["min_size"], overall["dsb_score"], overall["foreground_iou"],
-            overall["precision_at_0.5"], overall["count_mae"],
+            "test %s (threshold %.2f, min_size %d): DSB %.4f, foreground IoU %.4f, precision@0.5 %.4f, AP@0.5 %.4f, "
+            "count MAE %.2f", method, params["threshold"], params["min_size"], overall["dsb_score"],
+            overall["foreground_iou"], overall["precision_at_0.5"], overall["ap_0.5"], overall["count_mae"],
         )
     chosen = max(postprocessing, key=lambda m: postprocessing[m]["validation"]["overall"]["dsb_score"])
     config = dataclasses.replace(

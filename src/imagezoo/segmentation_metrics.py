@@ -2,7 +2,8 @@
 
 The headline is the Kaggle 2018 Data Science Bowl score, so our nuclei numbers compare with
 the competition's; foreground IoU, Dice and count errors say *how* a model is wrong (merged
-nuclei cost objects, not foreground).
+nuclei cost objects, not foreground); with each object's confidence, COCO's average precision at
+IoU 0.5 ranks the objects of all images together.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage as ndi
 from skimage.segmentation import relabel_sequential
 
 DSB_THRESHOLDS = np.arange(0.5, 1.0, 0.05)
@@ -60,6 +62,31 @@ def precision_at(true: np.ndarray, pred: np.ndarray, threshold: float = 0.5) -> 
     return float(precision_at_iou(iou_matrix(true, pred), threshold)[0])
 
 
+def object_scores(pred: np.ndarray, probability: np.ndarray) -> np.ndarray:
+    """Each predicted object's confidence, in increasing label order (as :func:`iou_matrix`'s columns):
+    the mean of ``probability`` over its pixels."""
+    ids = np.unique(pred[pred > 0])
+    return np.asarray(ndi.mean(probability, pred, ids), dtype=float).reshape(-1)
+
+
+#: COCO's recall points for average precision
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+
+
+def average_precision(scores: np.ndarray, is_match: np.ndarray, n_true: int) -> float:
+    """COCO's average precision of detections pooled over images: ranked by score, precision made
+    non-increasing in recall, read at 101 recall points (0 beyond the last recall reached); 1.0 when
+    there is nothing to find and nothing was found."""
+    if n_true == 0:
+        return 1.0 if len(scores) == 0 else 0.0
+    order = np.argsort(-np.asarray(scores, dtype=float), kind="mergesort")  # ties: COCO's stable order
+    tp = np.cumsum(np.asarray(is_match, dtype=bool)[order])
+    recall = tp / n_true
+    precision = np.maximum.accumulate((tp / np.arange(1, len(tp) + 1))[::-1])[::-1]
+    reached = np.searchsorted(recall, RECALL_POINTS, side="left")
+    return float(np.where(reached < len(precision), precision[np.minimum(reached, len(precision) - 1)], 0.0).mean())
+
+
 def foreground_overlap(true: np.ndarray, pred: np.ndarray) -> tuple[int, int, int]:
     """(intersection, union, |true| + |pred|) of the binarised masks: what IoU, Dice and pooling share."""
     true, pred = np.asarray(true) > 0, np.asarray(pred) > 0
@@ -86,10 +113,17 @@ def count_error(true: np.ndarray, pred: np.ndarray) -> int:
 
 
 def summarise(rows: list[dict]) -> dict:
-    """Means over images, plus the foreground IoU pooled over all their pixels."""
-    column = {key: np.array([row[key] for row in rows], dtype=float) for key in rows[0]}
+    """Means over images, plus the foreground IoU pooled over all their pixels (and, with object
+    scores, the average precision of all their objects ranked together)."""
+    column = {key: np.array([row[key] for row in rows], dtype=float) for key in rows[0] if key != "detections"}
     union = column["union"].sum()
+    if "detections" in rows[0]:
+        scores, matched = (np.concatenate([row["detections"][k] for row in rows]) for k in (0, 1))
+        ap = {"ap_0.5": average_precision(scores, matched, int(column["n_true"].sum()))}
+    else:
+        ap = {}
     return {
+        **ap,
         "dsb_score": float(column["dsb_score"].mean()),
         "precision_at_0.5": float(column["precision_at_0.5"].mean()),
         "foreground_iou": float(column["foreground_iou"].mean()),
@@ -102,21 +136,27 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def segmentation_metrics(
-    pairs: Sequence[tuple[np.ndarray, np.ndarray]], groups: Sequence[str] | None = None
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+    groups: Sequence[str] | None = None,
+    scores: Sequence[np.ndarray] | None = None,
 ) -> dict:
     """Per-image metrics of (true, pred) label images averaged overall and per group (e.g. image type).
 
     Every number is a mean over images (each image weighs the same, as in the Kaggle score),
     except ``foreground_iou_pooled``: intersection over union of all images' pixels together,
-    where large images weigh more. ``count_mae``/``count_bias`` are the mean absolute and signed
-    ``count_error`` (predicted minus true objects).
+    where large images weigh more, and ``ap_0.5`` (given ``scores``, each image's
+    :func:`object_scores`): COCO's average precision at IoU 0.5 over all objects ranked together.
+    ``count_mae``/``count_bias`` are the mean absolute and signed ``count_error`` (predicted minus
+    true objects).
     """
     if groups is not None and len(groups) != len(pairs):
         raise ValueError(f"{len(groups)} groups for {len(pairs)} images")
+    if scores is not None and len(scores) != len(pairs):
+        raise ValueError(f"{len(scores)} score arrays for {len(pairs)} images")
     if not pairs:
         raise ValueError("no images to score")
     rows = []
-    for true, pred in pairs:
+    for n, (true, pred) in enumerate(pairs):
         intersection, union, _ = foreground_overlap(true, pred)
         iou = iou_matrix(true, pred)
         rows.append(
@@ -126,10 +166,15 @@ def segmentation_metrics(
                 "foreground_iou": foreground_iou(true, pred),
                 "dice": dice(true, pred),
                 "count_error": iou.shape[1] - iou.shape[0],
+                "n_true": iou.shape[0],
                 "intersection": intersection,
                 "union": union,
             }
         )
+        if scores is not None:
+            if len(scores[n]) != iou.shape[1]:
+                raise ValueError(f"image {n}: {len(scores[n])} scores for {iou.shape[1]} objects")
+            rows[-1]["detections"] = (np.asarray(scores[n], dtype=float), (iou > 0.5).any(axis=0))
     by_group = defaultdict(list)
     for group, row in zip([] if groups is None else groups, rows):
         by_group[group].append(row)

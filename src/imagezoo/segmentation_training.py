@@ -44,7 +44,7 @@ from imagezoo.segmentation import (
     rescale,
     stretch_contrast,
 )
-from imagezoo.segmentation_metrics import dsb_score, segmentation_metrics
+from imagezoo.segmentation_metrics import dsb_score, object_scores, segmentation_metrics
 from imagezoo.tasks import SegmentationRecipe
 from imagezoo.training import check_can_select, cosine_schedule
 
@@ -204,9 +204,12 @@ def predict_all(model: nn.Module, images: Sequence[np.ndarray], config: Segmente
 
 
 def instance_metrics(probabilities: Sequence[np.ndarray], data: NucleiImages, settings: SegmenterConfig) -> dict:
-    """:func:`segmentation_metrics` of the instances ``settings`` serve, overall and per image type."""
+    """:func:`segmentation_metrics` of the instances ``settings`` serve, overall and per image type;
+    each object's confidence (for the average precision) is its mean probability of the first channel,
+    the nuclei's body."""
     pairs = [(labels, settings.instances(probs)) for probs, labels in zip(probabilities, data.labels)]
-    return segmentation_metrics(pairs, groups=data.image_types)
+    scores = [object_scores(pred, probs[0]) for (_, pred), probs in zip(pairs, probabilities)]
+    return segmentation_metrics(pairs, groups=data.image_types, scores=scores)
 
 
 def tune_postprocessing(
