@@ -29,6 +29,7 @@ from imagezoo.cells import CLASS_COLOURS, box_targets, class_channels, viability
 from imagezoo.inference import ImageClassifier
 from imagezoo.predictors.cells import CellCounter, CellSegmentation
 from imagezoo.segmentation import SegmenterConfig
+from imagezoo.tasks import LIVE
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ def save_counter_figure(counter: CellCounter, slides: Slides, probabilities: Seq
             truth[[ymin, max(ymin, ymax - 1)], xmin:xmax] = colour
         segmentation = counter.from_probabilities(tensor, probs)
         found = segmentation.summary
-        true_live = sum(counter.label_names[label] == "live" for label in labels)
+        true_live = sum(counter.label_names[label] == LIVE for label in labels)
         panels = [
             (truth, f"annotation: {true_live} live, {len(labels) - true_live} dead"),
             (segmentation.outlined(image), f"found: {found['n_live']} live, {found['n_dead']} dead"),

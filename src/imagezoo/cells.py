@@ -26,10 +26,11 @@ from skimage.measure import regionprops
 from skimage.segmentation import find_boundaries, relabel_sequential
 
 from imagezoo.instances import postprocess
+from imagezoo.tasks import DEAD, LIVE
 from imagezoo.viability import viability_fraction
 
 #: the colours cells are outlined with, by class
-CLASS_COLOURS = {"live": (0, 200, 0), "dead": (230, 0, 0)}
+CLASS_COLOURS = {LIVE: (0, 200, 0), DEAD: (230, 0, 0)}
 #: the post-processings of a counter's (strongest class[, centre]) channels; ``watershed-border``
 #: would read the centre channel as a border, so it is not one of them
 COUNTER_METHODS = ("components", "watershed-distance", "watershed-centres")
@@ -222,7 +223,7 @@ def summarise(per_image: Sequence[dict], label_names: Sequence[str]) -> dict:
             "count_mae": float(np.mean([abs(image[key]["predicted"] - image[key]["true"]) for image in per_image])),
             "count_bias": float(np.mean([image[key]["predicted"] - image[key]["true"] for image in per_image])),
         }
-    live, dead = label_names.index("live"), label_names.index("dead")
+    live, dead = label_names.index(LIVE), label_names.index(DEAD)
     errors = [viability_error(image, live, dead) for image in per_image]
     with_cells = [error for image, error in zip(per_image, errors) if image[live]["true"] + image[dead]["true"]]
     result["viability_mae"] = float(np.mean(errors))

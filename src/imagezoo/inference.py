@@ -41,7 +41,7 @@ from imagezoo.predictors.base import (
     prob_column,
     register_predictor,
 )
-from imagezoo.tasks import CELL_CROP_CONTEXT
+from imagezoo.tasks import CELL_CROP_CONTEXT, DEAD, LIVE
 from imagezoo.viability import viability
 
 BOX_MODES = ("voc",)
@@ -244,6 +244,6 @@ class ImageClassifier(Predictor):
             for (index, name, xmin, ymin, xmax, ymax), row in zip(boxes, output if output is not None else [])
         ]
         summary = {"n_objects": len(boxes)}
-        if {"live", "dead"} <= set(self.label_names):
+        if {LIVE, DEAD} <= set(self.label_names):
             summary.update(viability([row["label"] for row in rows]))
         return [summary, *rows]

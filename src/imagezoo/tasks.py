@@ -21,8 +21,10 @@ ACCEPT_KEY = "accept_label"
 #: The margin around a cell's box when it is cropped, in box sides: the LDC crops are cut with it
 #: (``prepare_ldc.py``), the classifier records it in its config.json, and every inference crop reads it there.
 CELL_CROP_CONTEXT = 0.5
+#: The two classes viability = live / (live + dead) is made of.
+LIVE, DEAD = "live", "dead"
 #: LDC's classes: the crop classifier's labels and the cell counter's class channels.
-LDC_LABELS = ("dead", "live")
+LDC_LABELS = (DEAD, LIVE)
 
 
 #: how a recipe makes a rare class count: weights in the loss, or drawing its examples as often as the others'

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from imagezoo.data.voc import Box, cell_inputs, clip_boxes
+from imagezoo.tasks import DEAD, LIVE
 
 if TYPE_CHECKING:  # the classifier's batch rows use viability(); a runtime import would be circular
     from imagezoo.inference import ImageClassifier
@@ -47,5 +48,5 @@ def viability_fraction(n_live: int, n_dead: int) -> float | None:
 
 def viability(labels: list[str]) -> dict:
     """``n_live``, ``n_dead`` and live / (live + dead), None when no cell was scored."""
-    n_live, n_dead = labels.count("live"), labels.count("dead")
+    n_live, n_dead = labels.count(LIVE), labels.count(DEAD)
     return {"n_live": n_live, "n_dead": n_dead, "viability": viability_fraction(n_live, n_dead)}

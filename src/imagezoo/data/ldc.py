@@ -25,12 +25,12 @@ from PIL import Image
 from imagezoo.data import SPLITS
 from imagezoo.data.voc import AnnotationError, Box, crop_cell, read_voc, voc_sibling
 from imagezoo.images import ImageError, load_image
-from imagezoo.tasks import CELL_CROP_CONTEXT, LDC_LABELS
+from imagezoo.tasks import CELL_CROP_CONTEXT, DEAD, LDC_LABELS, LIVE
 
 logger = logging.getLogger(__name__)
 
 LABEL_NAMES = LDC_LABELS
-VOC_TO_LABEL = {"Dead Cell": "dead", "Living Cell": "live"}
+VOC_TO_LABEL = {"Dead Cell": DEAD, "Living Cell": LIVE}
 
 FEATURES = Features(
     {
@@ -195,8 +195,8 @@ def build_ldc_slides(root: str | Path, seed: int = 0) -> tuple[DatasetDict, Prep
         columns["image_sha256"].append(slide.digest)
         columns["boxes"].append([[box.xmin, box.ymin, box.xmax, box.ymax] for box in slide.boxes])
         columns["box_labels"].append([LABEL_NAMES.index(label) for label in labels])
-        columns["n_live"].append(labels.count("live"))
-        columns["n_dead"].append(labels.count("dead"))
+        columns["n_live"].append(labels.count(LIVE))
+        columns["n_dead"].append(labels.count(DEAD))
         report.slides[slide.split] += 1
         for label in labels:
             report.crops[slide.split, label] += 1
