@@ -171,7 +171,8 @@ def test_viability_metrics_on_hand_checked_slides():
 def test_a_slide_without_cells_where_none_is_found_scores_no_error():
     metrics = viability_metrics([[], [(5, 5, 1)]], [[], [[0, 0, 10, 10]]], [[], [1]], LABELS)
     assert metrics["overall"]["viability_mae"] == 0.0 and metrics["overall"]["min_class_f1"] == 1.0
-    assert metrics["without_cells"]["viability_mae"] == 0.0 and metrics["without_cells"]["fraction_with_no_cell_found"] == 1.0
+    without = metrics["without_cells"]
+    assert without["viability_mae"] == 0.0 and without["fraction_with_no_cell_found"] == 1.0
 
 
 def test_image_counts_of_a_perfect_prediction():
