@@ -83,8 +83,8 @@ def average_precision(scores: np.ndarray, is_match: np.ndarray, n_true: int) -> 
     tp = np.cumsum(np.asarray(is_match, dtype=bool)[order])
     recall = tp / n_true
     precision = np.maximum.accumulate((tp / np.arange(1, len(tp) + 1))[::-1])[::-1]
-    reached = np.searchsorted(recall, RECALL_POINTS, side="left")
-    return float(np.where(reached < len(precision), precision[np.minimum(reached, len(precision) - 1)], 0.0).mean())
+    reached = np.searchsorted(recall, RECALL_POINTS, side="left")  # len(recall): never reached, precision 0
+    return float(np.append(precision, 0.0)[reached].mean())
 
 
 def foreground_overlap(true: np.ndarray, pred: np.ndarray) -> tuple[int, int, int]:
@@ -117,13 +117,7 @@ def summarise(rows: list[dict]) -> dict:
     scores, the average precision of all their objects ranked together)."""
     column = {key: np.array([row[key] for row in rows], dtype=float) for key in rows[0] if key != "detections"}
     union = column["union"].sum()
-    if "detections" in rows[0]:
-        scores, matched = (np.concatenate([row["detections"][k] for row in rows]) for k in (0, 1))
-        ap = {"ap_0.5": average_precision(scores, matched, int(column["n_true"].sum()))}
-    else:
-        ap = {}
-    return {
-        **ap,
+    result = {
         "dsb_score": float(column["dsb_score"].mean()),
         "precision_at_0.5": float(column["precision_at_0.5"].mean()),
         "foreground_iou": float(column["foreground_iou"].mean()),
@@ -133,6 +127,10 @@ def summarise(rows: list[dict]) -> dict:
         "count_bias": float(column["count_error"].mean()),
         "n_images": len(rows),
     }
+    if "detections" in rows[0]:
+        scores, matched = (np.concatenate([row["detections"][k] for row in rows]) for k in (0, 1))
+        result["ap_0.5"] = average_precision(scores, matched, int(column["n_true"].sum()))
+    return result
 
 
 def segmentation_metrics(
