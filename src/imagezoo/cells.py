@@ -225,7 +225,7 @@ def summarise(per_image: Sequence[dict], label_names: Sequence[str]) -> dict:
         }
     live, dead = label_names.index(LIVE), label_names.index(DEAD)
     errors = [viability_error(image, live, dead) for image in per_image]
-    with_cells = [error for image, error in zip(per_image, errors) if image[live]["true"] + image[dead]["true"]]
+    with_cells = [error for image, error in zip(per_image, errors) if image["any"]["true"]]
     result["viability_mae"] = float(np.mean(errors))
     result["viability_mae_with_cells"] = float(np.mean(with_cells)) if with_cells else None
     result["n_images_with_cells"] = len(with_cells)
