@@ -121,11 +121,14 @@ def build_demo() -> gr.Blocks:
                     types = gr.Label(num_top_classes=4, label="Type")
             cam = gr.Image(label="Grad-CAM: where the evidence for the predicted class lies (last stage)")
             outputs = [verdict, tumour, types, cam, scan]
-            analysis = gr.Button("Analyse", variant="primary").click(analyse_upload, picture, outputs,
-                                                                     api_name="analyse")
-            # a new or cleared picture forgets the last result, and cancels an analysis of the old one still
-            # queued or running (its result would land after the clearing): the chat must not describe another image
-            picture.change(forget_analysis, None, outputs, api_name=False, cancels=[analysis])
+            analysis = gr.Button("Analyse", variant="primary").click(analyse_upload, picture, outputs, api_name="analyse",
+                                                                     concurrency_id="analysis")
+            # a new or cleared picture forgets the last result and cancels an analysis of the old one still queued
+            # or running: the chat must not describe another image. Gradio's cancel can lose the race with an
+            # analysis about to finish, so the forgetting also queues behind it (one concurrency group) and its
+            # empty outputs land last.
+            picture.change(forget_analysis, None, outputs, api_name=False, cancels=[analysis],
+                           concurrency_id="analysis")
             if examples:
                 gr.Examples(examples, picture, label="Test-split examples (one per class)")
         with gr.Tab("Chat / Conversación"):
