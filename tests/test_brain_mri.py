@@ -95,6 +95,27 @@ def test_prep_writes_three_datasets_with_no_group_or_near_copy_across_splits(bra
     assert "perceptual hash" in card and "optimistic" in card
 
 
+def test_leave_one_source_out_measures_each_view_on_its_own_splits_from_one_fit():
+    from imagezoo.gate import leave_one_source_out
+
+    rng = np.random.default_rng(0)
+    # "scans": a source seen only by the test split
+    split_sources = {"train": ["mri-a", "mri-b", "cats", "plots"] * 10,
+                     "validation": ["mri-a", "mri-b", "cats", "plots"] * 4,
+                     "test": ["mri-a", "mri-b", "cats", "plots", "scans"] * 3}
+    sources = {split: np.array(names) for split, names in split_sources.items()}
+    labels = {split: (~np.char.startswith(names, "mri")).astype(int) for split, names in sources.items()}  # 0: accepted
+    features = {split: rng.normal(size=(len(names), 4)) + 3 * labels[split][:, None] for split, names in sources.items()}
+    folds = leave_one_source_out(features, labels, sources, accept=0,
+                                 views={"decision": ("train", "validation"), "report": ("train", "validation", "test")})
+    assert set(folds["decision"]) == {"mri-a", "mri-b", "cats", "plots"}
+    assert set(folds["report"]) == {"mri-a", "mri-b", "cats", "plots", "scans"}
+    assert folds["decision"]["cats"]["n"] == 10 + 4 and folds["report"]["cats"]["n"] == 10 + 4 + 3
+    for source, row in folds["decision"].items():  # a fold's test acceptance does not depend on the view
+        assert row["probe: test accepted"] == folds["report"][source]["probe: test accepted"]
+    assert folds["report"]["scans"]["probe"] == 1.0 and folds["report"]["mri-b"]["accepted_class"]
+
+
 @pytest.mark.slow  # brain_models trains the gate and the type model
 def test_gate_reports_leave_one_source_out_per_source(brain_models):
     results = json.loads((brain_models / "brain-mri-gate" / "eval_results.json").read_text())

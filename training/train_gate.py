@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> Path:
     probe_as_head(probe, model.get_classifier())
 
     # the backstop decision reads the left-out sources' training and validation images; the test images report
-    decision = summarise(leave_one_source_out(features, labels, sources, accept, args.C, args.keep, args.seed,
-                                              measured=("train", "validation")), CANDIDATES)
-    loso = leave_one_source_out(features, labels, sources, accept, args.C, args.keep, args.seed)
+    folds = leave_one_source_out(features, labels, sources, accept, args.C, args.keep, args.seed,
+                                 views={"decision": ("train", "validation"), "report": ("train", "validation", "test")})
+    decision, loso = summarise(folds["decision"], CANDIDATES), folds["report"]
     candidates = summarise(loso, CANDIDATES)
     for name, row in candidates.items():
         logger.info("leave-one-source-out, %s: worst refusal %.4f (%s), pooled %.4f, worst test acceptance %.4f",

@@ -11,7 +11,7 @@ feature-space backstop candidate.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -76,10 +76,11 @@ def leave_one_source_out(
     C: float = 1.0,
     keep: float = 0.999,
     seed: int = 0,
-    measured: Sequence[str] | None = None,
-) -> dict[str, dict]:
-    """For each source: refit without its training images, then measure it over its images in the
-    ``measured`` splits (``None``: all; a decision reads train and validation only, the test split reports).
+    views: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, dict[str, dict]]:
+    """For each source: refit without its training images, then measure it over its images in each view's
+    splits (``views``: name -> splits, default ``{"all": every split}``; a decision reads train and validation
+    only, the test split reports). Each fold is fitted once for every view. Returns view -> source -> row.
 
     ``features`` / ``labels`` / ``sources`` are keyed by split (train, validation, test); ``accept`` is the
     label id of the accepted class. Each row has ``n``, ``accepted_class`` (whether the source is of the
@@ -90,7 +91,8 @@ def leave_one_source_out(
     accepted class).
     """
     every = np.concatenate(list(sources.values()))
-    rows = {}
+    views = views or {"all": tuple(sources)}
+    rows: dict[str, dict[str, dict]] = {view: {} for view in views}
     for source in sorted(set(every.tolist())):
         fit_rows = sources["train"] != source
         probe = fit_probe(features["train"][fit_rows], labels["train"][fit_rows], C, seed)
@@ -103,18 +105,20 @@ def leave_one_source_out(
             lambda f: (probe.predict(f) == accept) & (mahalanobis(f) <= max_distance),
         )))
         in_source = {split: sources[split] == source for split in sources}
-        splits = [split for split in (measured or sources) if in_source[split].any()]
-        if not splits:  # a source with images only in the splits not measured
-            continue
-        held = np.concatenate([features[split][in_source[split]] for split in splits])
-        is_accepted_class = bool(np.concatenate([labels[split][in_source[split]] for split in splits])[0] == accept)
-        test_accepted = (labels["test"] == accept) & ~in_source["test"]
-        row = {"n": int(len(held)), "accepted_class": is_accepted_class}
-        for name, rule in rules.items():
-            accepted = rule(held)
-            row[name] = float(accepted.mean() if is_accepted_class else (~accepted).mean())
-            row[f"{name}: test accepted"] = float(rule(features["test"][test_accepted]).mean())
-        rows[source] = row
+        test_accepted = {name: float(rule(features["test"][(labels["test"] == accept) & ~in_source["test"]]).mean())
+                         for name, rule in rules.items()}
+        for view, measured in views.items():
+            splits = [split for split in measured if in_source[split].any()]
+            if not splits:  # a source with images only in the splits not measured
+                continue
+            held = np.concatenate([features[split][in_source[split]] for split in splits])
+            is_accepted_class = bool(np.concatenate([labels[split][in_source[split]] for split in splits])[0] == accept)
+            row = {"n": int(len(held)), "accepted_class": is_accepted_class}
+            for name, rule in rules.items():
+                accepted = rule(held)
+                row[name] = float(accepted.mean() if is_accepted_class else (~accepted).mean())
+                row[f"{name}: test accepted"] = test_accepted[name]
+            rows[view][source] = row
     return rows
 
 
