@@ -53,6 +53,20 @@ def test_every_converted_file_matches_timm_exactly(name):
     assert all(state_dict[k].shape == reference[k].shape for k in reference)
 
 
+def test_converting_the_weights_draws_no_random_numbers(tmp_path, monkeypatch):
+    """A seeded training run that converts the weights (the first on a machine) must train as one that finds
+    them cached: the conversion once built a randomly initialised reference network after the seed was set,
+    so the first `make model` on a machine differed from every later one."""
+    monkeypatch.setenv("IMAGEZOO_CACHE", str(tmp_path))
+    draws = []
+    for _ in range(2):  # converts, then finds the file
+        torch.manual_seed(0)
+        offline_weights_file("tf_efficientnet_lite0")
+        draws.append(torch.rand(4))
+    assert torch.equal(*draws)
+    assert (tmp_path / "weights" / "tf_efficientnet_lite0.safetensors").is_file()
+
+
 def test_new_head_and_features_only_load_through_timm():
     model = create_pretrained("tf_efficientnet_lite0", num_classes=3)
     assert model.get_classifier().out_features == 3

@@ -85,6 +85,12 @@ def rethreshold(threshold: float, state):
     return *render(image, probabilities, threshold), state
 
 
+def forget_segmentation() -> tuple:
+    """Empty outputs and no probabilities in the session: the slider and the downloads must not describe
+    an image no longer shown."""
+    return None, "", None, None
+
+
 def build_demo() -> gr.Blocks:
     with gr.Blocks(title="Nuclei segmentation", delete_cache=SPACE_DELETE_CACHE) as demo:
         gr.Markdown(f"# Find and count cell nuclei\n\n{DISCLAIMER}\n\nModel: `{MODEL_ID}`")
@@ -96,8 +102,13 @@ def build_demo() -> gr.Blocks:
         summary = gr.Markdown()
         files = gr.File(label="Label image (16-bit PNG) and per-nucleus table (CSV)", file_count="multiple")
         outputs = [result, summary, files, state]
-        gr.Button("Segment", variant="primary").click(segment, [upload, threshold], outputs, api_name="segment")
-        threshold.release(rethreshold, [threshold, state], outputs, api_name="rethreshold")
+        # one concurrency group, so a new upload's clearing lands after any render of the old image still running
+        segmentation = gr.Button("Segment", variant="primary").click(
+            segment, [upload, threshold], outputs, api_name="segment", concurrency_id="segment")
+        rendering = threshold.release(rethreshold, [threshold, state], outputs, api_name="rethreshold",
+                                      concurrency_id="segment")
+        upload.change(forget_segmentation, None, outputs, api_name=False, cancels=[segmentation, rendering],
+                      concurrency_id="segment")
         if EXAMPLES:
             gr.Examples(EXAMPLES, inputs=upload)
     return demo

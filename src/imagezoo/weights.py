@@ -106,7 +106,10 @@ def offline_weights_file(name: str) -> Path:
     source = Path(module.__file__).parent / "models" / file_name
     # weights_only=True: tensors are restored without running any pickled code.
     state_dict = torch.load(source, map_location="cpu", weights_only=True)
-    reference = timm.create_model(name, pretrained=False)
+    # the reference only gives names and shapes; building it on the meta device draws no random numbers, so a
+    # training run that converts the weights (the first on a machine) trains exactly as one that finds them cached
+    with torch.device("meta"):
+        reference = timm.create_model(name, pretrained=False)
     converted = convert_efficientnet_pytorch(state_dict, [len(stage) for stage in reference.blocks])
     expected = reference.state_dict()
     mismatched = {k for k in expected if k not in converted or converted[k].shape != expected[k].shape}
