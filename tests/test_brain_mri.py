@@ -95,7 +95,7 @@ def test_prep_writes_three_datasets_with_no_group_or_near_copy_across_splits(bra
     assert "perceptual hash" in card and "optimistic" in card
 
 
-def test_leave_one_source_out_measures_each_view_on_its_own_splits_from_one_fit():
+def test_leave_one_source_out_measures_each_view_on_its_own_splits():
     from imagezoo.gate import leave_one_source_out
 
     rng = np.random.default_rng(0)
