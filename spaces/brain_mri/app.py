@@ -22,7 +22,7 @@ from imagezoo.chat.generate import Generator
 from imagezoo.explain import grad_cam, overlay
 from imagezoo.images import ImageError, load_image
 from imagezoo.tasks import SPACE_DELETE_CACHE
-from imagezoo.ui import image_upload
+from imagezoo.ui import forget_on_new_upload, image_upload
 
 logger = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -123,12 +123,8 @@ def build_demo() -> gr.Blocks:
             outputs = [verdict, tumour, types, cam, scan]
             analysis = gr.Button("Analyse", variant="primary").click(analyse_upload, picture, outputs, api_name="analyse",
                                                                      concurrency_id="analysis")
-            # a new or cleared picture forgets the last result and cancels an analysis of the old one still queued
-            # or running: the chat must not describe another image. Gradio's cancel can lose the race with an
-            # analysis about to finish, so the forgetting also queues behind it (one concurrency group) and its
-            # empty outputs land last.
-            picture.change(forget_analysis, None, outputs, api_name=False, cancels=[analysis],
-                           concurrency_id="analysis")
+            # the chat must not describe an image no longer shown
+            forget_on_new_upload(picture, forget_analysis, outputs, [analysis])
             if examples:
                 gr.Examples(examples, picture, label="Test-split examples (one per class)")
         with gr.Tab("Chat / Conversación"):

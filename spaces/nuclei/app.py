@@ -26,7 +26,7 @@ from imagezoo.instances import overlay
 from imagezoo.predictors import load_predictor
 from imagezoo.predictors.segmenter import InstanceSegmenter, write_label_image, write_objects_csv
 from imagezoo.tasks import SPACE_DELETE_CACHE, default_model_id
-from imagezoo.ui import image_upload
+from imagezoo.ui import forget_on_new_upload, image_upload
 
 HERE = Path(__file__).resolve().parent
 MODEL_ID = default_model_id("nuclei-unet", HERE.parents[1] / "models")
@@ -102,13 +102,11 @@ def build_demo() -> gr.Blocks:
         summary = gr.Markdown()
         files = gr.File(label="Label image (16-bit PNG) and per-nucleus table (CSV)", file_count="multiple")
         outputs = [result, summary, files, state]
-        # one concurrency group, so a new upload's clearing lands after any render of the old image still running
         segmentation = gr.Button("Segment", variant="primary").click(
             segment, [upload, threshold], outputs, api_name="segment", concurrency_id="segment")
         rendering = threshold.release(rethreshold, [threshold, state], outputs, api_name="rethreshold",
                                       concurrency_id="segment")
-        upload.change(forget_segmentation, None, outputs, api_name=False, cancels=[segmentation, rendering],
-                      concurrency_id="segment")
+        forget_on_new_upload(upload, forget_segmentation, outputs, [segmentation, rendering])
         if EXAMPLES:
             gr.Examples(EXAMPLES, inputs=upload)
     return demo
