@@ -168,25 +168,24 @@ def test_space_refuses_bad_uploads(nuclei_app, bad_files):
         nuclei_app.segment(None, 0.5)
     with pytest.raises(gr.Error, match="truncated"):
         nuclei_app.segment(str(bad_files["truncated"]), 0.5)
-    with pytest.raises(gr.Error, match="Segment an image first"):
+    with pytest.raises(gr.Error, match="Upload a microscopy image first"):
         nuclei_app.rethreshold(0.5, None)
 
 
-def test_a_new_upload_forgets_the_last_segmentation(nuclei_app):
-    """The slider and the downloads must not describe an image no longer shown: a new upload empties every
-    output and the session's probabilities, cancels a render of the old image and, in the same concurrency
-    group, queues behind one Gradio's cancel misses."""
+def test_a_new_upload_forgets_the_last_segmentation(nuclei_app, nuclei_folder):
+    """The slider and the downloads must not describe an image no longer shown: a new upload is segmented as
+    it lands, its first output emptying every output and the session's probabilities; the slider's renders
+    share its queue, so they read the new image's probabilities."""
     events = {fn.name: fn for fn in nuclei_app.demo.fns.values()}
-    forget, segment, rethreshold = events["forget_segmentation"], events["segment"], events["rethreshold"]
-    upload = forget.targets[0][0]
-    assert forget.targets == [(upload, "change")] and forget.outputs == segment.outputs == rethreshold.outputs
-    cancelled = {index for fn in nuclei_app.demo.fns.values() if fn.is_cancel_function and (upload, "change") in fn.targets
-                 for index in fn.cancels}
-    assert cancelled == {segment._id, rethreshold._id}
-    assert forget.concurrency_id == segment.concurrency_id == rethreshold.concurrency_id
-    assert all(value in (None, "") for value in nuclei_app.forget_segmentation())
-    with pytest.raises(gr.Error, match="Segment an image first"):  # the slider, after the state was forgotten
-        nuclei_app.rethreshold(0.5, nuclei_app.forget_segmentation()[-1])
+    segment, rethreshold = events["segment_new_image"], events["rethreshold"]
+    assert [event for _, event in segment.targets] == ["change"] and segment.outputs == rethreshold.outputs
+    assert segment.concurrency_id == rethreshold.concurrency_id
+    path = str(nuclei_folder / "plate1" / "well" / "1.png")
+    first, result = nuclei_app.segment_new_image(path, 0.5)
+    assert first == nuclei_app.forget_segmentation() and result[1] == nuclei_app.segment(path, 0.5)[1]
+    assert list(nuclei_app.segment_new_image(None, 0.5)) == [nuclei_app.forget_segmentation()]
+    with pytest.raises(gr.Error, match="Upload a microscopy image first"):  # the slider, after the state was forgotten
+        nuclei_app.rethreshold(0.5, first[-1])
 
 
 def test_serving_code_does_not_import_training_libraries():

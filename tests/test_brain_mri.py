@@ -241,11 +241,14 @@ def test_space_refuses_a_cat_and_analyses_an_mri(brain_models, brain_data, tmp_p
         reply = app.respond("¿Qué significa mi resultado?", [], scan)
         shown = percent(scan["probability"]) if scan["decisive"] else "no fue concluyente"
         assert shown in reply and "no es un diagnóstico" in reply
-        # a new picture forgets the result, so the chat cannot describe the previous image
+        # a new picture is analysed as it lands, its first output forgetting the previous result (the chat's
+        # scan included); a removed picture leaves nothing
         import gradio as gr
 
-        (forget,) = [f for f in demo.fns.values() if f.fn is app.forget_analysis]
-        assert [event for _, event in forget.targets] == ["change"] and app.forget_analysis()[-1] is None
-        assert isinstance(forget.outputs[-1], gr.State)
+        (analysis,) = [f for f in demo.fns.values() if f.fn is app.analyse_new_picture]
+        assert [event for _, event in analysis.targets] == ["change"] and isinstance(analysis.outputs[-1], gr.State)
+        first, result = app.analyse_new_picture(str(example))
+        assert first == app.forget_analysis() and first[-1] is None and result[0] == verdict
+        assert list(app.analyse_new_picture(None)) == [app.forget_analysis()]
         accuracy = json.loads((brain_models / "brain-tumor-type" / "eval_results.json").read_text())["metrics"]["accuracy"]
         assert f"{100 * accuracy:.1f}%" in app.respond("How accurate is the tumour type classifier?", [], None)

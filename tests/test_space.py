@@ -76,15 +76,3 @@ def test_default_model_id_prefers_the_environment_then_the_trained_folder_then_t
     with pytest.raises(KeyError, match="known:"):
         default_model_id("no-such-model", tmp_path / "missing")
 
-
-def test_a_new_upload_can_only_forget_events_of_one_concurrency_group():
-    """The clearing queues behind the events it cancels by joining their group, so they must share one."""
-    from imagezoo.ui import forget_on_new_upload, image_upload
-
-    with gr.Blocks():
-        upload, text = image_upload(label="image"), gr.Markdown()
-        first = gr.Button("a").click(lambda: "a", None, text, concurrency_id="a")
-        second = gr.Button("b").click(lambda: "b", None, text, concurrency_id="b")
-        with pytest.raises(ValueError, match="share one concurrency_id"):
-            forget_on_new_upload(upload, lambda: ("",), [text], [first, second])
-        forget_on_new_upload(upload, lambda: ("",), [text], [first])

@@ -22,7 +22,7 @@ from imagezoo.chat.generate import Generator
 from imagezoo.explain import grad_cam, overlay
 from imagezoo.images import ImageError, load_image
 from imagezoo.tasks import SPACE_DELETE_CACHE
-from imagezoo.ui import forget_on_new_upload, image_upload
+from imagezoo.ui import image_upload
 
 logger = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -81,6 +81,14 @@ def forget_analysis() -> tuple:
     return "", None, None, None, None
 
 
+def analyse_new_picture(image):
+    """What a new (or removed) picture shows: the previous result goes at once, so neither the page nor the
+    chat describes an image no longer there, then the new picture's own result."""
+    yield forget_analysis()
+    if image is not None:
+        yield analyse_upload(image)
+
+
 def user_questions(history: list) -> list[str]:
     """The user's earlier messages, oldest first: Gradio gives each as a string or as a list of text parts."""
     questions = []
@@ -120,11 +128,9 @@ def build_demo() -> gr.Blocks:
                     tumour = gr.Label(label="Tumour (1 - p(no tumour))")
                     types = gr.Label(num_top_classes=4, label="Type")
             cam = gr.Image(label="Grad-CAM: where the evidence for the predicted class lies (last stage)")
-            outputs = [verdict, tumour, types, cam, scan]
-            analysis = gr.Button("Analyse", variant="primary").click(analyse_upload, picture, outputs, api_name="analyse",
-                                                                     concurrency_id="analysis")
-            # the chat must not describe an image no longer shown
-            forget_on_new_upload(picture, forget_analysis, outputs, [analysis])
+            # every new picture is analysed as it lands: an Analyse button clicked while a file was still
+            # uploading raced the upload's own change event
+            picture.change(analyse_new_picture, picture, [verdict, tumour, types, cam, scan], api_name="analyse")
             if examples:
                 gr.Examples(examples, picture, label="Test-split examples (one per class)")
         with gr.Tab("Chat / Conversación"):

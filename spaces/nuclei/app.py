@@ -26,7 +26,7 @@ from imagezoo.instances import overlay
 from imagezoo.predictors import load_predictor
 from imagezoo.predictors.segmenter import InstanceSegmenter, write_label_image, write_objects_csv
 from imagezoo.tasks import SPACE_DELETE_CACHE, default_model_id
-from imagezoo.ui import forget_on_new_upload, image_upload
+from imagezoo.ui import image_upload
 
 HERE = Path(__file__).resolve().parent
 MODEL_ID = default_model_id("nuclei-unet", HERE.parents[1] / "models")
@@ -80,15 +80,22 @@ def segment(image_path: str | None, threshold: float):
 def rethreshold(threshold: float, state):
     """Re-run only the post-processing at a new threshold."""
     if state is None:
-        raise gr.Error("Segment an image first.")
+        raise gr.Error("Upload a microscopy image first.")
     image, probabilities = state
     return *render(image, probabilities, threshold), state
 
 
 def forget_segmentation() -> tuple:
-    """Empty outputs and no probabilities in the session: the slider and the downloads must not describe
-    an image no longer shown."""
+    """Empty outputs and no probabilities in the session."""
     return None, "", None, None
+
+
+def segment_new_image(image_path: str | None, threshold: float):
+    """What a new (or removed) upload shows: the previous result and probabilities go at once, so neither the
+    slider nor the downloads describe an image no longer there, then the new image's own segmentation."""
+    yield forget_segmentation()
+    if image_path:
+        yield segment(image_path, threshold)
 
 
 def build_demo() -> gr.Blocks:
@@ -102,11 +109,10 @@ def build_demo() -> gr.Blocks:
         summary = gr.Markdown()
         files = gr.File(label="Label image (16-bit PNG) and per-nucleus table (CSV)", file_count="multiple")
         outputs = [result, summary, files, state]
-        segmentation = gr.Button("Segment", variant="primary").click(
-            segment, [upload, threshold], outputs, api_name="segment", concurrency_id="segment")
-        rendering = threshold.release(rethreshold, [threshold, state], outputs, api_name="rethreshold",
-                                      concurrency_id="segment")
-        forget_on_new_upload(upload, forget_segmentation, outputs, [segmentation, rendering])
+        # one queue: a slider moved during a segmentation re-renders the session's probabilities once they
+        # are the new image's (Gradio reads a gr.State when the event runs, not when it is sent)
+        upload.change(segment_new_image, [upload, threshold], outputs, api_name="segment", concurrency_id="segment")
+        threshold.release(rethreshold, [threshold, state], outputs, api_name="rethreshold", concurrency_id="segment")
         if EXAMPLES:
             gr.Examples(EXAMPLES, inputs=upload)
     return demo

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
 
 import gradio as gr
-from gradio.context import get_blocks_context
 from gradio.data_classes import ImageData
 from PIL import Image
 
@@ -40,19 +38,3 @@ def image_upload(label: str, **kwargs) -> gr.Image:
     upload.preprocess = preprocess
     return upload
 
-
-def forget_on_new_upload(upload: gr.Image, empty: Callable[[], tuple], outputs: Sequence, events: Sequence) -> None:
-    """A new or cleared ``upload`` sets ``outputs`` (session state included) to ``empty()`` and cancels
-    ``events`` still queued or running on the old image, so nothing shown or kept describes an image no
-    longer there.
-
-    Gradio's cancel can lose the race with an event about to finish, whose result then lands after the
-    clearing; so the clearing joins the events' concurrency group and queues behind them. ``events`` (what
-    ``.click`` and friends return, inside the same ``gr.Blocks``) must share one group: ``concurrency_id=``
-    the same name on each.
-    """
-    registered = get_blocks_context().fns  # the events' settings, as Gradio's own `cancels` looks them up
-    groups = {registered[event["id"]].concurrency_id for event in events}
-    if len(groups) != 1:
-        raise ValueError(f"the events a new upload cancels must share one concurrency_id, not {sorted(groups)}")
-    upload.change(empty, None, list(outputs), api_name=False, cancels=list(events), concurrency_id=groups.pop())
