@@ -19,7 +19,8 @@ from imagezoo.chat.generate import Generation
 
 QUESTIONS = json.loads((Path(__file__).parent / "data" / "chat_questions.json").read_text(encoding="utf-8"))
 FOLLOWUPS = json.loads((Path(__file__).parent / "data" / "chat_followups.json").read_text(encoding="utf-8"))
-SCAN = {"gate": "mri", "label": "glioma", "probability": 0.93, "tumour_probability": 0.97, "decisive": True}
+SCAN = {"gate": "mri", "accepted": True, "label": "glioma", "probability": 0.93, "tumour_probability": 0.97,
+        "decisive": True}
 FAKE_TYPE = {"metrics": {"n": 1311, "accuracy": 0.9736, "per_class": {
     "glioma": {"f1": 0.95}, "meningioma": {"f1": 0.93}, "notumor": {"f1": 0.99}, "pituitary": {"f1": 0.97}}}}
 FAKE_GATE = {"gate": {"accepted_mri": 0.991, "min_refused_loso": 0.873}}
@@ -185,7 +186,8 @@ def test_a_refusal_speaks_both_languages_when_the_question_language_is_unsure(ch
 
 
 def test_a_scan_that_is_not_decisive_names_no_class_as_the_answer(chat: Chat):
-    tied = {"gate": "mri", "label": "glioma", "probability": 0.46, "tumour_probability": 0.98, "decisive": False,
+    tied = {"gate": "mri", "accepted": True, "label": "glioma", "probability": 0.46, "tumour_probability": 0.98,
+            "decisive": False,
             "probabilities": {"glioma": 0.46, "meningioma": 0.44, "pituitary": 0.08, "notumor": 0.02}}
     answer = chat.answer("What does my result mean?", scan=tied)
     assert answer.kind == "scan" and "not decisive" in answer.text and "most likely class for your scan" not in answer.text
@@ -213,7 +215,7 @@ def test_the_end_of_a_pasted_report_is_read_by_the_safety_rules(chat: Chat):
 def test_scan_without_result_or_refused_by_gate(chat: Chat):
     no_scan = chat.answer("What does my result mean?")
     assert no_scan.kind == "scan" and "no result yet" in no_scan.text
-    other = chat.answer("¿Qué significa mi resultado?", scan={"gate": "other"})
+    other = chat.answer("¿Qué significa mi resultado?", scan={"gate": "other", "accepted": False})
     assert other.kind == "scan" and other.language == "es" and "no se reconoció" in other.text
 
 

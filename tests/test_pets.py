@@ -67,7 +67,7 @@ def test_open_set_metrics_by_hand():
     predicted = [0, 2, 1, 0, 2, 2, 0, 2]
     sources = ["pets"] * 4 + ["seen", "seen", "unseen", "unseen"]
     held_out = [False] * 6 + [True, True]
-    metrics = open_set_metrics(y_true, predicted, names, sources, held_out)
+    metrics = open_set_metrics(y_true, predicted, names, sources, held_out, "neither")
     assert metrics["known_accuracy"] == 0.5 and metrics["kept"] == 0.75 and metrics["kept_accuracy"] == 2 / 3
     assert metrics["refused_fit_sources"] == 1.0 and metrics["refused_held_out"] == 0.5
     assert metrics["per_source"]["unseen"] == {"n": 2, "refused": 0.5, "held_out": True}
@@ -76,7 +76,9 @@ def test_open_set_metrics_by_hand():
 
 def test_confidence_threshold_refuses_only_uncertain_known_classes():
     probs = np.array([[0.9, 0.05, 0.05], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6]])
-    assert with_threshold(probs, ("cat", "dog", "neither"), 0.6).tolist() == [0, 2, 2]
+    assert with_threshold(probs, ("cat", "dog", "neither"), 0.6, "neither").tolist() == [0, 2, 2]
+    # the reject label is the task's, wherever it stands (the brain gate's is "other", first)
+    assert with_threshold(probs[:, ::-1], ("other", "dog", "cat"), 0.6, "other").tolist() == [2, 0, 0]
     assert threshold_keeping(np.array([0.1, 0.5, 0.9, 0.95]), 0.75) == 0.5
 
 

@@ -131,15 +131,17 @@ def evaluate_open_set(task, result, dataset, train, val_batches, test_batches, p
         with torch.inference_mode():
             return backstop.keep(features["test"]).numpy()
 
-    pet_vs_pet = probs[:, [i for i in range(len(names)) if i != reject]].argmax(axis=1)
+    def measure(predicted: np.ndarray) -> dict:
+        return open_set_metrics(labels, predicted, names, sources, held_out, task.reject_label)
+
+    known_vs_known = probs[:, [i for i in range(len(names)) if i != reject]].argmax(axis=1)
     candidates = {
-        "third class": open_set_metrics(labels, probs.argmax(axis=1), names, sources, held_out),
-        f"third class + top score >= {min_confidence:.3f}": open_set_metrics(
-            labels, with_threshold(probs, names, min_confidence), names, sources, held_out),
-        f"ImageNet head mass on our classes >= {imagenet_head.min_mass:.3f}": open_set_metrics(
-            labels, np.where(keeps(imagenet_head), pet_vs_pet, reject), names, sources, held_out),
-        **{rule: open_set_metrics(labels, np.where(keeps(backstop), probs.argmax(axis=1), reject), names, sources,
-                                  held_out) for rule, backstop in backstops.items()},
+        "third class": measure(probs.argmax(axis=1)),
+        f"third class + top score >= {min_confidence:.3f}": measure(
+            with_threshold(probs, names, min_confidence, task.reject_label)),
+        f"ImageNet head mass on our classes >= {imagenet_head.min_mass:.3f}": measure(
+            np.where(keeps(imagenet_head), known_vs_known, reject)),
+        **{rule: measure(np.where(keeps(backstop), probs.argmax(axis=1), reject)) for rule, backstop in backstops.items()},
     }
     for name, row in candidates.items():
         logger.info("open set, %s: known accuracy %.4f, kept %.4f, refused fit %.4f, held-out %.4f (min %.4f)",
@@ -204,7 +206,7 @@ def main(argv: list[str] | None = None) -> Path:
     if backstop is not None:  # measure the served network itself, not a reconstruction of its rule
         probs = predict_probs(network, test_batches)[0]
         served = open_set_metrics(labels, probs.argmax(axis=1), task.label_names, dataset["test"]["source"],
-                                  dataset["test"]["held_out"])
+                                  dataset["test"]["held_out"], task.reject_label)
         assert served == open_set["candidates"][open_set["served"]], "the served network disagrees with its rule"
     metrics = classification_metrics(labels, probs, task.label_names)
     logger.info(

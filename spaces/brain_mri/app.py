@@ -20,9 +20,8 @@ from imagezoo.caching import load_once
 from imagezoo.chat import Chat
 from imagezoo.chat.generate import Generator
 from imagezoo.explain import grad_cam, overlay
-from imagezoo.images import ImageError, load_image
 from imagezoo.tasks import SPACE_DELETE_CACHE
-from imagezoo.ui import image_upload
+from imagezoo.ui import image_upload, open_upload
 
 logger = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -54,12 +53,7 @@ def chat() -> Chat:
 
 def analyse_upload(image):
     """Gate verdict, tumour probability, type probabilities, Grad-CAM overlay and the chat's scan context."""
-    if image is None:
-        raise gr.Error("Upload an MRI slice first.")
-    try:
-        picture = load_image(image)
-    except ImageError as err:
-        raise gr.Error(str(err)) from err
+    picture = open_upload(image, "an MRI slice")
     result = analyse(pipeline(), picture)
     if not result.accepted:
         verdict = (f"### Refused: this does not look like a brain MRI slice\nThe gate's probability that it is one: "

@@ -20,10 +20,10 @@ import numpy as np
 from PIL import Image
 
 from imagezoo.caching import load_once
-from imagezoo.images import ImageError, load_image
 from imagezoo.inference import ImageClassifier
+from imagezoo.predictors import load_predictor
 from imagezoo.tasks import SPACE_DELETE_CACHE, default_model_id
-from imagezoo.ui import image_upload
+from imagezoo.ui import image_upload, open_upload
 
 HERE = Path(__file__).resolve().parent
 MODEL_ID = default_model_id("cats-dogs", HERE.parents[1] / "models")
@@ -38,17 +38,12 @@ NOTICE = (
 
 @load_once
 def classifier() -> ImageClassifier:
-    return ImageClassifier.from_pretrained(MODEL_ID)
+    return load_predictor(MODEL_ID)
 
 
 def classify(image: str | Image.Image | None) -> dict[str, float]:
     """``{label: probability}`` for one uploaded photo."""
-    if image is None:
-        raise gr.Error("Upload a photo first.")
-    try:
-        return classifier().predict([load_image(image)])[0]
-    except ImageError as err:
-        raise gr.Error(str(err)) from err
+    return classifier().predict([open_upload(image, "a photo")])[0]
 
 
 def classify_frame(frame: np.ndarray | None, session: dict | None):

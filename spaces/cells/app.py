@@ -23,7 +23,7 @@ from imagezoo.inference import ImageClassifier
 from imagezoo.predictors import load_predictor
 from imagezoo.predictors.cells import CellCounter
 from imagezoo.tasks import SPACE_DELETE_CACHE, default_model_id
-from imagezoo.ui import image_upload
+from imagezoo.ui import image_upload, open_upload
 from imagezoo.viability import score_boxes, viability
 
 HERE = Path(__file__).resolve().parent
@@ -40,17 +40,12 @@ DISCLAIMER = (
 
 @load_once
 def classifier() -> ImageClassifier:
-    return ImageClassifier.from_pretrained(MODEL_ID)
+    return load_predictor(MODEL_ID)
 
 
 def classify_cell(image: str | None) -> dict[str, float]:
     """Probabilities of ``dead`` and ``live`` for one cell crop."""
-    if image is None:
-        raise gr.Error("Upload a cell image first.")
-    try:
-        return classifier().predict([load_image(image)])[0]
-    except ImageError as err:
-        raise gr.Error(str(err)) from err
+    return classifier().predict([open_upload(image, "a cell image")])[0]
 
 
 @load_once
@@ -60,12 +55,7 @@ def counter() -> CellCounter:
 
 def count_cells(image_path: str | None):
     """Every cell of a slide found, outlined by class, counted; viability and a per-cell table."""
-    if not image_path:
-        raise gr.Error("Upload a slide image first.")
-    try:
-        image = load_image(image_path)
-    except ImageError as err:
-        raise gr.Error(str(err)) from err
+    image = open_upload(image_path, "a slide image")
     result = counter().segment(image)
     summary = result.summary
     if summary["viability"] is None:

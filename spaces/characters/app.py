@@ -17,10 +17,10 @@ import gradio as gr
 
 from imagezoo.caching import load_once
 from imagezoo.explain import feature_layers, feature_maps, grad_cam, overlay
-from imagezoo.images import ImageError, load_image
 from imagezoo.inference import ImageClassifier
+from imagezoo.predictors import load_predictor
 from imagezoo.tasks import CHARACTER_SETS, CHARACTER_TITLES, SPACE_DELETE_CACHE, default_model_id
-from imagezoo.ui import image_upload
+from imagezoo.ui import image_upload, open_upload
 
 HERE = Path(__file__).resolve().parent
 MODELS = {name: default_model_id(f"characters-{name}", HERE.parents[1] / "models", env=f"IMAGEZOO_MODEL_{name.upper()}")
@@ -31,18 +31,13 @@ PREDICTED = "predicted class"
 
 @load_once
 def classifier(set_name: str) -> ImageClassifier:
-    return ImageClassifier.from_pretrained(MODELS[set_name], runtime="torch")  # Grad-CAM needs gradients
+    return load_predictor(MODELS[set_name], runtime="torch")  # Grad-CAM needs gradients
 
 
 def explain(set_name: str, image, target: str, layer: str):
     """Probabilities, Grad-CAM overlay and feature maps for one picture."""
-    if image is None:
-        raise gr.Error("Upload a picture first.")
+    picture = open_upload(image, "a picture")
     model = classifier(set_name)
-    try:
-        picture = load_image(image)
-    except ImageError as err:
-        raise gr.Error(str(err)) from err
     probs = model.predict([picture])[0]
     heat, shown = grad_cam(model, picture, None if target in (None, PREDICTED) else target)
     layer = layer if layer in feature_layers(model) else feature_layers(model)[-1]

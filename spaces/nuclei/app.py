@@ -21,12 +21,11 @@ import numpy as np
 from PIL import Image
 
 from imagezoo.caching import load_once
-from imagezoo.images import ImageError, load_image
 from imagezoo.instances import overlay
 from imagezoo.predictors import load_predictor
-from imagezoo.predictors.segmenter import InstanceSegmenter, write_label_image, write_objects_csv
+from imagezoo.predictors.segmenter import InstanceSegmenter, image_tensor, write_label_image, write_objects_csv
 from imagezoo.tasks import SPACE_DELETE_CACHE, default_model_id
-from imagezoo.ui import image_upload
+from imagezoo.ui import image_upload, open_upload
 
 HERE = Path(__file__).resolve().parent
 MODEL_ID = default_model_id("nuclei-unet", HERE.parents[1] / "models")
@@ -55,24 +54,19 @@ def segmenter() -> InstanceSegmenter:
 
 def render(image: np.ndarray, probabilities: np.ndarray, threshold: float):
     """Overlay, summary and downloadable files for one threshold."""
-    labels = segmenter().instances(probabilities, threshold=threshold)
+    result = segmenter().from_probabilities(image_tensor(Image.fromarray(image))[0], probabilities, threshold)
     folder = download_folder()
     label_png, table_csv = folder / "labels.png", folder / "objects.csv"
-    write_label_image(label_png, labels)
-    write_objects_csv(table_csv, "upload", labels, image)
-    n = int(labels.max(initial=0))
-    text = f"**{n} nuclei** (threshold {threshold:.2f}); foreground {float((labels > 0).mean()):.1%} of the image."
-    return overlay(image, labels), text, [str(label_png), str(table_csv)]
+    write_label_image(label_png, result.labels)
+    write_objects_csv(table_csv, "upload", result.labels, image)
+    text = (f"**{result.n_objects} nuclei** (threshold {threshold:.2f}); foreground {result.foreground_fraction:.1%} "
+            "of the image.")
+    return overlay(image, result.labels), text, [str(label_png), str(table_csv)]
 
 
 def segment(image_path: str | None, threshold: float):
     """Segment an upload; keep the image and probabilities in the session for the slider."""
-    if not image_path:
-        raise gr.Error("Upload a microscopy image first.")
-    try:
-        image = np.asarray(load_image(image_path))
-    except ImageError as err:
-        raise gr.Error(str(err)) from err
+    image = np.asarray(open_upload(image_path, "a microscopy image"))
     probabilities = segmenter().probabilities(Image.fromarray(image))
     return *render(image, probabilities, threshold), (image, probabilities)
 

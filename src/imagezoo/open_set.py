@@ -33,7 +33,7 @@ def open_set_metrics(
     label_names: Sequence[str],
     sources: Sequence[str],
     held_out: Sequence[bool],
-    reject_label: str = "neither",
+    reject_label: str,
 ) -> dict:
     """Known-class accuracy and keep rate, and refusal rates per negative source and pooled.
 
@@ -61,7 +61,7 @@ def open_set_metrics(
 
 
 def with_threshold(probs: np.ndarray, label_names: Sequence[str], min_confidence: float,
-                   reject_label: str = "neither") -> np.ndarray:
+                   reject_label: str) -> np.ndarray:
     """Predicted class ids where a known-class top score under ``min_confidence`` becomes the reject label."""
     predicted = probs.argmax(axis=1)
     reject = list(label_names).index(reject_label)

@@ -38,3 +38,13 @@ def image_upload(label: str, **kwargs) -> gr.Image:
     upload.preprocess = preprocess
     return upload
 
+
+def open_upload(path: str | None, what: str) -> Image.Image:
+    """An upload as RGB, or a ``gr.Error`` the user can act on: nothing uploaded yet ("Upload ``what``
+    first.") or :func:`~imagezoo.images.load_image`'s reason the file is not an image."""
+    if not path:
+        raise gr.Error(f"Upload {what} first.")
+    try:
+        return load_image(path)
+    except ImageError as err:
+        raise gr.Error(str(err)) from err

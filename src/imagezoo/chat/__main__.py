@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     scan = None
     if args.scan_label:
-        scan = {"gate": "mri", "label": args.scan_label, "probability": args.scan_prob, "decisive": True}
+        scan = {"gate": "mri", "accepted": True, "label": args.scan_label, "probability": args.scan_prob, "decisive": True}
     generator = None if args.generate is None else Generator.from_pretrained(args.generate or None)
     if args.models_dir is None and generator is None:
         chat = default_chat()  # one per process: in-process callers (the tests) build it once

@@ -144,9 +144,9 @@ LABEL_NAMES = {
 }
 SCAN_TEXTS = {
     "none": {
-        "en": "There is no result yet: upload a brain MRI slice in the analysis tab and run it, then ask again.",
-        "es": "Todavía no hay resultado: suba un corte de resonancia cerebral en la pestaña de análisis, "
-        "ejecútelo y vuelva a preguntar.",
+        "en": "There is no result yet: upload a brain MRI slice in the analysis tab, then ask again.",
+        "es": "Todavía no hay resultado: suba un corte de resonancia cerebral en la pestaña de análisis y "
+        "vuelva a preguntar.",
     },
     "other": {
         "en": "The image was not recognised as a brain MRI slice, so the models gave no result for it. "
@@ -359,9 +359,10 @@ class Chat:
         )
 
     def _scan_answer(self, scan: dict | None, language: str) -> Answer:
-        if scan is None or scan.get("gate") not in ("mri", "other"):
+        accepted = None if scan is None else scan.get("accepted")  # the gate's verdict, whatever its labels
+        if accepted is None:
             return Answer(SCAN_TEXTS["none"][language], language, [], refused=False, kind="scan")
-        if scan["gate"] == "other":
+        if not accepted:
             return Answer(SCAN_TEXTS["other"][language], language, [], refused=False, kind="scan")
 
         def name(label: str) -> str:

@@ -35,8 +35,8 @@ OBJECTS_SCHEMA = pa.schema(
 
 @dataclass
 class Segmentation:
-    """One image's result: instance labels (0 background, 1..N), the network's probabilities
-    (body, border) and one row per object."""
+    """One image's result: instance labels (0 background, 1..N) and the network's probabilities
+    (body, border)."""
 
     labels: np.ndarray
     probabilities: np.ndarray
