@@ -41,6 +41,7 @@ from imagezoo.cells import CENTRE, COUNTER_METHODS
 from imagezoo.data import check_label_names, check_splits, load_splits
 from imagezoo.hub import push_folder
 from imagezoo.inference import ImageClassifier
+from imagezoo.predictors.cells import CellCounter
 from imagezoo.scripts import (
     add_unet_arguments,
     hardware,
@@ -57,7 +58,7 @@ from imagezoo.tasks import HUB_ORG, TASKS, get_task
 
 logger = logging.getLogger("train_cell_counter")
 
-COUNTER_TASKS = sorted(name for name, task in TASKS.items() if task.model_config.get("predictor") == "cell-counter")
+COUNTER_TASKS = sorted(name for name, task in TASKS.items() if task.model_config.get("predictor") == CellCounter.kind)
 CLASSIFIER_FOLDER = "classifier"
 #: the crop classifier of design (b) is this task's model
 CLASSIFIER_TASK = "ldc-live-dead"

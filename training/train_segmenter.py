@@ -25,6 +25,7 @@ from imagezoo.cards import model_card
 from imagezoo.data import check_splits, load_splits
 from imagezoo.hub import push_folder
 from imagezoo.instances import POSTPROCESSORS
+from imagezoo.predictors.segmenter import InstanceSegmenter
 from imagezoo.scripts import (
     add_unet_arguments,
     hardware,
@@ -49,14 +50,12 @@ from imagezoo.segmentation_training import (
     type_sampler,
     zoom_crop_size,
 )
-from imagezoo.tasks import HUB_ORG, TASKS, SegmentationRecipe, get_task
+from imagezoo.tasks import HUB_ORG, TASKS, get_task
 
 logger = logging.getLogger("train_segmenter")
 
 SEGMENTATION_TASKS = sorted(
-    name for name, task in TASKS.items()
-    if isinstance(task.recipe(), SegmentationRecipe) and task.model_config.get("predictor", "segmenter") == "segmenter"
-)
+    name for name, task in TASKS.items() if task.model_config.get("predictor") == InstanceSegmenter.kind)
 HEADLINE = ("dsb_score", "foreground_iou", "precision_at_0.5", "ap_0.5", "dice")
 
 

@@ -119,7 +119,8 @@ def postprocess(name: str, probs: np.ndarray, **params) -> np.ndarray:
 
 def encode_rle(mask: np.ndarray) -> str:
     """A boolean (H, W) mask as COCO compressed RLE in compact JSON, ``{"size": [h, w], "counts": "..."}``:
-    small enough for a CSV cell or a JSON line, and readable by every COCO tool. Decode it with::
+    small enough for a CSV cell or a JSON line, and readable by every COCO tool. Decode it with
+    :func:`decode_rle`, or without imagezoo::
 
         from pycocotools import mask
         m = mask.decode(json.loads(text)).astype(bool)

@@ -128,7 +128,7 @@ class Task:
     dataset: str
     dataset_repo_id: str
     label_names: tuple[str, ...]
-    recipes: dict[str, Recipe]
+    recipes: dict[str, Recipe | SegmentationRecipe]
     dataset_name: str
     dataset_license: str
     card_template: str
@@ -147,7 +147,7 @@ class Task:
         """The Hub repo the trained model is published to."""
         return f"{HUB_ORG}/{self.name}"
 
-    def recipe(self, name: str = "quick", arch: str | None = None) -> Recipe:
+    def recipe(self, name: str = "quick", arch: str | None = None) -> Recipe | SegmentationRecipe:
         """The named recipe, or the own recipe of an ``--arch`` alias such as ``seed-cnn``."""
         if arch in ARCH_RECIPES:
             return ARCH_RECIPES[arch]
@@ -357,7 +357,7 @@ register_task(
             reference_scores={"components": "about 0.35", "watershed-distance": "about 0.43", "watershed-border": "about 0.48"},
         ),
         # serving settings saved with the model (SegmenterConfig); CSBDeep's default percentiles
-        model_config={"percentiles": (1.0, 99.8)},
+        model_config={"predictor": "segmenter", "percentiles": (1.0, 99.8)},
         prepare_command="python training/prepare_dsb2018.py --out data/dsb2018-nuclei",
     )
 )
