@@ -19,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from imagezoo.batch import BOX_MODES, ENGINES, run_job
+from imagezoo.batch import BATCH_SIZE, BOX_MODES, ENGINES, ROWS_PER_PART, run_job
 from imagezoo.tasks import default_model_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--boxes", choices=BOX_MODES, default=None, help="score each box of a Pascal-VOC XML beside an image")
     parser.add_argument("--resume", action="store_true", help="reuse rows of a previous (possibly killed) run")
     parser.add_argument("--engine", choices=ENGINES, default="local")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--num-workers", type=int, default=None,
                         help="worker processes, each decoding and scoring its own batches with a model replica "
                              "(default: one per core; 0: score in the main process); --engine ray: model actors "
@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per replica (default: 1 with workers, all cores without; --engine ray: "
                              "half the cluster's CPUs over the actors)")
-    parser.add_argument("--rows-per-part", type=int, default=1024, help="rows per Parquet row group")
+    parser.add_argument("--rows-per-part", type=int, default=ROWS_PER_PART, help="rows per Parquet row group")
     parser.add_argument("--masks-dir", default=None,
                         help="segmentation models and cell counters: write DIR/<input path>.png (uint16 instance labels), "
                              "DIR/<input path>.objects.csv and DIR/objects.csv (one row per object)")

@@ -21,7 +21,7 @@ from imagezoo.images import load_image
 from imagezoo.instances import decode_rle
 from imagezoo.predictors import Item, JobOptions, load_predictor
 from imagezoo.predictors.segmenter import InstanceSegmenter, image_tensor
-from imagezoo.tasks import SPACE_DELETE_CACHE
+from imagezoo.ui import SPACE_DELETE_CACHE
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from imagezoo.predictors import load_predictor
 from imagezoo.predictors.cells import CellCounter
 from imagezoo.predictors.segmenter import image_tensor
 from imagezoo.segmentation import SegmenterConfig, build_unet, save_unet
-from imagezoo.tasks import SPACE_DELETE_CACHE
+from imagezoo.ui import SPACE_DELETE_CACHE
 
 pytestmark = pytest.mark.slow
 

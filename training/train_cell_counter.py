@@ -44,8 +44,10 @@ from imagezoo.inference import ImageClassifier
 from imagezoo.predictors.cells import CellCounter
 from imagezoo.scripts import (
     add_unet_arguments,
+    card_repo_id,
     hardware,
     jsonl_logger,
+    output_folder,
     script_command,
     serving_settings,
     subsample,
@@ -54,7 +56,7 @@ from imagezoo.scripts import (
 )
 from imagezoo.segmentation import SegmenterConfig, encoder_normalization, save_unet
 from imagezoo.segmentation_training import SegmentationCrops, fit_segmenter, train_transform, zoom_crop_size
-from imagezoo.tasks import HUB_ORG, TASKS, get_task
+from imagezoo.tasks import TASKS, get_task
 
 logger = logging.getLogger("train_cell_counter")
 
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> Path:
         recipe = dataclasses.replace(recipe, centre_scale=args.centre_scale or None)
     centres = recipe.centre_scale is not None
     methods = args.methods or ["components", "watershed-distance", *(["watershed-centres"] if centres else [])]
-    output_dir = Path(args.output_dir or f"models/{task.name}")
+    output_dir = output_folder(args, task)
     output_dir.mkdir(parents=True, exist_ok=True)
     logger.info("task %s, recipe %s: %s", task.name, args.recipe, recipe)
 
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> Path:
         "live_f1": overall["live"]["f1"], "dead_f1": overall["dead"]["f1"], "cells_f1": overall["cells"]["f1"],
         "viability_mae": overall["viability_mae"], "viability_mae_with_cells": overall["viability_mae_with_cells"],
     }
-    repo_id = args.push_to_hub or args.hub_repo_id or f"{HUB_ORG}/{output_dir.name}"
+    repo_id = card_repo_id(args, output_dir)
     command = script_command("training/train_cell_counter.py", argv)
     card = model_card(
         task.card_template,

@@ -38,13 +38,16 @@ from imagezoo.open_set import (
 )
 from imagezoo.scripts import (
     add_recipe_argument,
+    add_run_arguments,
+    card_repo_id,
     hardware,
     jsonl_logger,
+    output_folder,
     positive_int,
     script_command,
     subsample,
 )
-from imagezoo.tasks import ARCH_RECIPES, CLASS_BALANCES, HUB_ORG, TASKS, get_task
+from imagezoo.tasks import ARCH_RECIPES, CLASS_BALANCES, TASKS, get_task
 from imagezoo.training import ImageLabelDataset, fit, predict_probs
 from imagezoo.weights import create_pretrained
 
@@ -71,11 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="validate and keep a moving average of the weights (timm's ModelEmaV3), e.g. 0.99")
     parser.add_argument("--frozen", nargs="*", default=None, help="submodules to keep frozen, e.g. conv_stem bn1 blocks.0")
     parser.add_argument("--max-train-samples", type=positive_int, default=None, help="subsample training crops (smoke runs)")
-    parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None)
-    parser.add_argument("--hub-repo-id", default=None, help="repo id shown in the card (default: imagezoo/<folder>)")
+    add_run_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> Path:
     if task.reject_label and not recipe.pretrained:  # found out before training, not after it
         raise SystemExit(f"{task.name}'s refusal rules read ImageNet features: {recipe.arch} has no pretrained weights")
     suffix = f"-{args.arch}" if args.arch else ""
-    output_dir = Path(args.output_dir or f"models/{task.name}{suffix}")
+    output_dir = output_folder(args, task, suffix)
     output_dir.mkdir(parents=True, exist_ok=True)
     logger.info("task %s, recipe %s: %s", task.name, recipe_name, recipe)
 
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> Path:
     }
     (output_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
 
-    repo_id = args.push_to_hub or args.hub_repo_id or f"{HUB_ORG}/{output_dir.name}"
+    repo_id = card_repo_id(args, output_dir)
     command = script_command("training/train_classifier.py", argv)
     comparison = [summary, *compare_with_siblings(output_dir, task.name, test[0], labels, probs.argmax(axis=1))]
     card = classifier_card(

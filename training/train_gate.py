@@ -36,16 +36,17 @@ from imagezoo.gate import (
 from imagezoo.hub import push_folder, save_model_folder
 from imagezoo.inference import ImageClassifier, eval_transform
 from imagezoo.open_set import refusal_table, save_backstop
-from imagezoo.scripts import add_recipe_argument, hardware, script_command
-from imagezoo.tasks import ACCEPT_KEY, GATE_KEY, HUB_ORG, TASKS, get_task
+from imagezoo.scripts import add_hub_arguments, add_recipe_argument, card_repo_id, hardware, output_folder, script_command
+from imagezoo.tasks import ACCEPT_KEY, GATE_KEY, TASKS, get_task
 from imagezoo.training import ImageLabelDataset, build_model, eval_data_config
 
 logger = logging.getLogger("train_gate")
+GATE_TASKS = sorted(name for name, task in TASKS.items() if ACCEPT_KEY in task.model_config)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", default="brain-mri-gate", choices=sorted(TASKS))
+    parser.add_argument("--task", default="brain-mri-gate", choices=GATE_TASKS)
     add_recipe_argument(parser)
     parser.add_argument("--dataset", default=None, help="dataset folder or Hub id (default: the task's)")
     parser.add_argument("--output-dir", default=None, help="default: models/<task>")
@@ -53,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", type=float, default=0.999,
                         help="the Mahalanobis backstop's threshold keeps this share of the validation images it accepts")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None)
+    add_hub_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> Path:
     recipe = task.recipe(args.recipe)
     accept_label, reject_label = task.model_config[ACCEPT_KEY], task.reject_label
     accept = task.label_names.index(accept_label)
-    output_dir = Path(args.output_dir or f"models/{task.name}")
+    output_dir = output_folder(args, task)
     output_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
 
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> Path:
                "train_minutes": round(minutes, 2), "metrics": metrics, "gate": gate}
     (output_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
 
-    repo_id = args.push_to_hub or f"{HUB_ORG}/{output_dir.name}"
+    repo_id = card_repo_id(args, output_dir)
     card = classifier_card(
         task, recipe, metrics, output_dir, repo_id,
         accept_label=accept_label,

@@ -28,8 +28,10 @@ from imagezoo.instances import POSTPROCESSORS
 from imagezoo.predictors.segmenter import InstanceSegmenter
 from imagezoo.scripts import (
     add_unet_arguments,
+    card_repo_id,
     hardware,
     jsonl_logger,
+    output_folder,
     script_command,
     serving_settings,
     subsample,
@@ -50,7 +52,7 @@ from imagezoo.segmentation_training import (
     type_sampler,
     zoom_crop_size,
 )
-from imagezoo.tasks import HUB_ORG, TASKS, get_task
+from imagezoo.tasks import TASKS, get_task
 
 logger = logging.getLogger("train_segmenter")
 
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     task = get_task(args.task)
     recipe = unet_recipe(task, args)
-    output_dir = Path(args.output_dir or f"models/{task.name}")
+    output_dir = output_folder(args, task)
     output_dir.mkdir(parents=True, exist_ok=True)
     logger.info("task %s, recipe %s: %s", task.name, args.recipe, recipe)
 
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> Path:
     }
     (output_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
 
-    repo_id = args.push_to_hub or args.hub_repo_id or f"{HUB_ORG}/{output_dir.name}"
+    repo_id = card_repo_id(args, output_dir)
     command = script_command("training/train_segmenter.py", argv)
     card = model_card(
         task.card_template,

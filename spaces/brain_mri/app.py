@@ -20,8 +20,7 @@ from imagezoo.caching import load_once
 from imagezoo.chat import Chat
 from imagezoo.chat.generate import Generator
 from imagezoo.explain import grad_cam, overlay
-from imagezoo.tasks import SPACE_DELETE_CACHE
-from imagezoo.ui import image_upload, open_upload
+from imagezoo.ui import SPACE_DELETE_CACHE, image_upload, open_upload
 
 logger = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent

@@ -22,8 +22,8 @@ from PIL import Image
 from imagezoo.caching import load_once
 from imagezoo.inference import ImageClassifier
 from imagezoo.predictors import load_predictor
-from imagezoo.tasks import SPACE_DELETE_CACHE, default_model_id
-from imagezoo.ui import image_upload, open_upload
+from imagezoo.tasks import default_model_id
+from imagezoo.ui import SPACE_DELETE_CACHE, image_upload, open_upload
 
 HERE = Path(__file__).resolve().parent
 MODEL_ID = default_model_id("cats-dogs", HERE.parents[1] / "models")

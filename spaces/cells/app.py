@@ -22,8 +22,8 @@ from imagezoo.images import ImageError, load_image
 from imagezoo.inference import ImageClassifier
 from imagezoo.predictors import load_predictor
 from imagezoo.predictors.cells import CellCounter
-from imagezoo.tasks import SPACE_DELETE_CACHE, default_model_id
-from imagezoo.ui import image_upload, open_upload
+from imagezoo.tasks import default_model_id
+from imagezoo.ui import SPACE_DELETE_CACHE, image_upload, open_upload
 from imagezoo.viability import score_boxes, viability
 
 HERE = Path(__file__).resolve().parent

@@ -19,14 +19,17 @@ from imagezoo.caching import load_once
 from imagezoo.explain import feature_layers, feature_maps, grad_cam, overlay
 from imagezoo.inference import ImageClassifier
 from imagezoo.predictors import load_predictor
-from imagezoo.tasks import CHARACTER_SETS, CHARACTER_TITLES, SPACE_DELETE_CACHE, default_model_id
-from imagezoo.ui import image_upload, open_upload
+from imagezoo.tasks import CHARACTER_SETS, CHARACTER_TITLES, default_model_id
+from imagezoo.ui import SPACE_DELETE_CACHE, image_upload, open_upload
 
 HERE = Path(__file__).resolve().parent
 MODELS = {name: default_model_id(f"characters-{name}", HERE.parents[1] / "models", env=f"IMAGEZOO_MODEL_{name.upper()}")
           for name in CHARACTER_SETS}
 LOCAL_EXAMPLES = HERE.parents[2] / "shared" / "data" / "characters"
 PREDICTED = "predicted class"
+#: the feature stages of the EfficientNet-Lite the characters are fine-tuned from (timm's ``feature_info``),
+#: shallow to deep; a model with other stages shows its deepest
+LAYERS, DEFAULT_LAYER = ("blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6"), "blocks.2"
 
 
 @load_once
@@ -48,7 +51,7 @@ def explain(set_name: str, image, target: str, layer: str):
 def set_changed(set_name: str):
     """The class and layer choices of the newly picked set."""
     labels = [PREDICTED, *CHARACTER_SETS[set_name]]
-    return gr.Dropdown(choices=labels, value=PREDICTED), gr.Dropdown(value="blocks.2")
+    return gr.Dropdown(choices=labels, value=PREDICTED), gr.Dropdown(value=DEFAULT_LAYER)
 
 
 def examples(set_name: str) -> list[list[str]]:
@@ -67,8 +70,7 @@ def build_demo() -> gr.Blocks:
         with gr.Row():
             set_name = gr.Radio([(CHARACTER_TITLES[s], s) for s in CHARACTER_SETS], value=first, label="Set")
             target = gr.Dropdown([PREDICTED, *CHARACTER_SETS[first]], value=PREDICTED, label="Explain class")
-            layer = gr.Dropdown(["blocks.0", "blocks.1", "blocks.2", "blocks.4", "blocks.6"], value="blocks.2",
-                                label="Feature maps of layer (shallow to deep)")
+            layer = gr.Dropdown(list(LAYERS), value=DEFAULT_LAYER, label="Feature maps of layer (shallow to deep)")
         with gr.Row():
             picture = image_upload(label="Picture")
             probs = gr.Label(num_top_classes=4, label="Prediction")

@@ -24,8 +24,8 @@ from imagezoo.caching import load_once
 from imagezoo.instances import overlay
 from imagezoo.predictors import load_predictor
 from imagezoo.predictors.segmenter import InstanceSegmenter, image_tensor, write_label_image, write_objects_csv
-from imagezoo.tasks import SPACE_DELETE_CACHE, default_model_id
-from imagezoo.ui import image_upload, open_upload
+from imagezoo.tasks import default_model_id
+from imagezoo.ui import SPACE_DELETE_CACHE, image_upload, open_upload
 
 HERE = Path(__file__).resolve().parent
 MODEL_ID = default_model_id("nuclei-unet", HERE.parents[1] / "models")

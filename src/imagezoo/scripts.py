@@ -86,11 +86,31 @@ def add_unet_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
                              "instead of starting from ImageNet weights")
     parser.add_argument("--max-train-samples", type=positive_int, default=None,
                         help="subsample training images (smoke runs)")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_run_arguments(parser)
+    return parser
+
+
+def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the trained folder is uploaded, and the repo id its card names."""
     parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None)
     parser.add_argument("--hub-repo-id", default=None, help="repo id shown in the card (default: imagezoo/<folder>)")
-    return parser
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Seed, device and Hub arguments of every fine-tuning script."""
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_hub_arguments(parser)
+
+
+def output_folder(args: argparse.Namespace, task, suffix: str = "") -> Path:
+    """``--output-dir``, else ``models/<task><suffix>``."""
+    return Path(args.output_dir or f"models/{task.name}{suffix}")
+
+
+def card_repo_id(args: argparse.Namespace, output_dir: Path) -> str:
+    """The repo a card names: the one pushed to, else ``--hub-repo-id``, else ``imagezoo/<folder>``."""
+    return args.push_to_hub or args.hub_repo_id or f"{HUB_ORG}/{output_dir.name}"
 
 
 def serving_settings(task, args: argparse.Namespace) -> dict:

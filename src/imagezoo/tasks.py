@@ -626,11 +626,6 @@ register_task(
 )
 
 
-#: every Space's ``gr.Blocks(delete_cache=...)``: uploads and outputs in Gradio's cache older than
-#: 10 minutes are deleted every 10 minutes, so a long-running Space does not fill its disk
-SPACE_DELETE_CACHE = (600, 600)
-
-
 def default_model_id(task_name: str, models_dir: str | Path, env: str = "IMAGEZOO_MODEL") -> str:
     """The model a Space or the batch job serves when not told: ``$IMAGEZOO_MODEL`` (or the
     variable ``env``), else the trained folder ``models_dir/<task>``, else the task's Hub repo

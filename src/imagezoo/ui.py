@@ -10,6 +10,10 @@ from PIL import Image
 
 from imagezoo.images import ImageError, load_image
 
+#: every Space's ``gr.Blocks(delete_cache=...)``: uploads and outputs in Gradio's cache older than
+#: 10 minutes are deleted every 10 minutes, so a long-running Space does not fill its disk
+SPACE_DELETE_CACHE = (600, 600)
+
 
 def image_upload(label: str, **kwargs) -> gr.Image:
     """An image upload that hands the app the user's own file, and says why a file is not an image.

@@ -16,11 +16,11 @@ from imagezoo.batch.discovery import discover
 from imagezoo.batch.items import Preprocessor, score_items
 from imagezoo.batch.job import ENGINES, run_job
 from imagezoo.batch.local_engine import available_cpus
-from imagezoo.batch.output import output_schema
-from imagezoo.batch.run import JobRun, JobSummary
+from imagezoo.batch.output import ROWS_PER_PART, output_schema
+from imagezoo.batch.run import BATCH_SIZE, JobRun, JobSummary
 from imagezoo.inference import BOX_MODES
 
 __all__ = [
-    "BOX_MODES", "ENGINES", "JobRun", "JobSummary", "Preprocessor", "available_cpus", "discover",
-    "output_schema", "run_job", "score_items",
+    "BATCH_SIZE", "BOX_MODES", "ENGINES", "ROWS_PER_PART", "JobRun", "JobSummary", "Preprocessor", "available_cpus",
+    "discover", "output_schema", "run_job", "score_items",
 ]

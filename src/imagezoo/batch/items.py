@@ -10,6 +10,7 @@ from typing import Sequence
 from imagezoo.data.voc import voc_sibling
 from imagezoo.images import file_sha256, load_image
 from imagezoo.predictors import Item, JobOptions, Predictor, Preparer
+from imagezoo.predictors.base import error_text
 
 
 @dataclass
@@ -46,7 +47,7 @@ class Preprocessor:
             item.width, item.height = image.size
             self.prepare(image, path, item)
         except Exception as err:  # noqa: BLE001 - any failure is this file's, recorded in its row
-            item.error = f"{type(err).__name__}: {err}"
+            item.error = error_text(err)
             item.inputs = None
         return item
 
@@ -67,7 +68,7 @@ def forward_each(predictor: Predictor, items: Sequence[Item], batch_size: int) -
         return list(predictor.forward(items, batch_size))
     except Exception as err:  # noqa: BLE001 - narrowed to the failing files below
         if len(items) == 1:
-            items[0].error = f"{type(err).__name__}: {err}"
+            items[0].error = error_text(err)
             return [None]
     outputs = []
     for item in items:
@@ -92,7 +93,7 @@ def score_items(
                     predictor.write_outputs(item, output, options)
                     rows = [{**base, **row} for row in predictor.rows(item, output)]
                 except Exception as err:  # noqa: BLE001 - recorded in the file's row
-                    base["error"] = f"{type(err).__name__}: {err}"
+                    base["error"] = error_text(err)
             rows = rows or [base]
         item.inputs = None
         scored.append((item, rows))

@@ -14,6 +14,7 @@ from imagezoo.batch.discovery import discover
 from imagezoo.batch.items import Preprocessor
 from imagezoo.batch.local_engine import run_local
 from imagezoo.batch.output import (
+    ROWS_PER_PART,
     PartWriter,
     done_keys,
     finalize,
@@ -22,7 +23,7 @@ from imagezoo.batch.output import (
     previous_sources,
 )
 from imagezoo.batch.ray_engine import run_ray
-from imagezoo.batch.run import JobRun, JobSummary
+from imagezoo.batch.run import BATCH_SIZE, JobRun, JobSummary
 from imagezoo.predictors import JobOptions, load_predictor
 
 logger = logging.getLogger(__name__)
@@ -38,9 +39,9 @@ def run_job(
     boxes: str | None = None,
     resume: bool = False,
     engine: str = "local",
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     num_workers: int | None = None,
-    rows_per_part: int = 1024,
+    rows_per_part: int = ROWS_PER_PART,
     threads: int | None = None,
     progress: bool = True,
     masks_dir: str | Path | None = None,

@@ -23,6 +23,8 @@ from imagezoo.predictors import prob_column
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "4"
+#: rows per Parquet part (row group) unless the job says otherwise
+ROWS_PER_PART = 1024
 #: Columns every output has, in order; ``prob_<label>`` columns follow ``score``.
 BASE_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("path", pa.string(), "file path relative to --dir, '/'-separated"),
@@ -67,7 +69,7 @@ def output_schema(label_names: Iterable[str]) -> pa.Schema:
 class PartWriter:
     """Buffers rows and writes them as complete Parquet parts of ``rows_per_part`` rows."""
 
-    def __init__(self, parts_dir: Path, schema: pa.Schema, rows_per_part: int = 1024):
+    def __init__(self, parts_dir: Path, schema: pa.Schema, rows_per_part: int = ROWS_PER_PART):
         self.parts_dir, self.schema, self.rows_per_part = parts_dir, schema, rows_per_part
         self.run = uuid.uuid4().hex[:8]
         self.buffer: list[dict] = []

@@ -9,6 +9,9 @@ from imagezoo.batch.items import Preprocessor
 from imagezoo.batch.output import PartWriter
 from imagezoo.predictors import JobOptions, Predictor
 
+#: files a model replica scores per forward pass unless the job says otherwise
+BATCH_SIZE = 32
+
 
 @dataclass
 class JobSummary:
@@ -57,7 +60,7 @@ class JobRun:
     writer: PartWriter
     summary: JobSummary
     options: JobOptions
-    batch_size: int = 32
+    batch_size: int = BATCH_SIZE
     num_workers: int | None = None
     threads: int | None = None
     progress: bool = True

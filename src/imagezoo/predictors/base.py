@@ -38,6 +38,11 @@ LOCAL_PREFIX = "local-dir:"
 CONFIG_KEY = "_imagezoo"  # smp ignores config keys starting with "_" when it builds the model
 
 
+def error_text(err: BaseException) -> str:
+    """A file's ``error`` column: the exception's type and message (what failed, and why)."""
+    return f"{type(err).__name__}: {err}"
+
+
 @dataclass
 class Item:
     """One file on its way through the batch job: model inputs, or the reason there are none."""

@@ -23,7 +23,7 @@ from torch import nn
 from imagezoo.files import write_atomically
 from imagezoo.images import ImageSource, load_image
 from imagezoo.instances import OBJECT_COLUMNS, encode_rle, object_table
-from imagezoo.predictors.base import Item, JobOptions, Predictor, register_predictor
+from imagezoo.predictors.base import Item, JobOptions, Predictor, error_text, register_predictor
 from imagezoo.segmentation import SegmenterConfig, load_unet, predict_probabilities
 
 OBJECTS_CSV = "objects.csv"
@@ -148,7 +148,7 @@ class InstanceSegmenter(Predictor):
                 try:
                     output = self.segment(item.inputs[0])
                 except Exception as err:  # noqa: BLE001 - recorded in the file's row
-                    item.error = f"{type(err).__name__}: {err}"
+                    item.error = error_text(err)
             outputs.append(output)
         return outputs
 
