@@ -37,7 +37,7 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-data/ldc-crops/README.md: $(VENV)/.installed training/prepare_ldc.py $(addprefix $(DATA)/,__init__.py ldc.py voc.py)
+data/ldc-crops/README.md: $(VENV)/.installed training/prepare_ldc.py $(addprefix $(DATA)/,__init__.py ldc.py splits.py voc.py)
 	$(PY) training/prepare_ldc.py --ldc-dir "$(LDC_DIR)" --out data/ldc-crops --examples-dir spaces/cells/examples
 
 data: data/ldc-crops/README.md
@@ -52,7 +52,7 @@ model: $(MODEL)/model.safetensors
 baseline: data/ldc-crops/README.md
 	$(PY) training/train_classifier.py --task ldc-live-dead --arch seed-cnn
 
-data/ldc-slides/README.md: $(VENV)/.installed training/prepare_ldc_slides.py $(addprefix $(DATA)/,__init__.py ldc.py voc.py)
+data/ldc-slides/README.md: $(VENV)/.installed training/prepare_ldc_slides.py $(addprefix $(DATA)/,__init__.py ldc.py splits.py voc.py)
 	$(PY) training/prepare_ldc_slides.py --ldc-dir "$(LDC_DIR)" --out data/ldc-slides --examples-dir spaces/cells/examples/slides
 
 viability-data: data/ldc-slides/README.md
@@ -66,7 +66,7 @@ viability-model: $(VIABILITY)/model.safetensors
 demo: model viability-model
 	$(PY) spaces/$(SPACE)/app.py
 
-data/dsb2018-nuclei/README.md: $(VENV)/.installed training/prepare_dsb2018.py $(addprefix $(DATA)/,__init__.py dsb2018.py near_duplicates.py)
+data/dsb2018-nuclei/README.md: $(VENV)/.installed training/prepare_dsb2018.py $(addprefix $(DATA)/,__init__.py dsb2018.py near_duplicates.py splits.py)
 	$(PY) training/prepare_dsb2018.py --dsb-dir "$(DSB_DIR)" --out data/dsb2018-nuclei --examples-dir spaces/nuclei/examples
 
 nuclei-data: data/dsb2018-nuclei/README.md
@@ -83,7 +83,7 @@ nuclei-demo: nuclei-model
 nuclei-benchmark: nuclei-model
 	$(PY) benchmarks/bench_segmenter.py
 
-data/cats-dogs/README.md: $(VENV)/.installed training/prepare_cats_dogs.py $(addprefix $(DATA)/,__init__.py ldc.py pets.py synthetic.py)
+data/cats-dogs/README.md: $(VENV)/.installed training/prepare_cats_dogs.py $(addprefix $(DATA)/,__init__.py pets.py splits.py synthetic.py)
 	$(PY) training/prepare_cats_dogs.py --pets-dir "$(PETS_DIR)" --data-root ../shared/data --out data/cats-dogs \
 		--examples-dir spaces/cats_dogs/examples
 
@@ -101,7 +101,7 @@ pets-demo: pets-model
 webcam-benchmark: pets-model
 	$(PY) benchmarks/bench_webcam.py
 
-data/characters-%/README.md: $(VENV)/.installed training/prepare_characters.py $(addprefix $(DATA)/,__init__.py ldc.py characters.py)
+data/characters-%/README.md: $(VENV)/.installed training/prepare_characters.py $(addprefix $(DATA)/,__init__.py characters.py splits.py)
 	$(PY) training/prepare_characters.py --set $* --characters-dir "$(CHARACTERS_DIR)" --out data/characters-$*
 
 # quick CPU recipe, a few minutes a set on 2 cores
@@ -116,7 +116,7 @@ characters-demo: characters-models
 	$(PY) spaces/characters/app.py
 
 data/brain-tumor-type/README.md: $(VENV)/.installed training/prepare_brain_mri.py \
-		$(addprefix $(DATA)/,__init__.py brain.py ldc.py near_duplicates.py pets.py synthetic.py)
+		$(addprefix $(DATA)/,__init__.py brain.py near_duplicates.py pets.py splits.py synthetic.py)
 	$(PY) training/prepare_brain_mri.py --data-root ../shared/data --out-dir data --examples-dir spaces/brain_mri/examples
 
 brain-data: data/brain-tumor-type/README.md

@@ -221,6 +221,34 @@ def test_grad_cam_is_image_sized_and_lies_on_the_head(brain_models, brain_data):
 
 
 @pytest.mark.slow  # brain_models trains the gate and the type model
+def test_tumour_detection_comparison_ships_the_better_and_cards_both(brain_models, brain_data, tmp_path):
+    """``compare_tumor_detection.py``: both models scored on the yes/no test split, the winner by balanced
+    accuracy (then ROC-AUC), one section in both cards however often it runs."""
+    import compare_tumor_detection
+    import train_classifier
+
+    type_model = tmp_path / "brain-tumor-type"
+    shutil.copytree(brain_models / "brain-tumor-type", type_model)
+    detector = tmp_path / "brain-tumor-detect"
+    train_classifier.main(["--task", "brain-tumor-detect", "--dataset", str(brain_data / "brain-tumor-detect"),
+                           "--epochs", "1", "--img-size", "128", "--output-dir", str(detector)])
+    argv = ["--type-model", str(type_model), "--detect-model", str(detector),
+            "--dataset", str(brain_data / "brain-tumor-detect")]
+    compare_tumor_detection.main(argv)
+    result = compare_tumor_detection.main(argv)  # a re-run replaces the section
+    n_test = len(load_splits(str(brain_data / "brain-tumor-detect"))["test"])
+    assert result["n"] == n_test and 0 < result["n_tumour"] < n_test
+    (type_name, type_row), (detect_name, detect_row) = result["models"].items()
+    key = ("balanced_accuracy", "roc_auc")
+    winner = detect_name if tuple(detect_row[k] for k in key) > tuple(type_row[k] for k in key) else type_name
+    assert result["shipped"] == winner
+    assert result["versus"]["difference"] == pytest.approx(type_row["balanced_accuracy"] - detect_row["balanced_accuracy"])
+    for folder in (type_model, detector):
+        assert json.loads((folder / "tumor_detection.json").read_text()) == result
+        card = (folder / "README.md").read_text()
+        assert card.count("<!-- tumor-detection -->") == 1 and f"{detect_row['roc_auc']:.4f}" in card
+
+
 def test_space_refuses_a_cat_and_analyses_an_mri(brain_models, brain_data, tmp_path):
     with space_app("brain_mri", "brain_space", IMAGEZOO_MODEL=str(brain_models / "brain-tumor-type"),
                    IMAGEZOO_GATE=str(brain_models / "brain-mri-gate")) as app:

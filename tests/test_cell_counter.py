@@ -15,7 +15,8 @@ from PIL import Image
 
 from imagezoo.batch import run_job
 from imagezoo.data import load_splits
-from imagezoo.data.ldc import build_ldc_dataset, build_ldc_slides, pixel_sha256
+from imagezoo.data.ldc import build_ldc_dataset, build_ldc_slides
+from imagezoo.data.splits import pixel_sha256
 from imagezoo.images import load_image
 from imagezoo.predictors import load_predictor
 from imagezoo.predictors.cells import CellCounter

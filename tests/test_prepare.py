@@ -7,7 +7,8 @@ import pytest
 from conftest import LDC_SAMPLES
 
 from imagezoo.data import check_label_names, load_splits
-from imagezoo.data.ldc import LABEL_NAMES, assign_split, build_ldc_dataset, pixel_sha256
+from imagezoo.data.ldc import LABEL_NAMES, build_ldc_dataset
+from imagezoo.data.splits import assign_split, pixel_sha256
 from imagezoo.data.voc import AnnotationError, read_voc
 from imagezoo.images import load_image
 

@@ -19,12 +19,16 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
+from imagezoo.brain_mri import NO_TUMOUR
 from imagezoo.data import load_splits
 from imagezoo.evaluation import paired_bootstrap
 from imagezoo.inference import ImageClassifier
 from imagezoo.scripts import script_command
 
 logger = logging.getLogger("compare_tumor_detection")
+#: both models call a tumour at this probability (the serving threshold)
+THRESHOLD = 0.5
+TUMOUR = "tumor"  # the yes/no set's positive label
 SECTION = re.compile(r"\n<!-- tumor-detection -->.*<!-- /tumor-detection -->\n", re.S)
 
 
@@ -37,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def scores(y_true: np.ndarray, p_tumour: np.ndarray) -> dict:
-    predicted = (p_tumour >= 0.5).astype(int)
+    predicted = (p_tumour >= THRESHOLD).astype(int)
     return {
         "roc_auc": float(roc_auc_score(y_true, p_tumour)),
         "balanced_accuracy": float(balanced_accuracy_score(y_true, predicted)),
@@ -57,7 +61,7 @@ def section(result: dict) -> str:
     return (
         "\n<!-- tumor-detection -->\n## Tumour yes/no: a separate detector or the type model?\n\n"
         f"Both on the de-duplicated yes/no test split ({result['n']} slices, {result['n_tumour']} with a tumour; "
-        "none of their near-duplicate groups was trained on by either model). Threshold 0.5.\n\n"
+        f"none of their near-duplicate groups was trained on by either model). Threshold {THRESHOLD}.\n\n"
         "| model | ROC-AUC | balanced accuracy | accuracy | sensitivity | specificity |\n|---|---|---|---|---|---|\n"
         f"{rows}\n\nShipped: **{result['shipped']}** ({result['reason']}). Balanced accuracy of the type model minus "
         f"the detector: {result['versus']['difference']:+.4f} (95% paired bootstrap interval {low:+.4f} to "
@@ -71,11 +75,11 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     test = load_splits(args.dataset)["test"]
     names = test.features["label"].names
-    y_true = (np.asarray(test["label"]) == names.index("tumor")).astype(int)
+    y_true = (np.asarray(test["label"]) == names.index(TUMOUR)).astype(int)
     type_model = ImageClassifier.from_pretrained(args.type_model)
     detector = ImageClassifier.from_pretrained(args.detect_model)
-    p_type = 1 - type_model.predict_images(test["image"])[:, type_model.label_names.index("notumor")]
-    p_detect = detector.predict_images(test["image"])[:, detector.label_names.index("tumor")]
+    p_type = 1 - type_model.predict_images(test["image"])[:, type_model.label_names.index(NO_TUMOUR)]
+    p_detect = detector.predict_images(test["image"])[:, detector.label_names.index(TUMOUR)]
     models = {"type model, 1 - p(notumor)": scores(y_true, p_type), "separate detector, p(tumor)": scores(y_true, p_detect)}
     (type_name, type_row), (detect_name, detect_row) = models.items()
     key = ("balanced_accuracy", "roc_auc")
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
         "models": models,
         "shipped": detect_name if detector_wins else type_name,
         "reason": "higher balanced accuracy, then ROC-AUC" + ("" if detector_wins else "; a tie goes to the type model"),
-        "versus": paired_bootstrap(y_true, (p_type >= 0.5).astype(int), (p_detect >= 0.5).astype(int)),
+        "versus": paired_bootstrap(y_true, (p_type >= THRESHOLD).astype(int), (p_detect >= THRESHOLD).astype(int)),
         "command": script_command("training/compare_tumor_detection.py", argv),
     }
     for name, row in models.items():

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from imagezoo.data import SPLITS
-from imagezoo.data.dsb2018 import BORDER_WIDTH, FRACTIONS, IMAGE_TYPES, NEAR_DUPLICATE_BITS, build_dsb2018_dataset
+from imagezoo.data.dsb2018 import BORDER_WIDTH, IMAGE_TYPES, NEAR_DUPLICATE_BITS, build_dsb2018_dataset
+from imagezoo.data.splits import FRACTIONS
 from imagezoo.hub import save_prepared_dataset
 from imagezoo.tasks import get_task
 

@@ -54,7 +54,7 @@ TENSOR_STEPS = {
 }
 
 
-def uint8_eval_transform(data_config: dict):
+def uint8_eval_transform(data_config: dict) -> Callable[[Image.Image], torch.Tensor]:
     """timm's eval resize/crop for ``data_config``, PIL image -> uint8 (C, H, W) tensor.
 
     Runs on tensors (see :data:`TENSOR_STEPS`) when every step has a v2 twin, else with timm's
@@ -68,7 +68,7 @@ def uint8_eval_transform(data_config: dict):
     return v2.Compose([*steps, v2.PILToTensor()])
 
 
-def eval_transform(data_config: dict):
+def eval_transform(data_config: dict) -> Callable[[Image.Image], torch.Tensor]:
     """PIL image -> normalised float (C, H, W): :func:`uint8_eval_transform`, then mean/std. Training
     validates and tests through it too, so a card's numbers describe the pixels users' images get."""
     return v2.Compose([
@@ -92,7 +92,7 @@ class CropPreparer:
     _transform: object = field(default=None, repr=False)
 
     @property
-    def transform(self):
+    def transform(self) -> Callable[[Image.Image], torch.Tensor]:
         if self._transform is None:
             self._transform = uint8_eval_transform(self.data_config)
         return self._transform
@@ -158,7 +158,7 @@ class ImageClassifier(Predictor):
         return cls(model, tuple(label_names), data_config, model_id, revision, config, runtime, runner, network)
 
     @property
-    def uint8_transform(self):
+    def uint8_transform(self) -> Callable[[Image.Image], torch.Tensor]:
         """Resize/crop of one RGB image to a uint8 tensor (see :func:`uint8_eval_transform`);
         the Space, the batch job and :meth:`predict` all go through it."""
         return uint8_eval_transform(self.data_config)

@@ -31,9 +31,9 @@ from datasets import Image as ImageFeature
 from PIL import Image
 
 from imagezoo.data import SPLITS
-from imagezoo.data.ldc import assign_split, dataset_from_rows, pixel_sha256
 from imagezoo.data.near_duplicates import near_duplicate_groups
 from imagezoo.data.pets import negative_images
+from imagezoo.data.splits import assign_split, dataset_from_rows, pixel_sha256
 from imagezoo.images import ImageError, load_image, shrink
 from imagezoo.tasks import get_task
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from datasets import ClassLabel, DatasetDict, Features, Value
 from datasets import Image as ImageFeature
 
 from imagezoo.data import SPLITS
-from imagezoo.data.ldc import assign_split, dataset_from_rows, pixel_sha256
+from imagezoo.data.splits import assign_split, dataset_from_rows, pixel_sha256
 from imagezoo.images import ImageError, load_image, shrink
 
 
@@ -29,7 +30,7 @@ class PrepReport:
     duplicates: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
-    def summary(self, label_names) -> str:
+    def summary(self, label_names: Sequence[str]) -> str:
         lines = [f"{self.duplicates} copies of training images left out, {len(self.skipped)} files skipped"]
         for split in SPLITS:
             lines.append(f"  {split}: " + ", ".join(f"{name}={self.rows[split, name]}" for name in label_names))

@@ -31,12 +31,12 @@ from sklearn.model_selection import train_test_split
 
 from imagezoo.data import SPLITS
 from imagezoo.data.near_duplicates import keep_groups_together, near_duplicate_groups
+from imagezoo.data.splits import FRACTIONS
 from imagezoo.images import ImageError, load_image
 
 logger = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("fluorescence", "brightfield", "histology")
-FRACTIONS = (0.7, 0.15, 0.15)
 #: Thickness of the border target in pixels (the default of :func:`border_target`).
 BORDER_WIDTH = 2
 

@@ -10,19 +10,18 @@ cells twice in training and in every metric.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 from datasets import Image as ImageFeature
 from PIL import Image
 
 from imagezoo.data import SPLITS
+from imagezoo.data.splits import assign_split, pixel_sha256
 from imagezoo.data.voc import AnnotationError, Box, crop_cell, read_voc, voc_sibling
 from imagezoo.images import ImageError, load_image
 from imagezoo.tasks import CELL_CROP_CONTEXT, DEAD, LDC_LABELS, LIVE
@@ -76,28 +75,6 @@ class PrepReport:
             lines.append(f"  {split}: {slides}{counts}")
         lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped]
         return "\n".join(lines)
-
-
-def pixel_sha256(image: Image.Image) -> str:
-    """Hash of the normalised pixels: identical slides saved under two names collide."""
-    return hashlib.sha256(np.asarray(image).tobytes() + repr(image.size).encode()).hexdigest()
-
-
-def assign_split(group: str, seed: int = 0, fractions: tuple[float, float] = (0.7, 0.15)) -> str:
-    """Deterministic train/validation/test assignment of a group key (stable across runs)."""
-    bucket = int(hashlib.sha256(f"{seed}:{group}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    if bucket < fractions[0]:
-        return "train"
-    return "validation" if bucket < fractions[0] + fractions[1] else "test"
-
-
-def dataset_from_rows(rows: dict[str, list[dict]], features: Features) -> DatasetDict:
-    """One ``Dataset`` per split from row dicts; an empty split keeps the columns (``from_list`` of
-    nothing would have none)."""
-    return DatasetDict({
-        split: Dataset.from_dict({name: [row[name] for row in part] for name in features}, features=features)
-        for split, part in rows.items()
-    })
 
 
 def annotated_images(root: str | Path) -> list[Path]:

@@ -32,7 +32,7 @@ from imagezoo.cells import (
 from imagezoo.data.voc import Box
 from imagezoo.inference import ImageClassifier
 from imagezoo.instances import encode_rle
-from imagezoo.predictors.base import Item, prob_column, register_predictor
+from imagezoo.predictors.base import Item, JobOptions, prob_column, register_predictor
 from imagezoo.predictors.segmenter import InstanceSegmenter, Segmentation
 from imagezoo.segmentation import load_unet
 from imagezoo.viability import score_boxes, viability
@@ -126,7 +126,7 @@ class CellCounter(InstanceSegmenter):
         cells = make_cells(labels, self.classify(image, probabilities, labels))
         return CellSegmentation(labels, probabilities, cells, self.label_names, self.settings.min_probability)
 
-    def check_options(self, options) -> None:
+    def check_options(self, options: JobOptions) -> None:
         if options.boxes:
             raise ValueError(f"--boxes needs an image classifier; {self.model_id} finds the cells itself")
 

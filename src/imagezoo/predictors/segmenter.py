@@ -23,7 +23,7 @@ from torch import nn
 from imagezoo.files import write_atomically
 from imagezoo.images import ImageSource, load_image
 from imagezoo.instances import OBJECT_COLUMNS, encode_rle, object_table
-from imagezoo.predictors.base import Item, JobOptions, Predictor, error_text, register_predictor
+from imagezoo.predictors.base import Item, JobOptions, Predictor, Preparer, error_text, register_predictor
 from imagezoo.segmentation import SegmenterConfig, load_unet, predict_probabilities
 
 OBJECTS_CSV = "objects.csv"
@@ -135,7 +135,7 @@ class InstanceSegmenter(Predictor):
         if options.boxes:
             raise ValueError(f"--boxes needs an image classifier; {self.model_id} is a segmentation model")
 
-    def preparer(self, options: JobOptions):
+    def preparer(self, options: JobOptions) -> Preparer:
         return image_tensor
 
     def forward(self, items: Sequence[Item], batch_size: int) -> list[Segmentation | None]:
