@@ -177,13 +177,12 @@ def test_a_new_upload_forgets_the_last_segmentation(nuclei_app, nuclei_folder):
     it lands, its first output emptying every output and the session's probabilities; the slider's renders
     share its queue, so they read the new image's probabilities."""
     events = {fn.name: fn for fn in nuclei_app.demo.fns.values()}
-    segment, rethreshold = events["segment_new_image"], events["rethreshold"]
+    segment, rethreshold = events["segment_on_upload"], events["rethreshold"]
     assert [event for _, event in segment.targets] == ["change"] and segment.outputs == rethreshold.outputs
     assert segment.concurrency_id == rethreshold.concurrency_id
     path = str(nuclei_folder / "plate1" / "well" / "1.png")
-    first, result = nuclei_app.segment_new_image(path, 0.5)
-    assert first == nuclei_app.forget_segmentation() and result[1] == nuclei_app.segment(path, 0.5)[1]
-    assert list(nuclei_app.segment_new_image(None, 0.5)) == [nuclei_app.forget_segmentation()]
+    first, result = segment.fn(path, 0.5)
+    assert first == nuclei_app.NO_SEGMENTATION and result[1] == nuclei_app.segment(path, 0.5)[1]
     with pytest.raises(gr.Error, match="Upload a microscopy image first"):  # the slider, after the state was forgotten
         nuclei_app.rethreshold(0.5, first[-1])
 

@@ -273,10 +273,9 @@ def test_space_refuses_a_cat_and_analyses_an_mri(brain_models, brain_data, tmp_p
         # scan included); a removed picture leaves nothing
         import gradio as gr
 
-        (analysis,) = [f for f in demo.fns.values() if f.fn is app.analyse_new_picture]
+        (analysis,) = [f for f in demo.fns.values() if f.name == "analyse_upload_on_upload"]
         assert [event for _, event in analysis.targets] == ["change"] and isinstance(analysis.outputs[-1], gr.State)
-        first, result = app.analyse_new_picture(str(example))
-        assert first == app.forget_analysis() and first[-1] is None and result[0] == verdict
-        assert list(app.analyse_new_picture(None)) == [app.forget_analysis()]
+        first, result = analysis.fn(str(example))
+        assert first == app.NO_ANALYSIS and first[-1] is None and result[0] == verdict
         accuracy = json.loads((brain_models / "brain-tumor-type" / "eval_results.json").read_text())["metrics"]["accuracy"]
         assert f"{100 * accuracy:.1f}%" in app.respond("How accurate is the tumour type classifier?", [], None)

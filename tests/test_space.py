@@ -76,3 +76,19 @@ def test_default_model_id_prefers_the_environment_then_the_trained_folder_then_t
     with pytest.raises(KeyError, match="known:"):
         default_model_id("no-such-model", tmp_path / "missing")
 
+
+def test_a_new_upload_first_clears_then_shows_its_own_result(tmp_path):
+    """``show_on_upload``: the upload's change event yields the empty outputs at once, then ``fn``'s result;
+    a removed image leaves them empty."""
+    from imagezoo.ui import image_upload, show_on_upload
+
+    with gr.Blocks() as demo:
+        upload, size = image_upload(label="image"), gr.Markdown()
+        show_on_upload(upload, lambda path, scale: f"{Image.open(path).width * scale} px", [size], "", [gr.State(2)],
+                       api_name="size")
+    (event,) = [fn for fn in demo.fns.values() if fn.name == "<lambda>_on_upload"]
+    assert event.targets == [(upload._id, "change")] and event.api_name == "size"
+    path = tmp_path / "a.png"
+    Image.new("RGB", (5, 3)).save(path)
+    assert list(event.fn(str(path), 2)) == ["", "10 px"]
+    assert list(event.fn(None, 2)) == [""]

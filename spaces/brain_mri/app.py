@@ -20,7 +20,7 @@ from imagezoo.caching import load_once
 from imagezoo.chat import Chat
 from imagezoo.chat.generate import Generator
 from imagezoo.explain import grad_cam, overlay
-from imagezoo.ui import SPACE_DELETE_CACHE, image_upload, open_upload
+from imagezoo.ui import SPACE_DELETE_CACHE, image_upload, open_upload, show_on_upload
 
 logger = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -69,17 +69,8 @@ def analyse_upload(image):
     return verdict, tumour, result.probabilities, overlay(picture, heat), result.as_context()
 
 
-def forget_analysis() -> tuple:
-    """Empty outputs and no "last scan" for the chat."""
-    return "", None, None, None, None
-
-
-def analyse_new_picture(image):
-    """What a new (or removed) picture shows: the previous result goes at once, so neither the page nor the
-    chat describes an image no longer there, then the new picture's own result."""
-    yield forget_analysis()
-    if image is not None:
-        yield analyse_upload(image)
+#: the analysis tab's outputs before a picture is analysed: no verdict, no "last scan" for the chat
+NO_ANALYSIS = ("", None, None, None, None)
 
 
 def user_questions(history: list) -> list[str]:
@@ -121,9 +112,7 @@ def build_demo() -> gr.Blocks:
                     tumour = gr.Label(label="Tumour (1 - p(no tumour))")
                     types = gr.Label(num_top_classes=4, label="Type")
             cam = gr.Image(label="Grad-CAM: where the evidence for the predicted class lies (last stage)")
-            # every new picture is analysed as it lands: an Analyse button clicked while a file was still
-            # uploading raced the upload's own change event
-            picture.change(analyse_new_picture, picture, [verdict, tumour, types, cam, scan], api_name="analyse")
+            show_on_upload(picture, analyse_upload, [verdict, tumour, types, cam, scan], NO_ANALYSIS, api_name="analyse")
             if examples:
                 gr.Examples(examples, picture, label="Test-split examples (one per class)")
         with gr.Tab("Chat / Conversación"):

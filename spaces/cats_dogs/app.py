@@ -23,7 +23,7 @@ from imagezoo.caching import load_once
 from imagezoo.inference import ImageClassifier
 from imagezoo.predictors import load_predictor
 from imagezoo.tasks import default_model_id
-from imagezoo.ui import SPACE_DELETE_CACHE, image_upload, open_upload
+from imagezoo.ui import SPACE_DELETE_CACHE, image_upload, open_upload, show_on_upload
 
 HERE = Path(__file__).resolve().parent
 MODEL_ID = default_model_id("cats-dogs", HERE.parents[1] / "models")
@@ -70,7 +70,7 @@ def build_demo() -> gr.Blocks:
             with gr.Row():
                 photo = image_upload(label="Photo")
                 verdict = gr.Label(num_top_classes=3, label="Prediction")
-            gr.Button("Classify", variant="primary").click(classify, photo, verdict, api_name="classify")
+            show_on_upload(photo, classify, [verdict], None, api_name="classify")
             if EXAMPLES:
                 gr.Examples(EXAMPLES, inputs=photo)
         with gr.Tab("Webcam"):

@@ -23,7 +23,7 @@ from imagezoo.inference import ImageClassifier
 from imagezoo.predictors import load_predictor
 from imagezoo.predictors.cells import CellCounter
 from imagezoo.tasks import default_model_id
-from imagezoo.ui import SPACE_DELETE_CACHE, image_upload, open_upload
+from imagezoo.ui import SPACE_DELETE_CACHE, image_upload, open_upload, show_on_upload
 from imagezoo.viability import score_boxes, viability
 
 HERE = Path(__file__).resolve().parent
@@ -102,9 +102,9 @@ def build_demo() -> gr.Blocks:
             with gr.Row():
                 cell = image_upload(label="Cell crop")
                 probabilities = gr.Label(num_top_classes=2, label="Prediction")
-            gr.Button("Classify", variant="primary").click(classify_cell, cell, probabilities, api_name="classify")
+            show_on_upload(cell, classify_cell, [probabilities], None, api_name="classify")
             if EXAMPLES:
-                gr.Examples(EXAMPLES, inputs=cell, outputs=probabilities, fn=classify_cell)
+                gr.Examples(EXAMPLES, inputs=cell)
         with gr.Tab("Whole image"):
             gr.Markdown(f"No box file needed: the cell counter finds the cells. Model: `{COUNTER_ID}`")
             with gr.Row():
@@ -112,9 +112,7 @@ def build_demo() -> gr.Blocks:
                 outlined = gr.Image(label="Cells: live green, dead red", format="png")
             counts = gr.Markdown()
             cells = gr.Dataframe(headers=CELL_COLUMNS, label="Cells found", interactive=False)
-            gr.Button("Find and count cells", variant="primary").click(
-                count_cells, whole, [outlined, counts, cells], api_name="count_cells"
-            )
+            show_on_upload(whole, count_cells, [outlined, counts, cells], (None, "", None), api_name="count_cells")
             if SLIDE_EXAMPLES:
                 gr.Examples(SLIDE_EXAMPLES, inputs=whole)
         with gr.Tab("Whole slide + VOC boxes"):

@@ -25,7 +25,7 @@ from imagezoo.instances import overlay
 from imagezoo.predictors import load_predictor
 from imagezoo.predictors.segmenter import InstanceSegmenter, image_tensor, write_label_image, write_objects_csv
 from imagezoo.tasks import default_model_id
-from imagezoo.ui import SPACE_DELETE_CACHE, image_upload, open_upload
+from imagezoo.ui import SPACE_DELETE_CACHE, image_upload, open_upload, show_on_upload
 
 HERE = Path(__file__).resolve().parent
 MODEL_ID = default_model_id("nuclei-unet", HERE.parents[1] / "models")
@@ -79,17 +79,8 @@ def rethreshold(threshold: float, state):
     return *render(image, probabilities, threshold), state
 
 
-def forget_segmentation() -> tuple:
-    """Empty outputs and no probabilities in the session."""
-    return None, "", None, None
-
-
-def segment_new_image(image_path: str | None, threshold: float):
-    """What a new (or removed) upload shows: the previous result and probabilities go at once, so neither the
-    slider nor the downloads describe an image no longer there, then the new image's own segmentation."""
-    yield forget_segmentation()
-    if image_path:
-        yield segment(image_path, threshold)
+#: the outputs before an image is segmented: no overlay, count or downloads, no probabilities for the slider
+NO_SEGMENTATION = (None, "", None, None)
 
 
 def build_demo() -> gr.Blocks:
@@ -105,7 +96,7 @@ def build_demo() -> gr.Blocks:
         outputs = [result, summary, files, state]
         # one queue: a slider moved during a segmentation re-renders the session's probabilities once they
         # are the new image's (Gradio reads a gr.State when the event runs, not when it is sent)
-        upload.change(segment_new_image, [upload, threshold], outputs, api_name="segment", concurrency_id="segment")
+        show_on_upload(upload, segment, outputs, NO_SEGMENTATION, [threshold], api_name="segment", concurrency_id="segment")
         threshold.release(rethreshold, [threshold, state], outputs, api_name="rethreshold", concurrency_id="segment")
         if EXAMPLES:
             gr.Examples(EXAMPLES, inputs=upload)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import gradio as gr
 from gradio.data_classes import ImageData
@@ -52,3 +53,22 @@ def open_upload(path: str | None, what: str) -> Image.Image:
         return load_image(path)
     except ImageError as err:
         raise gr.Error(str(err)) from err
+
+
+def show_on_upload(upload: gr.Image, fn: Callable[..., Any], outputs: Sequence, empty: Any, inputs: Sequence = (),
+                   **event: Any) -> None:
+    """``fn(image, *inputs)`` shown in ``outputs`` as each new image lands, the outputs first set to ``empty``
+    so that nothing shown (or kept in a ``gr.State``) describes an image no longer there; a removed image
+    leaves them empty. ``event`` goes to Gradio's ``change`` (``api_name``, ``concurrency_id``).
+
+    The upload's own change event, not a button: a button clicked while the file was still uploading sent
+    its request first, and a clearing on the change that followed wiped the new result
+    (docs/experiments/brain-mri.md).
+    """
+    def on_upload(image: str | None, *values: Any):
+        yield empty
+        if image:
+            yield fn(image, *values)
+
+    on_upload.__name__ = f"{fn.__name__}_on_upload"  # Gradio names the event after it
+    upload.change(on_upload, [upload, *inputs], list(outputs), **event)
