@@ -18,12 +18,11 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-from PIL import Image
 
 from imagezoo.caching import load_once
 from imagezoo.instances import overlay
 from imagezoo.predictors import load_predictor
-from imagezoo.predictors.segmenter import InstanceSegmenter, image_tensor, write_label_image, write_objects_csv
+from imagezoo.predictors.segmenter import InstanceSegmenter, Segmentation, write_label_image, write_objects_csv
 from imagezoo.tasks import default_model_id
 from imagezoo.ui import SPACE_DELETE_CACHE, image_upload, open_upload, show_on_upload
 
@@ -54,7 +53,7 @@ def segmenter() -> InstanceSegmenter:
 
 def render(image: np.ndarray, probabilities: np.ndarray, threshold: float):
     """Overlay, summary and downloadable files for one threshold."""
-    result = segmenter().from_probabilities(image_tensor(Image.fromarray(image))[0], probabilities, threshold)
+    result = Segmentation(segmenter().instances(probabilities, threshold=threshold), probabilities)
     folder = download_folder()
     label_png, table_csv = folder / "labels.png", folder / "objects.csv"
     write_label_image(label_png, result.labels)
@@ -66,8 +65,8 @@ def render(image: np.ndarray, probabilities: np.ndarray, threshold: float):
 
 def segment(image_path: str | None, threshold: float):
     """Segment an upload; keep the image and probabilities in the session for the slider."""
-    image = np.asarray(open_upload(image_path, "a microscopy image"))
-    probabilities = segmenter().probabilities(Image.fromarray(image))
+    picture = open_upload(image_path, "a microscopy image")
+    image, probabilities = np.asarray(picture), segmenter().probabilities(picture)
     return *render(image, probabilities, threshold), (image, probabilities)
 
 

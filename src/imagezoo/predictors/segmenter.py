@@ -116,8 +116,8 @@ class InstanceSegmenter(Predictor):
     def from_probabilities(
         self, image: torch.Tensor, probabilities: np.ndarray, threshold: float | None = None, min_size: int | None = None
     ) -> Segmentation:
-        """The result from already computed probabilities of the uint8 (3, H, W) ``image`` (a Space's
-        threshold slider re-runs only this)."""
+        """The result from already computed probabilities of the uint8 (3, H, W) ``image`` (the post-processing
+        a threshold slider re-runs; a cell counter also classifies the cells of ``image`` here)."""
         return Segmentation(self.instances(probabilities, threshold, min_size), probabilities)
 
     def segment(
