@@ -19,16 +19,15 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from imagezoo.brain_mri import NO_TUMOUR
 from imagezoo.data import load_splits
 from imagezoo.evaluation import paired_bootstrap
 from imagezoo.inference import ImageClassifier
 from imagezoo.scripts import script_command
+from imagezoo.tasks import NO_TUMOUR, TUMOUR
 
 logger = logging.getLogger("compare_tumor_detection")
 #: both models call a tumour at this probability (the serving threshold)
 THRESHOLD = 0.5
-TUMOUR = "tumor"  # the yes/no set's positive label
 SECTION = re.compile(r"\n<!-- tumor-detection -->.*<!-- /tumor-detection -->\n", re.S)
 
 

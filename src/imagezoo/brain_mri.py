@@ -16,9 +16,8 @@ from imagezoo.images import ImageSource
 from imagezoo.inference import ImageClassifier
 from imagezoo.predictors.base import local_folder, resolve_model_folder
 from imagezoo.predictors.gated import GatedClassifier
-from imagezoo.tasks import HUB_PREFIX, default_model_id
+from imagezoo.tasks import HUB_PREFIX, NO_TUMOUR, default_model_id
 
-NO_TUMOUR = "notumor"
 #: a top-two probability margin under this is "not decisive"
 DECISIVE_MARGIN = 0.2
 

@@ -68,13 +68,28 @@ def uint8_eval_transform(data_config: dict) -> Callable[[Image.Image], torch.Ten
     return v2.Compose([*steps, v2.PILToTensor()])
 
 
+@dataclass(frozen=True)
+class Uint8Normalize:
+    """uint8 (C, H, W) or (N, C, H, W) -> the model's float input, ``(x - 255 mean) / (255 std)``.
+
+    The one normalisation of every classifier input: serving applies it per batch, training's
+    validation and test per image, so a card's numbers come from the floats users' images get.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean).view(-1, 1, 1) * 255
+        std = torch.tensor(self.std).view(-1, 1, 1) * 255
+        return (pixels.float() - mean) / std
+
+
 def eval_transform(data_config: dict) -> Callable[[Image.Image], torch.Tensor]:
-    """PIL image -> normalised float (C, H, W): :func:`uint8_eval_transform`, then mean/std. Training
-    validates and tests through it too, so a card's numbers describe the pixels users' images get."""
+    """PIL image -> normalised float (C, H, W): :func:`uint8_eval_transform`, then :class:`Uint8Normalize`."""
     return v2.Compose([
         uint8_eval_transform(data_config),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(data_config["mean"], data_config["std"]),
+        Uint8Normalize(tuple(data_config["mean"]), tuple(data_config["std"])),
     ])
 
 
@@ -170,9 +185,7 @@ class ImageClassifier(Predictor):
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) from :attr:`uint8_transform` -> the model's float input."""
-        mean = torch.tensor(self.data_config["mean"]).view(1, -1, 1, 1) * 255
-        std = torch.tensor(self.data_config["std"]).view(1, -1, 1, 1) * 255
-        return (batch.float() - mean) / std
+        return Uint8Normalize(tuple(self.data_config["mean"]), tuple(self.data_config["std"]))(batch)
 
     def preprocess(self, image: ImageSource) -> torch.Tensor:
         """Decode (any mode, any source) and transform one image to a float model input (C, H, W)."""

@@ -25,6 +25,8 @@ CELL_CROP_CONTEXT = 0.5
 LIVE, DEAD = "live", "dead"
 #: LDC's classes: the crop classifier's labels and the cell counter's class channels.
 LDC_LABELS = (DEAD, LIVE)
+#: The brain MRI sets' "no tumour" class (the type model's fourth label) and the yes/no set's positive one.
+NO_TUMOUR, TUMOUR = "notumor", "tumor"
 
 
 #: how a recipe makes a rare class count: weights in the loss, or drawing its examples as often as the others'
@@ -515,7 +517,7 @@ register_task(
         name="brain-tumor-type",
         dataset="data/brain-tumor-type",
         dataset_repo_id=f"{HUB_ORG}/brain-tumor-type",
-        label_names=("glioma", "meningioma", "notumor", "pituitary"),
+        label_names=("glioma", "meningioma", NO_TUMOUR, "pituitary"),
         # served behind the MRI gate by default (load_predictor, the batch job): a cat photo gets no tumour label
         model_config={GATE_KEY: "brain-mri-gate"},
         recipes={"quick": _BRAIN_QUICK, "full": _BRAIN_FULL},  # quick: under 15 minutes on 2 cores
@@ -554,7 +556,7 @@ register_task(
         name="brain-tumor-detect",
         dataset="data/brain-tumor-detect",
         dataset_repo_id=f"{HUB_ORG}/brain-tumor-detect",
-        label_names=("notumor", "tumor"),
+        label_names=(NO_TUMOUR, TUMOUR),
         model_config={GATE_KEY: "brain-mri-gate"},
         # the type model's recipes with more epochs for the small yes/no set (158 training slices; about 2 minutes)
         recipes={"quick": _BRAIN_QUICK.with_overrides(epochs=12),

@@ -20,6 +20,7 @@ from imagezoo.chat.corpus import LANGUAGES, ModelFacts, Passage, load_passages
 from imagezoo.chat.generate import Generator
 from imagezoo.chat.language import detect_language, language_confidence
 from imagezoo.chat.retrieval import RRF_K, FusionWeights, Hit, HybridRetriever, fold_accents
+from imagezoo.tasks import NO_TUMOUR
 
 # Topics whose answers are about health, so they end with the not-a-diagnosis reminder.
 NON_MEDICAL_TOPICS = {"models", "privacy"}
@@ -140,7 +141,7 @@ LABEL_NAMES = {
     "glioma": {"en": "glioma", "es": "glioma"},
     "meningioma": {"en": "meningioma", "es": "meningioma"},
     "pituitary": {"en": "pituitary tumour", "es": "tumor hipofisario"},
-    "notumor": {"en": "no tumour", "es": "sin tumor"},
+    NO_TUMOUR: {"en": "no tumour", "es": "sin tumor"},
 }
 SCAN_TEXTS = {
     "none": {

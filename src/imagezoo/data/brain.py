@@ -35,7 +35,7 @@ from imagezoo.data.near_duplicates import near_duplicate_groups
 from imagezoo.data.pets import negative_images
 from imagezoo.data.splits import assign_split, dataset_from_rows, pixel_sha256
 from imagezoo.images import ImageError, load_image, shrink
-from imagezoo.tasks import get_task
+from imagezoo.tasks import NO_TUMOUR, TUMOUR, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def mri_files(data_root: str | Path) -> list[tuple[Path, str, str]]:
     root = Path(data_root)
     files = [(p, TYPE_SOURCE, p.parent.name) for label in TYPE_LABELS
              for p in sorted((root / TYPE_SOURCE / "Training" / label).glob("*")) if p.is_file()]
-    files += [(p, DETECT_SOURCE, {"yes": "tumor", "no": "notumor"}[answer]) for answer in ("yes", "no")
+    files += [(p, DETECT_SOURCE, {"yes": TUMOUR, "no": NO_TUMOUR}[answer]) for answer in ("yes", "no")
               for p in sorted((root / DETECT_SOURCE / answer).glob("*")) if p.is_file()]
     if not files:
         raise FileNotFoundError(f"{root}: neither {TYPE_SOURCE}/Training/<class>/ nor {DETECT_SOURCE}/{{yes,no}}/ found")
