@@ -61,6 +61,18 @@ def test_16bit_colour_keeps_its_depth(tmp_path, suffix):
     assert pixels[1, 1].tolist() == [0, 0, 0] and pixels[0, 0].tolist() == [255, 255, 255]
 
 
+def test_16bit_transparency_darkens_without_changing_the_depth(tmp_path):
+    """The depth is read from the colour, then alpha applied: a 1/16-opaque 12-bit white came out 255."""
+    import cv2
+
+    rgba = np.zeros((2, 2, 4), np.uint16)
+    rgba[..., :3] = 4095
+    rgba[..., 3] = [[4096, 8192], [2048, 0]]  # at most 1/8 opaque
+    assert cv2.imwrite(str(tmp_path / "alpha16.png"), rgba[..., [2, 1, 0, 3]])
+    grey = np.asarray(load_image(tmp_path / "alpha16.png"))[..., 0]
+    assert grey.tolist() == [[16, 32], [8, 0]]
+
+
 def test_a_photo_tagged_as_turned_loads_upright(tmp_path):
     """Phones store a portrait photo as landscape pixels plus an EXIF orientation; viewers (and the browser
     showing the upload) turn it, so the model must see it turned too."""
@@ -204,3 +216,14 @@ def test_a_model_is_loaded_once_however_many_requests_ask_at_the_same_time():
     load.cache_clear()
     load("model")
     assert calls == ["model", "other", "model"]
+
+
+def test_a_truncated_file_opened_lazily_by_the_caller_is_a_clear_error(tmp_path):
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(buffer, format="PNG")
+    path = tmp_path / "cut.png"
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with Image.open(path) as lazy, pytest.raises(ImageError, match="corrupt or truncated"):
+        load_image(lazy, name="cut.png")
