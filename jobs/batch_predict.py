@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size, num_workers=args.num_workers, rows_per_part=args.rows_per_part,
             threads=args.threads, progress=not args.no_progress, masks_dir=args.masks_dir, gate=args.gate,
         )
-    except (NotADirectoryError, FileNotFoundError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError) as err:  # a missing folder or model, an unknown Hub id, no permission
         logger.error("%s", err)
         return 2
     logger.info("%s", summary.text())

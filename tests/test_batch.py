@@ -49,7 +49,7 @@ def test_every_file_gets_a_row_and_bad_ones_an_error(trained_model, slides, tmp_
     out = tmp_path / "out.parquet"
     summary = run_job(slides, str(trained_model), out, progress=False)
     rows = {r["path"]: r for r in read_rows(out)}
-    assert set(rows) == set(discover(slides)) and ".DS_Store" not in rows
+    assert set(rows) == set(discover(slides).names) and ".DS_Store" not in rows
     assert not any(p.endswith(".xml") for p in rows), "VOC sidecars are annotations, not inputs"
     bad = {"truncated.png": "truncated", "corrupt.png": "corrupt", "empty.png": "0 bytes",
            "notes.png": "not a recognised image", "bomb.png": "too large", "pipe": "not a regular file"}
@@ -139,6 +139,55 @@ def test_empty_folder_is_a_clear_error(trained_model, tmp_path):
     result = subprocess.run([*JOB, "--dir", str(empty), "--model", str(trained_model), "--out", str(tmp_path / "o.parquet")],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "no files to score" in result.stderr
+
+
+
+def test_a_file_name_that_is_not_utf8_is_scored_and_resumed(trained_model, ldc_sample_dir, tmp_path):
+    """Arrow stores UTF-8 only: a Latin-1 name (b"caf\\xe9") stopped the whole job when its part was written."""
+    folder = tmp_path / "slides"
+    shutil.copytree(ldc_sample_dir, folder)
+    latin1 = os.fsdecode(b"caf\xe9.png")
+    shutil.copy(folder / LDC_SAMPLES["RGB"], folder / latin1)
+    out = tmp_path / "out.parquet"
+    run_job(folder, str(trained_model), out, progress=False)
+    rows = {r["path"]: r for r in read_rows(out)}
+    assert rows["caf\\xe9.png"]["error"] is None
+    assert rows["caf\\xe9.png"]["prob_live"] == rows[LDC_SAMPLES["RGB"]]["prob_live"]
+    summary = run_job(folder, str(trained_model), out, resume=True, progress=False)
+    assert summary.skipped == summary.files == len(LDC_SAMPLES) + 1 and len(read_rows(out)) == summary.files
+
+
+def test_symlinked_folders_are_followed_once_and_loops_end(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "real").mkdir(parents=True)
+    outside.mkdir()
+    (root / "real" / "a.png").write_bytes(b"a")
+    (outside / "b.png").write_bytes(b"b")
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "real" / "loop").symlink_to(root, target_is_directory=True)
+    (root / "twice").symlink_to(root / "real", target_is_directory=True)
+    assert discover(root).names == ["linked/b.png", "real/a.png"]
+
+
+def test_a_folder_that_cannot_be_listed_gets_an_error_row(tmp_path, monkeypatch):
+    """Root reads every folder whatever its mode, so the refusal another user meets is made here."""
+    from imagezoo.batch.items import Preprocessor
+
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "open").mkdir()
+    (tmp_path / "open" / "a.png").write_bytes(b"a")
+    scandir = os.scandir
+
+    def refuse_locked(path="."):
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_locked)
+    listing = discover(tmp_path)
+    assert listing.names == ["locked/", "open/a.png"]
+    item = Preprocessor(str(tmp_path), prepare=None, unlisted=listing.unlisted)("locked/")
+    assert item.error == "PermissionError: folder cannot be listed, its files were not scored (Permission denied)"
 
 
 @pytest.fixture()
@@ -270,7 +319,7 @@ def test_outputs_written_inside_the_folder_are_not_scored(trained_model, ldc_sam
     out = folder / "results" / "out.parquet"
     first = run_job(folder, str(trained_model), out, progress=False)
     second = run_job(folder, str(trained_model), out, progress=False)
-    assert first.files == second.files == len(discover(ldc_sample_dir))
+    assert first.files == second.files == len(discover(ldc_sample_dir).names)
     assert not any(row["path"].startswith("results/") for row in read_rows(out))
 
 

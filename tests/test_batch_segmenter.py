@@ -45,7 +45,7 @@ def test_rows_masks_and_objects_agree(nuclei_model, nuclei_folder, tmp_path):
     out, masks = tmp_path / "nuclei.parquet", tmp_path / "masks"
     summary = run_job(nuclei_folder, str(nuclei_model), out, masks_dir=masks, progress=False)
     rows = {r["path"]: r for r in pq.read_table(out).to_pylist()}
-    assert set(rows) == set(discover(nuclei_folder)) and summary.errors == 5 and summary.scored == 3
+    assert set(rows) == set(discover(nuclei_folder).names) and summary.errors == 5 and summary.scored == 3
     assert pq.read_schema(out).equals(output_schema([]), check_metadata=False)
     objects = pacsv.read_csv(masks / "objects.csv").to_pylist()
     for path, row in rows.items():

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from imagezoo.data.voc import voc_sibling
 from imagezoo.images import file_sha256, load_image
@@ -15,7 +15,7 @@ from imagezoo.predictors.base import error_text
 
 @dataclass
 class Preprocessor:
-    """Path -> :class:`Item`: hash, skip if already done, decode (any mode), then the model's preparer.
+    """A listed name -> :class:`Item`: hash, skip if already done, decode (any mode), then the model's preparer.
 
     Picklable and model-free, so it runs in DataLoader workers and Ray tasks. A bad file
     becomes an item carrying an ``error``, never an exception.
@@ -25,6 +25,8 @@ class Preprocessor:
     prepare: Preparer
     done: frozenset = frozenset()  # (path, sha256) pairs to skip
     with_annotation: bool = False  # --boxes voc: the rows depend on the annotation beside the file too
+    on_disk: Mapping[str, str] = field(default_factory=dict)  # from the job's Listing
+    unlisted: Mapping[str, str] = field(default_factory=dict)
 
     def digest(self, path: Path, name: str) -> str:
         """The file's SHA-256; with an annotation that its rows come from, the SHA-256 of both digests,
@@ -35,15 +37,18 @@ class Preprocessor:
             return digest
         return hashlib.sha256(f"{digest}:{file_sha256(annotation)}".encode()).hexdigest()
 
-    def __call__(self, relative: str) -> Item:
-        item = Item(relative)
-        path = Path(self.root, relative)
+    def __call__(self, name: str) -> Item:
+        item = Item(name)
+        if name in self.unlisted:
+            item.error = self.unlisted[name]
+            return item
+        path = Path(self.root, self.on_disk.get(name, name))
         try:
-            item.sha256 = self.digest(path, relative)
-            if (relative, item.sha256) in self.done:
+            item.sha256 = self.digest(path, name)
+            if (name, item.sha256) in self.done:
                 item.skipped = True
                 return item
-            image = load_image(path, name=relative)
+            image = load_image(path, name=name)
             item.width, item.height = image.size
             self.prepare(image, path, item)
         except Exception as err:  # noqa: BLE001 - any failure is this file's, recorded in its row

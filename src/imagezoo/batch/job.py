@@ -57,7 +57,8 @@ def run_job(
     if masks_dir == root:  # a folder inside --dir is left out of the inputs; --dir itself cannot be
         raise ValueError(f"--masks-dir is --dir ({root}): label images would lie beside the inputs and be scored "
                          "as inputs by the next run; give a separate folder, e.g. a sub-folder of it")
-    files = discover(root, exclude=[out, parts_dir_for(out), *([masks_dir] if masks_dir else [])])
+    listing = discover(root, exclude=[out, parts_dir_for(out), *([masks_dir] if masks_dir else [])])
+    files = listing.names
     if not files:
         raise ValueError(f"{root}: no files to score (the folder is empty)")
     predictor = load_predictor(model_id, gate=gate)
@@ -72,7 +73,8 @@ def run_job(
             if predictor.has_outputs(options, key[0])}
     job = JobRun(
         predictor=predictor,
-        preprocess=Preprocessor(str(root), predictor.preparer(options), frozenset(done), options.boxes == "voc"),
+        preprocess=Preprocessor(str(root), predictor.preparer(options), frozenset(done), options.boxes == "voc",
+                                listing.on_disk, listing.unlisted),
         files=files,
         writer=PartWriter(parts_dir_for(out), schema, rows_per_part),
         summary=JobSummary(files=len(files)),
