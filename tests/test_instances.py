@@ -117,3 +117,19 @@ def test_object_table_matches_a_hand_made_image():
     json.dumps(rows)
     assert object_table(np.zeros((4, 4), dtype=np.int32), image[:4, :4]) == []
     assert object_table(labels, image[..., 0])[0]["mean_intensity"] == pytest.approx(200.0)  # grey input
+
+
+def test_overlay_tints_each_object_over_a_grey_image_and_outlines_it():
+    from imagezoo.instances import OBJECT_COLOURS, OVERLAY_ALPHA, overlay
+
+    image = np.full((12, 20, 3), (200, 100, 50), np.uint8)
+    labels = np.zeros((12, 20), np.int32)
+    labels[2:9, 2:9], labels[2:9, 11:18] = 1, 2
+    coloured = overlay(image, labels)
+    grey = round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)  # ITU-R 601 luma, Pillow's "L"
+    assert coloured.dtype == np.uint8 and coloured.shape == image.shape
+    assert coloured[0, 0].tolist() == [grey] * 3
+    for label, (y, x) in ((1, (5, 5)), (2, (5, 14))):
+        tint = np.rint((1 - OVERLAY_ALPHA) * grey + OVERLAY_ALPHA * OBJECT_COLOURS[label - 1])
+        assert coloured[y, x].tolist() == tint.tolist()
+        assert coloured[2, x].tolist() == [255] * 3  # the object's top row is its outline
