@@ -164,7 +164,7 @@ def object_table(labels: np.ndarray, image: np.ndarray) -> list[dict]:
 
 
 def overlay(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """uint8 RGB: ``image`` in grey, each object tinted in its own colour, outlined in white.
+    """uint8 RGB: ``image`` (uint8 RGB or RGBA) in grey, each object tinted in its own colour, outlined in white.
 
     The look of skimage's ``label2rgb`` (alpha 0.35 over a grey underlay) computed in uint8 over the whole
     image and in float32 only on the objects' pixels: label2rgb's float64 copies took 371 MB per megapixel,
