@@ -298,6 +298,38 @@ def test_a_job_that_fails_keeps_the_files_it_scored(trained_model, slides, tmp_p
     assert len(read_rows(out)) == summary.files
 
 
+def test_a_worker_killed_on_one_file_costs_only_that_file(trained_model, slides, tmp_path, monkeypatch):
+    """The kernel's out-of-memory killer ends a worker (SIGKILL) while it decodes one file, with other
+    chunks in flight: that file gets an error row, every other file its usual rows, none twice."""
+    from imagezoo.batch import items
+
+    killer = "nested/killer.png"
+    shutil.copy(slides / LDC_SAMPLES["RGB"], slides / killer)
+    driver, prepare = os.getpid(), items.Preprocessor.__call__
+
+    def killed_on_killer(self, name):
+        if name == killer and os.getpid() != driver:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return prepare(self, name)
+
+    expected = tmp_path / "expected.parquet"
+    run_job(slides, str(trained_model), expected, num_workers=0, progress=False)
+    monkeypatch.setattr(items.Preprocessor, "__call__", killed_on_killer)  # forked workers inherit it
+    out = tmp_path / "out.parquet"
+    summary = run_job(slides, str(trained_model), out, num_workers=2, batch_size=2, progress=False)
+    rows = read_rows(out)
+    assert sorted(r["path"] for r in rows) == sorted(discover(slides).names), "one row per file, none twice"
+    row = next(r for r in rows if r["path"] == killer)
+    assert "most likely out of memory" in row["error"] and row["label"] is None
+    assert row["sha256"] == hashlib.sha256((slides / killer).read_bytes()).hexdigest()
+    assert summary.errors == sum(r["error"] is not None for r in read_rows(expected)) + 1
+    got = {r["path"]: r for r in rows}
+    for want in read_rows(expected):
+        if want["path"] != killer:
+            assert got[want["path"]]["error"] == want["error"] and got[want["path"]]["label"] == want["label"]
+            assert got[want["path"]]["prob_live"] == pytest.approx(want["prob_live"], abs=1e-5)
+
+
 def test_a_batch_that_fails_fails_only_its_bad_file(trained_model, ldc_dir):
     import torch
 

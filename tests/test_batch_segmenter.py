@@ -163,6 +163,17 @@ def test_space_segments_counts_and_exports(nuclei_app, nuclei_folder, tmp_path):
     assert Path(files[0]).is_relative_to(nuclei_app.SCRATCH) and not stale.exists()
 
 
+def test_space_counts_beyond_what_a_label_image_can_number(nuclei_app):
+    """65,792 nuclei (8x8 squares 2 px apart): more than a 16-bit PNG can number. The count, overlay and
+    table still come, and the text says why there is no label image (it used to be a bare error)."""
+    body = np.zeros((256 * 10, 257 * 10), np.float32)
+    body.reshape(256, 10, 257, 10)[:, :8, :, :8] = 1
+    image = np.repeat((body * 200).astype(np.uint8)[..., None], 3, axis=2)
+    overlay, text, files, _ = nuclei_app.rethreshold(0.5, (image, np.stack([body, np.zeros_like(body)])))
+    assert "**65792 nuclei**" in text and "No label image" in text and overlay.shape == image.shape
+    assert [Path(f).name for f in files] == ["objects.csv"] and len(pacsv.read_csv(files[0])) == 65792
+
+
 def test_space_refuses_bad_uploads(nuclei_app, bad_files):
     with pytest.raises(gr.Error, match="Upload"):
         nuclei_app.segment(None, 0.5)

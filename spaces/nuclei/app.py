@@ -22,7 +22,13 @@ import numpy as np
 from imagezoo.caching import load_once
 from imagezoo.instances import overlay
 from imagezoo.predictors import load_predictor
-from imagezoo.predictors.segmenter import InstanceSegmenter, Segmentation, write_label_image, write_objects_csv
+from imagezoo.predictors.segmenter import (
+    MAX_LABEL,
+    InstanceSegmenter,
+    Segmentation,
+    write_label_image,
+    write_objects_csv,
+)
 from imagezoo.tasks import default_model_id
 from imagezoo.ui import SPACE_DELETE_CACHE, image_upload, open_upload, show_on_upload
 
@@ -56,10 +62,13 @@ def render(image: np.ndarray, probabilities: np.ndarray, threshold: float):
     result = Segmentation(segmenter().instances(probabilities, threshold=threshold), probabilities)
     folder = download_folder()
     label_png, table_csv = folder / "labels.png", folder / "objects.csv"
-    write_label_image(label_png, result.labels)
     write_objects_csv(table_csv, "upload", result.labels, image)
     text = (f"**{result.n_objects} nuclei** (threshold {threshold:.2f}); foreground {result.foreground_fraction:.1%} "
             "of the image.")
+    if result.n_objects > MAX_LABEL:
+        text += f" No label image: a 16-bit PNG numbers at most {MAX_LABEL:,} objects (the table lists every one)."
+        return overlay(image, result.labels), text, [str(table_csv)]
+    write_label_image(label_png, result.labels)
     return overlay(image, result.labels), text, [str(label_png), str(table_csv)]
 
 

@@ -64,10 +64,14 @@ def mask_paths(masks_dir: str, relative: str) -> tuple[Path, Path]:
     return base.with_name(base.name + ".png"), base.with_name(base.name + ".objects.csv")
 
 
+#: the most objects a label image (16-bit PNG) can number
+MAX_LABEL = int(np.iinfo(np.uint16).max)
+
+
 def write_label_image(target: Path, labels: np.ndarray) -> None:
     """Instance labels as a 16-bit grey PNG (0 background, k nucleus k), as Fiji and CellProfiler read them."""
-    if labels.max(initial=0) > np.iinfo(np.uint16).max:
-        raise ValueError(f"{int(labels.max())} objects do not fit a 16-bit label image")
+    if labels.max(initial=0) > MAX_LABEL:
+        raise ValueError(f"{int(labels.max())} objects do not fit a 16-bit label image (at most {MAX_LABEL:,})")
     image = Image.fromarray(labels.astype(np.uint16))
     write_atomically(target, lambda tmp: image.save(tmp, format="PNG"))
 
