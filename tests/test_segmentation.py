@@ -201,6 +201,14 @@ def test_a_scaled_model_sees_resized_images_and_answers_in_the_images_pixels(ran
     assert rescale(batch, None) is batch and rescale(batch, 1.0) is batch
 
 
+def test_a_one_pixel_image_is_segmented_by_a_downscaling_model(random_unet):
+    """At scale 0.5 a 1-pixel side rounded to 0 pixels (an interpolation error) before it was kept at 1."""
+    image = np.full((1, 1, 3), 128, np.uint8)
+    assert rescale(image[None], 0.5).shape == (1, 1, 1, 3)
+    probs = predict_probabilities(random_unet, image, SegmenterConfig(scale=0.5))
+    assert probs.shape == (2, 1, 1) and 0 <= probs.min() and probs.max() <= 1
+
+
 def test_test_time_augmentation_is_the_mean_over_the_eight_orientations(random_unet):
     image = np.random.default_rng(4).integers(0, 256, (64, 96, 3), dtype=np.uint8)  # no padding: turns commute with it
     config = SegmenterConfig(percentiles=(1.0, 99.8))

@@ -164,7 +164,7 @@ def rescale(images: np.ndarray, scale: float | None, nearest: bool = False) -> n
     and serving both resize for a model with ``SegmenterConfig.scale``; unchanged when ``None`` or 1."""
     if not scale or scale == 1:
         return images
-    size = (round(images.shape[1] * scale), round(images.shape[2] * scale))
+    size = (max(1, round(images.shape[1] * scale)), max(1, round(images.shape[2] * scale)))  # a 1-px side stays 1 px
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
     if nearest:
         x = F.interpolate(x, size=size, mode="nearest-exact")
