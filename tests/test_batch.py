@@ -157,6 +157,15 @@ def test_a_file_name_that_is_not_utf8_is_scored_and_resumed(trained_model, ldc_s
     assert summary.skipped == summary.files == len(LDC_SAMPLES) + 1 and len(read_rows(out)) == summary.files
 
 
+def test_an_escaped_name_that_another_file_has_gets_a_name_of_its_own(tmp_path):
+    """b"caf\\xe9.png" is written ``caf\\xe9.png``, the name a file may have for real: each keeps its own row."""
+    (tmp_path / "caf\\xe9.png").write_bytes(b"literal")
+    (tmp_path / os.fsdecode(b"caf\xe9.png")).write_bytes(b"latin-1")
+    listing = discover(tmp_path)
+    assert listing.names == ["caf\\xe9.png", "caf\\xe9.png (2)"]
+    assert [(tmp_path / listing.on_disk.get(name, name)).read_bytes() for name in listing.names] == [b"literal", b"latin-1"]
+
+
 def test_symlinked_folders_are_followed_once_and_loops_end(tmp_path):
     root, outside = tmp_path / "root", tmp_path / "outside"
     (root / "real").mkdir(parents=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Iterable
 class Listing:
     """What :func:`discover` found. ``names`` key the rows (in walk order, '/'-separated, valid UTF-8);
     ``on_disk`` holds the relative path of each name that is not its own path (a file name that is not
-    UTF-8); ``unlisted`` the error of each folder that could not be listed, named ``folder/``, so it gets
+    UTF-8, or a name taken by another file once escaped); ``unlisted`` the error of each folder that could not be listed, named ``folder/``, so it gets
     an error row instead of vanishing from the output."""
 
     names: list[str]
@@ -42,11 +43,15 @@ def discover(root: str | Path, exclude: Iterable[str | Path] = ()) -> Listing:
         raise NotADirectoryError(f"{root}: not a directory")
     excluded = {Path(path).resolve() for path in exclude} - {root}
     names: list[str] = []
+    seen: set[str] = set()
     on_disk: dict[str, str] = {}
     unlisted: dict[str, str] = {}
 
     def add(relative: str) -> str:
         name = output_name(relative)
+        if name in seen:  # an escaped name that another file has for real (``caf\xe9.png`` written out)
+            name = next(f"{name} ({k})" for k in itertools.count(2) if f"{name} ({k})" not in seen)
+        seen.add(name)
         names.append(name)
         if name != relative:
             on_disk[name] = relative
