@@ -14,6 +14,7 @@ import pytest
 from conftest import LDC_SAMPLES, ROOT
 
 from imagezoo.batch import discover, output_schema, run_job
+from imagezoo.batch.items import Preprocessor
 from imagezoo.data.voc import read_voc
 from imagezoo.images import load_image
 from imagezoo.inference import ImageClassifier
@@ -29,6 +30,18 @@ def read_rows(path) -> list[dict]:
 
 def key(row: dict) -> tuple:
     return row["path"], -1 if row["box_index"] is None else row["box_index"]
+
+
+KILLER = "nested/killer.png"
+
+
+class KilledOnKiller(Preprocessor):
+    """Decoding ``KILLER`` ends the worker with SIGKILL, as the kernel's out-of-memory killer would."""
+
+    def __call__(self, name: str):
+        if name == KILLER:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().__call__(name)
 
 
 @pytest.fixture()
@@ -180,7 +193,6 @@ def test_symlinked_folders_are_followed_once_and_loops_end(tmp_path):
 
 def test_a_folder_that_cannot_be_listed_gets_an_error_row(tmp_path, monkeypatch):
     """Root reads every folder whatever its mode, so the refusal another user meets is made here."""
-    from imagezoo.batch.items import Preprocessor
 
     (tmp_path / "locked").mkdir()
     (tmp_path / "open").mkdir()
@@ -308,33 +320,25 @@ def test_a_job_that_fails_keeps_the_files_it_scored(trained_model, slides, tmp_p
 
 
 def test_a_worker_killed_on_one_file_costs_only_that_file(trained_model, slides, tmp_path, monkeypatch):
-    """The kernel's out-of-memory killer ends a worker (SIGKILL) while it decodes one file, with other
-    chunks in flight: that file gets an error row, every other file its usual rows, none twice."""
-    from imagezoo.batch import items
+    """A worker dies while it decodes one file, with other chunks in flight: that file gets an error row,
+    every other file its usual rows, none twice (the job used to end with a RuntimeError)."""
+    from imagezoo.batch import job as batch_job
 
-    killer = "nested/killer.png"
-    shutil.copy(slides / LDC_SAMPLES["RGB"], slides / killer)
-    driver, prepare = os.getpid(), items.Preprocessor.__call__
-
-    def killed_on_killer(self, name):
-        if name == killer and os.getpid() != driver:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return prepare(self, name)
-
+    shutil.copy(slides / LDC_SAMPLES["RGB"], slides / KILLER)
     expected = tmp_path / "expected.parquet"
     run_job(slides, str(trained_model), expected, num_workers=0, progress=False)
-    monkeypatch.setattr(items.Preprocessor, "__call__", killed_on_killer)  # forked workers inherit it
+    monkeypatch.setattr(batch_job, "Preprocessor", KilledOnKiller)
     out = tmp_path / "out.parquet"
     summary = run_job(slides, str(trained_model), out, num_workers=2, batch_size=2, progress=False)
     rows = read_rows(out)
     assert sorted(r["path"] for r in rows) == sorted(discover(slides).names), "one row per file, none twice"
-    row = next(r for r in rows if r["path"] == killer)
+    row = next(r for r in rows if r["path"] == KILLER)
     assert "most likely out of memory" in row["error"] and row["label"] is None
-    assert row["sha256"] == hashlib.sha256((slides / killer).read_bytes()).hexdigest()
+    assert row["sha256"] == hashlib.sha256((slides / KILLER).read_bytes()).hexdigest()
     assert summary.errors == sum(r["error"] is not None for r in read_rows(expected)) + 1
     got = {r["path"]: r for r in rows}
     for want in read_rows(expected):
-        if want["path"] != killer:
+        if want["path"] != KILLER:
             assert got[want["path"]]["error"] == want["error"] and got[want["path"]]["label"] == want["label"]
             assert got[want["path"]]["prob_live"] == pytest.approx(want["prob_live"], abs=1e-5)
 
@@ -342,7 +346,7 @@ def test_a_worker_killed_on_one_file_costs_only_that_file(trained_model, slides,
 def test_a_batch_that_fails_fails_only_its_bad_file(trained_model, ldc_dir):
     import torch
 
-    from imagezoo.batch.items import Preprocessor, score_items
+    from imagezoo.batch.items import score_items
     from imagezoo.predictors import Item, JobOptions, load_predictor
 
     predictor = load_predictor(str(trained_model))
@@ -380,6 +384,27 @@ def test_ray_engine_gives_the_same_rows_as_local(trained_model, slides, tmp_path
             else:
                 assert y[column] == value, column
     assert summary.errors == 6  # the five bad files and the named pipe
+
+
+def test_ray_engine_records_a_file_whose_worker_dies_and_goes_on(trained_model, slides, tmp_path, monkeypatch):
+    """Ray Data retries a task whose worker died forever by default: the job used to hang on such a file."""
+    ray = pytest.importorskip("ray")
+    from imagezoo.batch import job as batch_job
+
+    shutil.copy(slides / LDC_SAMPLES["RGB"], slides / KILLER)
+    expected = tmp_path / "expected.parquet"
+    run_job(slides, str(trained_model), expected, progress=False)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import this module
+    monkeypatch.setattr(batch_job, "Preprocessor", KilledOnKiller)
+    out = tmp_path / "out.parquet"
+    summary = run_job(slides, str(trained_model), out, engine="ray", progress=False)
+    rows = {r["path"]: r for r in read_rows(out)}
+    assert len(read_rows(out)) == len(rows) == len(read_rows(expected)), "one row per file, none twice"
+    assert "Ray task failed" in rows[KILLER]["error"] and rows[KILLER]["label"] is None
+    assert summary.errors == sum(r["error"] is not None for r in read_rows(expected)) + 1
+    for want in read_rows(expected):
+        if want["path"] != KILLER:
+            assert rows[want["path"]]["error"] == want["error"] and rows[want["path"]]["label"] == want["label"]
 
 
 def test_box_index_is_the_position_in_the_annotation_file(trained_model, ldc_sample_dir, tmp_path):

@@ -65,6 +65,18 @@ def base_row(item: Item, predictor: Predictor) -> dict:
     )
 
 
+def lost_file(preprocess: Preprocessor, predictor: Predictor, name: str, reason: str) -> tuple[Item, list[dict]]:
+    """The error row of a file whose worker process died scoring it alone (out of memory, most likely):
+    the engines record it instead of ending the job or retrying it forever."""
+    item = Item(name, error=f"the worker scoring this file alone ended ({reason}): most likely out of memory")
+    if name not in preprocess.unlisted:
+        try:  # the hash only, for the row's provenance; decoding is what may not fit
+            item.sha256 = preprocess.digest(Path(preprocess.root, preprocess.on_disk.get(name, name)), name)
+        except (OSError, ValueError):  # gone, or not a regular file: the error row says enough
+            pass
+    return item, [base_row(item, predictor)]
+
+
 def forward_each(predictor: Predictor, items: Sequence[Item], batch_size: int) -> list:
     """``predictor.forward`` of the batch; if it fails, of each item alone, so the failure is recorded
     as the error of the file that caused it (a slide with thousands of boxes running out of memory,

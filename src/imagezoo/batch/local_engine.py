@@ -8,14 +8,13 @@ import signal
 import threading
 from contextlib import contextmanager
 from functools import partial
-from pathlib import Path
 from typing import Generator, Iterator
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from imagezoo.batch.items import Preprocessor, base_row, score_items
+from imagezoo.batch.items import Preprocessor, lost_file, score_items
 from imagezoo.batch.run import JobRun
 from imagezoo.predictors import Item, JobOptions, Predictor
 
@@ -139,17 +138,7 @@ class LocalRun:
             suspect, names = names[received], names[received + 1:]
             if (yield from self.attempt([[suspect]], 1)) is not None:
                 logger.warning("%s: %s when scored alone; recorded as the file's error", suspect, self.death)
-                yield [self.killed(suspect)]
-
-    def killed(self, name: str) -> tuple[Item, list[dict]]:
-        item = Item(name, error=f"the worker scoring this file alone ended ({self.death}): most likely out of memory")
-        preprocess = self.job.preprocess
-        if name not in preprocess.unlisted:
-            try:  # the hash only, for the row's provenance; decoding is what may not fit
-                item.sha256 = preprocess.digest(Path(preprocess.root, preprocess.on_disk.get(name, name)), name)
-            except (OSError, ValueError):  # gone, or not a regular file: the error row says enough
-                pass
-        return item, [base_row(item, self.job.predictor)]
+                yield [lost_file(self.job.preprocess, self.job.predictor, suspect, self.death)]
 
     def run(self) -> set[tuple[str, str]]:
         job = self.job

@@ -9,18 +9,21 @@ the final file exactly as the local engine does (so ``--resume`` and the atomic 
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import numpy as np
 import pyarrow as pa
 import torch
 
-from imagezoo.batch.items import Preprocessor, score_items
+from imagezoo.batch.items import Preprocessor, lost_file, score_items
 from imagezoo.batch.output import output_schema
 from imagezoo.batch.run import JobRun
 from imagezoo.predictors import Item, JobOptions, load_predictor
 
 REUSED = "_reused"
+
+logger = logging.getLogger(__name__)
 
 
 def item_to_row(item: Item) -> dict:
@@ -87,40 +90,71 @@ class ScoreActor:
         return pa.Table.from_pylist(files, schema=self.schema)
 
 
+#: times Ray re-runs a task, or a model actor's batch, whose worker process died; Ray Data's default is
+#: forever, so a file whose decoding the out-of-memory killer ends would hang the job
+RETRIES = 1
+
+
 def run_ray(job: JobRun) -> set[tuple[str, str]]:
     """Score ``job.files`` on the Ray cluster in ``RAY_ADDRESS`` (or a local one); returns reused keys.
 
     ``job.num_workers`` model actors (default 1), each on ``job.threads`` torch threads (default:
     half the cluster's CPUs over the actors, the other half decoding). Rows come back in the driver
     one file at a time, so a Parquet part never holds part of a file's rows (``--resume`` reuses whole files).
+    A block whose worker died twice is skipped; its files are scored again one per block, and a file
+    whose worker dies then too gets an error row, as on the local engine.
     """
     import ray
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = job.progress
+    settings = context.enable_progress_bars, context.max_errored_blocks
+    context.enable_progress_bars, context.max_errored_blocks = job.progress, -1
+    reused: set[tuple[str, str]] = set()
+    try:
+        scored = stream(job, job.files, job.batch_size, None, reused)
+        lost = [name for name in job.files if name not in scored]
+        if lost:
+            logger.warning("%d files were in blocks whose Ray worker died; scoring them one per block", len(lost))
+            scored = stream(job, lost, 1, len(lost), reused)
+        for name in lost:
+            if name not in scored:
+                item, rows = lost_file(job.preprocess, job.predictor, name, "its Ray task failed twice")
+                job.collect(item.path, item.sha256, item.skipped, rows, reused)
+    finally:
+        context.enable_progress_bars, context.max_errored_blocks = settings
+    return reused
+
+
+def stream(job: JobRun, files: list[str], batch_size: int, blocks: int | None, reused: set) -> set[str]:
+    """Score ``files`` (in ``blocks`` blocks; ``None``: Ray's choice) and collect each file's rows in the
+    driver; returns the files that came back (a block whose worker died is skipped)."""
+    import ray
+
     actors = job.num_workers or 1
     cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
     threads = job.threads or max(1, cpus // (2 * actors))
     dataset = (
-        ray.data.from_items([{"path": path} for path in job.files])
-        .map(Prepare(job.preprocess))
+        ray.data.from_items([{"path": path} for path in files], override_num_blocks=blocks)
+        .map(Prepare(job.preprocess), max_retries=RETRIES)
         .map_batches(
             ScoreActor,
             fn_constructor_kwargs=dict(
                 load_spec=job.predictor.load_spec, revision=job.predictor.revision, batch_size=job.batch_size,
                 threads=threads, options=job.options,
             ),
-            batch_size=job.batch_size,
+            batch_size=batch_size,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=actors),
+            max_task_retries=RETRIES,
         )
     )
-    reused: set[tuple[str, str]] = set()
+    scored = set()
     # model_id as the user gave it (the actors load the folder by its absolute path), as the local engine writes it
     for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
         for file in table.to_pylist():
             file_rows = [{**row, "model_id": job.predictor.model_id} for row in file["rows"]]
             job.collect(file["path"], file["sha256"], file[REUSED], file_rows, reused)
-    return reused
+            scored.add(file["path"])
+    return scored
