@@ -14,8 +14,8 @@ from typing import Iterable
 class Listing:
     """What :func:`discover` found. ``names`` key the rows (in walk order, '/'-separated, valid UTF-8);
     ``on_disk`` holds the relative path of each name that is not its own path (a file name that is not
-    UTF-8, or a name taken by another file once escaped); ``unlisted`` the error of each folder that could not be listed, named ``folder/``, so it gets
-    an error row instead of vanishing from the output."""
+    UTF-8, or whose escaped form another file has for real); ``unlisted`` the error of each folder that
+    could not be listed, named ``folder/``, so it gets an error row instead of vanishing from the output."""
 
     names: list[str]
     on_disk: dict[str, str] = field(default_factory=dict)
