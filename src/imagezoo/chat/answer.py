@@ -76,10 +76,16 @@ UNSAFE = _rules(  # self-harm, and getting drugs around a doctor (not "can an MR
     r"\b(easiest|quickest|painless) way to (die|end it|go)\b",
     r"\bno quiero (seguir viviendo|vivir|estar aqui)\b", r"\bacabar con (todo|mi vida)\b",
     r"\bforma (mas )?(facil|rapida) de (morir|acabar)\b",
+    # a review on 2026-12-03: "i wanna die", "how many sleeping pills would kill me", "me voy a quitar la vida"
+    r"\bwanna die\b", r"\bwish i (was|were) dead\b", r"\b(pills?|tablets?)\b.{0,40}\bkill me\b",
+    r"\bjump(ing)? (off|from) (a |the )?(bridge|building|roof|cliff|balcony|window)",
+    r"\bquitar(me|se)? la vida\b", r"\bganas de (morir|morirme|matarme)\b",
+    r"\bno (le )?veo (el |ningun )?sentido a (la vida|vivir|seguir)\b",
 )
 DIAGNOSTIC = _rules(  # "do I have...?", "is my ... a tumour?", treatment decisions and doses
     r"\b(do|did|could|might|may) i (have|got) (a |an |some )?(brain )?(tumou?r|cancer|glioma|meningioma|adenoma|something)",
     r"\b(means?|shows?) (that )?i have\b", r"\bam i (sick|ill|dying)\b",
+    r"\b(will|am) i (going to )?die\b", r"\b(me )?voy a morir(me)?\b",  # one's own outlook (a review, 2026-12-03)
     r"\b(is|are|could) my\b.{0,40}\b(tumou?r|cancer)", r"\bdiagnos\w* (me|my)\b",
     r"\bshould i (take|stop|start|use)\b(?! (with|along)\b)(?!.{0,40}\b(mri|scan|appointment)\b)",
     r"\bshould i (get|have)\b.{0,20}\b(surgery|operat\w*|treatment|radio\w*|radiation|chemo\w*)",
@@ -216,6 +222,12 @@ MIN_SIMILARITY = {"en": 0.41, "es": 0.71}
 # scored 0.51-0.62 the wrong way and were refused as off-topic against the Spanish passages.
 UNSURE_LANGUAGE = 0.75
 
+# A follow-up is read with the earlier questions only when, alone, it falls at most this far below the
+# off-topic threshold: the follow-ups of chat_followups.json fall at most 0.068 below it (measured
+# 2026-12-03); a poem, the weather or "how many sleeping pills would kill me" fall 0.12-0.21 below and,
+# after a question about gliomas, were answered with a glioma passage.
+FOLLOW_UP_SLACK = 0.1
+
 #: the first characters of a question are what the chat reads: no question needs more, and a pasted
 #: 100 kB message would otherwise hold the chat's queue while the rules scan it. The safety rules also
 #: read the last ones: a pasted report must not hide what its writer asks (or says) at its end.
@@ -278,6 +290,8 @@ class Chat:
         "How is it treated? meningioma", and "¿Y un meningioma?" after "¿Cómo se trata un glioma?" as
         that question without "glioma" followed by this one (:func:`follow_up_query`)."""
         language, hits = self.search(question, language)
+        if self.relevance_margin(hits, language) < -FOLLOW_UP_SLACK:  # off-topic alone: no history makes it a follow-up
+            return language, hits
         query = follow_up_query(question, history, self.passages[hits[0].id].topic, language)
         return (language, self.retriever.search(query, language)) if query else (language, hits)
 
