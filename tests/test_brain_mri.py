@@ -3,6 +3,7 @@ refusals), the gated pipeline in the batch job, Grad-CAM on the head, and the Sp
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import shutil
@@ -249,7 +250,7 @@ def test_tumour_detection_comparison_ships_the_better_and_cards_both(brain_model
         assert card.count("<!-- tumor-detection -->") == 1 and f"{detect_row['roc_auc']:.4f}" in card
 
 
-def test_space_refuses_a_cat_and_analyses_an_mri(brain_models, brain_data, tmp_path):
+def test_space_refuses_a_cat_and_analyses_an_mri(brain_models, brain_data, tmp_path, monkeypatch):
     with space_app("brain_mri", "brain_space", IMAGEZOO_MODEL=str(brain_models / "brain-tumor-type"),
                    IMAGEZOO_GATE=str(brain_models / "brain-mri-gate")) as app:
         demo = app.build_demo()
@@ -262,8 +263,15 @@ def test_space_refuses_a_cat_and_analyses_an_mri(brain_models, brain_data, tmp_p
         assert scan["gate"] == "other"
         example = sorted((brain_data / "examples").glob("*.jpg"))[0]
         verdict, tumour, types, cam, scan = app.analyse_upload(str(example))
-        assert "Brain MRI slice" in verdict and set(types) == set(TYPE_LABELS)
+        assert "Brain MRI slice" in verdict and {c["label"] for c in types.value["confidences"]} == set(TYPE_LABELS)
+        assert types.show_heading == scan["decisive"]  # a class as the headline only when the slice is decisive
         assert cam.size == Image.open(example).size and scan["label"] in TYPE_LABELS
+        with monkeypatch.context() as patch:  # no margin is wide enough: the same slice, not decisive
+            patch.setattr(app, "analyse", functools.partial(app.analyse, margin=1.01))
+            undecided, _, undecided_types, _, undecided_scan = app.analyse_upload(str(example))
+        ranked = sorted(undecided_scan["probabilities"].items(), key=lambda item: -item[1])
+        assert "Not decisive" in undecided and not undecided_types.show_heading
+        assert all(f"{label} ({percent(p)})" in undecided for label, p in ranked[:2])
         assert_uploads_reach_the_app(demo, tmp_path)
         # the chat tab: the last analysis, in the question's language, and the served models' own numbers
         reply = app.respond("¿Qué significa mi resultado?", [], scan)

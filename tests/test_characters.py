@@ -129,6 +129,8 @@ def test_space_explains_an_upload(characters_model, pictures, tmp_path):
         assert cam.size == pictures[0].size and maps.size == (384, 384) and "blocks.1" in caption
         _, _, _, caption = app.explain("fairytail", str(path), "Lucy Heartfilia", "blocks.4")
         assert "Lucy Heartfilia" in caption
+        predicted = max(probs, key=probs.get)  # a class of another set (a stale dropdown): the predicted one
+        assert f"**{predicted}**" in app.explain("fairytail", str(path), "Goku", "blocks.1")[3]
         with pytest.raises(gr.Error):
             app.explain("fairytail", None, app.PREDICTED, "blocks.1")
         assert_uploads_reach_the_app(app.demo, tmp_path)

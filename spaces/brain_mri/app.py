@@ -18,6 +18,7 @@ import gradio as gr
 from imagezoo.brain_mri import DECISIVE_MARGIN, analyse, load_pipeline, served_facts
 from imagezoo.caching import load_once
 from imagezoo.chat import Chat
+from imagezoo.chat.answer import percent
 from imagezoo.chat.generate import Generator
 from imagezoo.explain import grad_cam, overlay
 from imagezoo.ui import SPACE_DELETE_CACHE, image_upload, open_upload, show_on_upload
@@ -61,12 +62,16 @@ def analyse_upload(image):
     heat, _ = grad_cam(pipeline().classifier, picture, result.label)
     verdict = f"### Brain MRI slice (gate probability {result.gate_score:.3f})\n"
     if result.decisive:
-        verdict += f"Most likely class: **{result.label}** ({result.probability:.1%})."
+        verdict += f"Most likely class: **{result.label}** ({percent(result.probability)})."
     else:
-        verdict += (f"**Not decisive**: the two most likely classes are within {DECISIVE_MARGIN:.0%} of each other; "
-                    "the model cannot tell them apart on this slice.")
+        (first, p_first), (second, p_second) = sorted(result.probabilities.items(), key=lambda item: -item[1])[:2]
+        verdict += (f"**Not decisive**: the two most likely classes, {first} ({percent(p_first)}) and {second} "
+                    f"({percent(p_second)}), are within {DECISIVE_MARGIN:.0%} of each other; the model cannot tell "
+                    "them apart on this slice.")
     tumour = {"tumour": result.tumour_probability, "no tumour": 1 - result.tumour_probability}
-    return verdict, tumour, result.probabilities, overlay(picture, heat), result.as_context()
+    # no class as the headline of a slice that is not decisive, as the chat names none
+    types = gr.Label(result.probabilities, show_heading=result.decisive)
+    return verdict, tumour, types, overlay(picture, heat), result.as_context()
 
 
 #: the analysis tab's outputs before a picture is analysed: no verdict, no "last scan" for the chat
@@ -111,7 +116,7 @@ def build_demo() -> gr.Blocks:
                     verdict = gr.Markdown(elem_id="verdict")
                     tumour = gr.Label(label="Tumour (1 - p(no tumour))")
                     types = gr.Label(num_top_classes=4, label="Type")
-            cam = gr.Image(label="Grad-CAM: where the evidence for the predicted class lies (last stage)")
+            cam = gr.Image(label="Grad-CAM: where the evidence for the most likely class lies (last stage)")
             show_on_upload(picture, analyse_upload, [verdict, tumour, types, cam, scan], NO_ANALYSIS, api_name="analyse")
             if examples:
                 gr.Examples(examples, picture, label="Test-split examples (one per class)")

@@ -29,6 +29,9 @@ HERE = Path(__file__).resolve().parent
 MODEL_ID = default_model_id("cats-dogs", HERE.parents[1] / "models")
 EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.jpg"))
 STREAM_EVERY = 0.1  # seconds between frames the browser sends
+#: a stream holds one of STREAMS slots for its whole session (a frame costs about 21 ms on 2 cores), so a
+#: session ends after STREAM_SECONDS: with 10 minutes, a fifth viewer of 4 slots waited up to 10 minutes
+STREAMS, STREAM_SECONDS = 8, 120
 CAMERA = {"video": {"width": {"ideal": 320}, "height": {"ideal": 240}}}  # downscaled before sending
 NOTICE = (
     "A demo model: it knows cats and dogs from one public photo set and answers *neither* for anything "
@@ -74,7 +77,9 @@ def build_demo() -> gr.Blocks:
             if EXAMPLES:
                 gr.Examples(EXAMPLES, inputs=photo)
         with gr.Tab("Webcam"):
-            gr.Markdown("Allow the camera, then press record: every frame is classified as it arrives.")
+            gr.Markdown(f"Allow the camera, then press record: every frame is classified as it arrives. A session "
+                        f"streams for up to {STREAM_SECONDS // 60} minutes, so that others get their turn: press "
+                        "record again to go on.")
             with gr.Row():
                 camera = gr.Image(
                     sources=["webcam"], streaming=True, type="numpy", label="Camera",
@@ -86,7 +91,8 @@ def build_demo() -> gr.Blocks:
             session = gr.State()
             camera.stream(
                 classify_frame, [camera, session], [live, status, session],
-                stream_every=STREAM_EVERY, concurrency_limit=4, time_limit=600, api_name="classify_frame",
+                stream_every=STREAM_EVERY, concurrency_limit=STREAMS, time_limit=STREAM_SECONDS,
+                api_name="classify_frame",
             )
     return demo
 

@@ -42,7 +42,8 @@ def explain(set_name: str, image, target: str, layer: str):
     picture = open_upload(image, "a picture")
     model = classifier(set_name)
     probs = model.predict([picture])[0]
-    heat, shown = grad_cam(model, picture, None if target in (None, PREDICTED) else target)
+    # a class of another set (picked before the set changed, or through the API): the predicted one, named below
+    heat, shown = grad_cam(model, picture, target if target in model.label_names else None)
     layer = layer if layer in feature_layers(model) else feature_layers(model)[-1]
     caption = f"Grad-CAM of **{shown}** at the last stage; feature maps of `{layer}` (its 16 most active channels)."
     return probs, overlay(picture, heat), feature_maps(model, picture, layer), caption
