@@ -249,7 +249,9 @@ register_task(
             ),
             intended_use=(
                 "Demos and teaching: a live webcam classifier, and a pet filter in front of photo pipelines. "
-                "`neither` is a class of the model, returned by every interface (timm, the batch job, the Space)."
+                "`neither` is a class of the model: the batch job, the Space and `ImageClassifier.from_pretrained` "
+                "return it by the served rule below; plain timm runs the network alone (a backstop, when the rule "
+                "has one, is a file timm does not read)."
             ),
             limitations=[
                 "Pets come from one public set of Kaggle photos; unusual breeds, drawings of pets, very small or "
