@@ -193,7 +193,6 @@ def test_symlinked_folders_are_followed_once_and_loops_end(tmp_path):
 
 def test_a_folder_that_cannot_be_listed_gets_an_error_row(tmp_path, monkeypatch):
     """Root reads every folder whatever its mode, so the refusal another user meets is made here."""
-
     (tmp_path / "locked").mkdir()
     (tmp_path / "open").mkdir()
     (tmp_path / "open" / "a.png").write_bytes(b"a")
