@@ -188,6 +188,19 @@ def test_questions_about_mri_itself_are_not_taken_for_a_crisis_or_a_diagnosis(ch
     assert chat.answer(question).reason not in ("unsafe", "diagnostic")
 
 
+@pytest.mark.parametrize(("question", "language", "passage"), [
+    ("que es un meningioma", "es", "meningioma-what"),
+    ("sintomas de meningioma", "es", "meningioma-symptoms"),
+    ("glioma grade 3 vs grade 4", "en", "glioma-grades"),
+    ("are pituitary adenomas hereditary", "en", "pituitary-risk"),
+])
+def test_a_question_of_unsure_language_is_answered_where_it_is_most_on_topic(chat: Chat, question, language, passage):
+    """Spanish without accents was answered in English: the raw margins over thresholds of 0.41 and 0.71
+    favoured English even for an exact Spanish match (a review, 2026-12-03)."""
+    answer = chat.answer(question)
+    assert (answer.language, answer.sources[0]["id"]) == (language, passage), answer.text
+
+
 def test_a_refusal_speaks_both_languages_when_the_question_language_is_unsure(chat: Chat):
     answer = chat.answer("glioma grade 3 vs grade 4 dose")  # lingua: Spanish at 0.58 only
     assert answer.reason == "diagnostic"
