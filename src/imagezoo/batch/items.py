@@ -37,12 +37,16 @@ class Preprocessor:
             return digest
         return hashlib.sha256(f"{digest}:{file_sha256(annotation)}".encode()).hexdigest()
 
+    def path(self, name: str) -> Path:
+        """Where the file a listed name stands for lies (its own path, or the one it was escaped from)."""
+        return Path(self.root, self.on_disk.get(name, name))
+
     def __call__(self, name: str) -> Item:
         item = Item(name)
         if name in self.unlisted:
             item.error = self.unlisted[name]
             return item
-        path = Path(self.root, self.on_disk.get(name, name))
+        path = self.path(name)
         try:
             item.sha256 = self.digest(path, name)
             if (name, item.sha256) in self.done:
@@ -69,11 +73,10 @@ def lost_file(preprocess: Preprocessor, predictor: Predictor, name: str, reason:
     """The error row of a file whose worker process died scoring it alone (out of memory, most likely):
     the engines record it instead of ending the job or retrying it forever."""
     item = Item(name, error=f"the worker scoring this file alone ended ({reason}): most likely out of memory")
-    if name not in preprocess.unlisted:
-        try:  # the hash only, for the row's provenance; decoding is what may not fit
-            item.sha256 = preprocess.digest(Path(preprocess.root, preprocess.on_disk.get(name, name)), name)
-        except (OSError, ValueError):  # gone, or not a regular file: the error row says enough
-            pass
+    try:  # the hash only, for the row's provenance; decoding is what may not fit
+        item.sha256 = preprocess.digest(preprocess.path(name), name)
+    except (OSError, ValueError):  # gone, or not a regular file: the error row says enough
+        pass
     return item, [base_row(item, predictor)]
 
 
