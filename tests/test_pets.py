@@ -9,6 +9,7 @@ import pickle
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 from conftest import SHARED_DATA, assert_uploads_reach_the_app, space_app
 from PIL import Image
 
@@ -129,6 +130,12 @@ def test_onnx_and_torch_runtimes_agree(pets_model, pets_dataset):
              for runtime in ("torch", "onnx", "onnx-int8")}
     np.testing.assert_allclose(probs["onnx"], probs["torch"], atol=1e-4)
     np.testing.assert_allclose(probs["onnx-int8"].sum(1), 1, atol=1e-4)  # how close it comes is measured in training
+    # the int8 graph keeps its head float32: a vetoed image's cat and dog are log(1e-12) as in torch, not -inf
+    int8 = ImageClassifier.from_pretrained(str(pets_model), runtime="onnx-int8")
+    every_test_image = load_splits(str(pets_dataset))["test"]["image"]
+    outputs = int8.runner(torch.stack([int8.preprocess(image) for image in every_test_image]))
+    vetoed = outputs.softmax(-1)[:, LABEL_NAMES.index("neither")] > 0.999
+    assert vetoed.any() and torch.isfinite(outputs).all()
     # a spawned batch-job worker gets the predictor pickled: the session is rebuilt there, not copied
     onnx = pickle.loads(pickle.dumps(ImageClassifier.from_pretrained(str(pets_model), runtime="onnx")))
     np.testing.assert_allclose(onnx.predict_images(images), probs["onnx"], atol=1e-6)

@@ -54,6 +54,7 @@ from imagezoo.weights import create_pretrained
 logger = logging.getLogger("train_classifier")
 BACKSTOP_RULE = "third class, or ImageNet head below that"
 BOTH_RULE = "third class, or ImageNet head and Mahalanobis distance both beyond theirs"
+CALIBRATION_IMAGES = 256  # training images the int8 graph's activation ranges are calibrated on
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -216,7 +217,10 @@ def main(argv: list[str] | None = None) -> Path:
     save_confusion_matrix(metrics, task.label_names, output_dir / "confusion_matrix.png", f"{task.name} ({recipe_name})")
     runtimes, runtime = [], None
     if task.runtimes:
-        calibration = [inputs for inputs, _ in eval_batches((train[0][:256], train[1][:256]), result.data_config, 32)]
+        # a seeded sample of every class: the training rows come in label order (the first 256 cats-dogs rows were all cats)
+        rows = np.random.default_rng(args.seed).permutation(len(train[0]))[:CALIBRATION_IMAGES]
+        sample = ([train[0][i] for i in rows], [train[1][i] for i in rows])
+        calibration = [inputs for inputs, _ in eval_batches(sample, result.data_config, 32)]
         exportable = served_network(exportable_copy(result.model), backstop, task.label_names, task.reject_label)
         splits = {
             "validation": ([inputs for inputs, _ in eval_batches(validation, result.data_config)], validation[1]),
@@ -249,6 +253,7 @@ def main(argv: list[str] | None = None) -> Path:
         open_set=open_set,
         runtimes=runtimes,
         runtime=runtime,
+        calibration_images=CALIBRATION_IMAGES,
         comparison=comparison,
         has_baseline=any(row["arch"] == "seed_cnn" for row in comparison),
         needs_imagezoo=not recipe.pretrained,

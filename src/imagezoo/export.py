@@ -52,8 +52,32 @@ def export_onnx(network: nn.Module, path: str | Path, img_size: int, opset: int 
     return path
 
 
+def head_nodes(graph) -> list[str]:
+    """Names of the global pooling node and of every node fed by it: the head and a backstop's rule.
+
+    They stay float32 in the int8 graph. Quantised, the backstop compared uint8 distances with its
+    thresholds, and the clamp before the served network's final ``log`` rounded to 0 (outputs ``-inf``);
+    the backbone holds nearly all the compute, so nothing is lost in speed."""
+    pools = [node for node in graph.node if node.op_type in ("GlobalAveragePool", "ReduceMean")]
+    if not pools:
+        return []
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    head, pending = {}, [pools[-1]]
+    while pending:
+        node = pending.pop()
+        if node.name not in head:
+            head[node.name] = node
+            pending.extend(consumer for output in node.output for consumer in consumers.get(output, []))
+    return list(head)
+
+
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: Iterable[np.ndarray]) -> Path:
-    """Static int8 quantisation (QDQ, per-channel weights, uint8 activations) calibrated on ``calibration`` batches."""
+    """Static int8 quantisation (QDQ, per-channel weights, uint8 activations) of the backbone, calibrated on
+    ``calibration`` batches; the head stays float32 (:func:`head_nodes`)."""
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -72,6 +96,7 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, calibration: Ite
         quantize_static(
             str(prepared), str(int8_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=head_nodes(onnx.load(str(prepared)).graph),
         )
     finally:
         logging.disable(logging.NOTSET)
