@@ -3,7 +3,6 @@ refusals), the gated pipeline in the batch job, Grad-CAM on the head, and the Sp
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import shutil
@@ -30,6 +29,7 @@ from imagezoo.explain import grad_cam
 from imagezoo.inference import ImageClassifier
 from imagezoo.predictors import load_predictor
 from imagezoo.predictors.gated import GatedClassifier
+from imagezoo.tasks import DECISIVE_KEY, get_task
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -151,8 +151,10 @@ def test_gated_pipeline_gives_no_tumour_output_to_refused_images(brain_models):
     mri, cat = analyse(pipeline, mri_slice("meningioma", 60)), analyse(pipeline, cat_photo())
     assert mri.accepted and mri.label in TYPE_LABELS and abs(sum(mri.probabilities.values()) - 1) < 1e-4
     assert mri.tumour_probability == pytest.approx(1 - mri.probabilities["notumor"])
+    first, second = sorted(mri.probabilities.values(), reverse=True)[:2]
+    assert mri.decisive == (first - second >= pipeline.classifier.decisive_margin)
     assert not cat.accepted and cat.gate == "other"
-    assert cat.label is None and cat.probabilities is None and cat.tumour_probability is None
+    assert cat.label is None and cat.probabilities is None and cat.tumour_probability is None and cat.decisive is None
 
 
 @pytest.mark.slow  # brain_models trains the gate and the type model
@@ -188,10 +190,12 @@ def test_batch_job_with_a_gate(brain_models, tmp_path):
     assert rows["broken.jpg"]["error"] and rows["broken.jpg"]["gate"] is None
     for name in ("cat.jpg", "chart"):
         assert rows[name]["gate"] == "other" and rows[name]["label"] is None and rows[name]["prob_glioma"] is None
-        assert rows[name]["gate_score"] < 0.5
+        assert rows[name]["gate_score"] < 0.5 and rows[name]["decisive"] is None
     for label in TYPE_LABELS:
         row = rows[f"{label}.png"]
         assert row["gate"] == "mri" and row["gate_score"] >= 0.5 and row["label"] in TYPE_LABELS
+        top, second = sorted((row[f"prob_{name}"] for name in TYPE_LABELS), reverse=True)[:2]
+        assert row["decisive"] == (top - second >= get_task("brain-tumor-type").model_config[DECISIVE_KEY])
         assert row["model_revision"].endswith(load_predictor(str(brain_models / "brain-mri-gate")).revision)
 
 
@@ -267,10 +271,10 @@ def test_space_refuses_a_cat_and_analyses_an_mri(brain_models, brain_data, tmp_p
         assert types.show_heading == scan["decisive"]  # a class as the headline only when the slice is decisive
         assert cam.size == Image.open(example).size and scan["label"] in TYPE_LABELS
         with monkeypatch.context() as patch:  # no margin is wide enough: the same slice, not decisive
-            patch.setattr(app, "analyse", functools.partial(app.analyse, margin=1.01))
+            patch.setitem(app.pipeline().classifier.config, DECISIVE_KEY, 1.01)
             undecided, _, undecided_types, _, undecided_scan = app.analyse_upload(str(example))
         ranked = sorted(undecided_scan["probabilities"].items(), key=lambda item: -item[1])
-        assert "Not decisive" in undecided and not undecided_types.show_heading
+        assert "Not decisive" in undecided and "within 101%" in undecided and not undecided_types.show_heading
         assert all(f"{label} ({percent(p)})" in undecided for label, p in ranked[:2])
         assert_uploads_reach_the_app(demo, tmp_path)
         # the chat tab: the last analysis, in the question's language, and the served models' own numbers

@@ -12,7 +12,7 @@ from conftest import SHARED_DATA, assert_uploads_reach_the_app, space_app
 from PIL import Image
 
 from imagezoo.data.characters import build_characters_dataset
-from imagezoo.explain import feature_layers, feature_maps, grad_cam, overlay
+from imagezoo.explain import OVERLAY_MAX_SIDE, feature_layers, feature_maps, grad_cam, overlay
 from imagezoo.inference import ImageClassifier
 from imagezoo.tasks import CHARACTER_SETS
 
@@ -100,6 +100,12 @@ def test_grad_cam_has_the_image_size_and_follows_input_and_class(characters_mode
     assert overlay(first, heat).size == first.size
     huge = first.resize((4000, 3000))  # drawn for the eye, not at 12 megapixels
     assert overlay(huge, np.zeros((3000, 4000), np.float32)).size == (1024, 768)
+    small_heat, _ = grad_cam(model, huge, label, max_side=OVERLAY_MAX_SIDE)  # what the Spaces draw from
+    full_heat, _ = grad_cam(model, huge, label)
+    assert small_heat.shape == (768, 1024) and full_heat.shape == (3000, 4000)
+    shrunk = np.asarray(Image.fromarray(full_heat).resize((1024, 768), Image.Resampling.BILINEAR))
+    assert np.abs(shrunk - small_heat).max() < 0.02
+    assert grad_cam(model, first, max_side=10_000)[0].shape == heat.shape
     with pytest.raises(ValueError, match="known"):
         grad_cam(model, first, "Happy")
     with pytest.raises(ValueError, match="blocks.6"):

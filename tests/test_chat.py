@@ -14,8 +14,9 @@ import pytest
 
 from imagezoo.chat import Chat, ModelFacts
 from imagezoo.chat.__main__ import main as cli_main
-from imagezoo.chat.answer import follow_up_query
+from imagezoo.chat.answer import LABEL_NAMES, TUMOUR_NAMES, follow_up_query
 from imagezoo.chat.generate import Generation
+from imagezoo.tasks import NO_TUMOUR, get_task
 
 QUESTIONS = json.loads((Path(__file__).parent / "data" / "chat_questions.json").read_text(encoding="utf-8"))
 FOLLOWUPS = json.loads((Path(__file__).parent / "data" / "chat_followups.json").read_text(encoding="utf-8"))
@@ -30,6 +31,14 @@ FAKE_GATE = {"gate": {"accepted_mri": 0.991, "min_refused_loso": 0.873}}
 def chat(tmp_path_factory) -> Chat:
     """One Chat for the module (the embedder loads once), with no trained models: facts are unmeasured."""
     return Chat(models_dir=tmp_path_factory.mktemp("no-models"))
+
+
+def test_the_chat_names_and_knows_every_class_of_the_type_model(chat: Chat):
+    """Its class names, tumour patterns and passage topics are keyed by hand: a renamed or added class of the
+    registry's type model must fail here, not give an untranslated label or a class with no passage."""
+    labels = set(get_task("brain-tumor-type").label_names)
+    assert set(LABEL_NAMES) == labels and set(TUMOUR_NAMES) == labels - {NO_TUMOUR}
+    assert labels <= {passage.topic for passage in chat.passages.values()}
 
 
 @pytest.fixture(scope="module")

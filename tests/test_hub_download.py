@@ -14,7 +14,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import free_port
+from conftest import ROOT, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -97,15 +97,19 @@ print(json.dumps({{"kind": segmenter.kind, "revision": segmenter.revision, "shap
 
 
 def test_the_classifier_downloads_by_hub_id_through_timm(hub, tmp_path):
-    code = """
-import json, timm, torch
+    code = f"""
+import json, sys, timm, torch
 from imagezoo.predictors import load_predictor
+sys.path.insert(0, {str(ROOT / "training")!r})
+from train_cell_counter import crop_classifier_folder  # the counter's design (b) can start from a Hub classifier
 model = timm.create_model("hf-hub:imagezoo/ldc-live-dead").eval()
 classifier = load_predictor("hf-hub:imagezoo/ldc-live-dead")
-print(json.dumps({"classes": model.num_classes, "kind": classifier.kind, "labels": list(classifier.label_names)}))
+folders = [crop_classifier_folder(name) for name in ("hf-hub:imagezoo/ldc-live-dead", "hf-hub:imagezoo/no-such-model", "")]
+print(json.dumps({{"classes": model.num_classes, "kind": classifier.kind, "labels": list(classifier.label_names),
+                  "folders": [folder is not None and (folder / "model.safetensors").is_file() for folder in folders]}}))
 """
     got = run_client(hub, tmp_path, code)
-    assert got == {"classes": 2, "kind": "classifier", "labels": ["dead", "live"]}
+    assert got == {"classes": 2, "kind": "classifier", "labels": ["dead", "live"], "folders": [True, False, False]}
 
 
 def test_the_cell_counter_downloads_by_hub_id_with_its_crop_classifier(hub, tmp_path, ldc_dir):
@@ -169,8 +173,6 @@ print(json.dumps({"kind": pipeline.kind, "revision": pipeline.revision, "refused
 
 
 def test_a_space_folder_holds_the_app_and_the_package_it_imports(tmp_path):
-    from conftest import ROOT
-
     from imagezoo.hub import save_space_folder
 
     folder = save_space_folder(ROOT / "spaces" / "nuclei", tmp_path / "space")

@@ -98,7 +98,7 @@ def test_runtime_choice_is_the_fastest_that_keeps_accuracy_and_labels():
 
 
 @pytest.mark.slow
-def test_training_exports_timm_folder_with_onnx_runtimes_and_an_open_set_card(pets_model):
+def test_training_exports_timm_folder_with_onnx_runtimes_and_an_open_set_card(pets_model, pets_dataset):
     config = json.loads((pets_model / "config.json").read_text())
     assert config["label_names"] == ["cat", "dog", "neither"]
     assert config["runtime"] in ("torch", "onnx", "onnx-int8")
@@ -121,6 +121,8 @@ def test_training_exports_timm_folder_with_onnx_runtimes_and_an_open_set_card(pe
     card = (pets_model / "README.md").read_text()
     assert "| `characters-anime` | yes |" in card and "(**served**)" in card
     assert "ImageNet head mass on our classes" in card
+    # trained on the fixture's --dataset: the card says so instead of naming the task's data
+    assert f"`{pets_dataset}`, given with `--dataset`" in card and f"the test split of `{pets_dataset}`" in card
 
 
 @pytest.mark.slow

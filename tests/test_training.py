@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from safetensors.torch import load_file
 from imagezoo.data import check_splits, load_splits
 from imagezoo.evaluation import classification_metrics
 from imagezoo.inference import ImageClassifier, eval_transform
+from imagezoo.scripts import output_folder
 from imagezoo.tasks import SEED_CNN_RECIPE, Recipe, get_task
 from imagezoo.training import (
     ImageLabelDataset,
@@ -134,6 +136,18 @@ def test_counts_below_one_are_refused_on_the_command_line(argument, capsys):
         with pytest.raises(SystemExit):
             script.parse_args([argument, "0"])
         assert "must be at least 1, not 0" in capsys.readouterr().err
+
+
+def test_a_run_on_another_dataset_neither_replaces_the_task_model_nor_the_one_it_starts_from():
+    import train_segmenter
+
+    task = get_task("nuclei-unet")
+    assert output_folder(train_segmenter.parse_args([]), task) == Path("models/nuclei-unet")
+    fine_tune = train_segmenter.parse_args(["--init-from", "models/nuclei-unet", "--dataset", "my-nuclei"])
+    assert output_folder(fine_tune, task) == Path("models/nuclei-unet-my-nuclei")  # the README's command
+    onto_itself = ["--init-from", "local-dir:models/nuclei-unet", "--output-dir", "models/nuclei-unet/"]
+    with pytest.raises(SystemExit, match="would be overwritten"):
+        output_folder(train_segmenter.parse_args(onto_itself), task)
 
 
 def test_no_epoch_to_select_is_an_error_before_training():

@@ -7,6 +7,7 @@ Pets from Kaggle's "Dogs vs. Cats" layout; "neither" from the other sets under `
 plus synthetic images. Held-out negative sources go to the test split only (see
 :mod:`imagezoo.data.pets`). Writes Parquet shards and a dataset card so that
 ``load_dataset("data/cats-dogs")`` and, after ``--push-to-hub``, ``load_dataset("ORG/cats-dogs")`` agree.
+The repo is **private**: the negatives hold copyrighted character artwork and LFW faces.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every negative source's count (small runs)")
     parser.add_argument("--max-pets", type=int, default=None, help="first N pets per class only (small runs)")
     parser.add_argument("--examples-dir", default=None, help="also write a few test images here (Space examples)")
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="upload the folder as a dataset repo")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="upload as a private dataset repo")
     return parser.parse_args(argv)
 
 
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> Path:
             size_categories=["1K<n<10K"],
         ),
         args.push_to_hub,
+        private=True,  # its card: the artwork is copyrighted, do not republish it
         label_names=LABEL_NAMES,
         splits=SPLITS,
         report=report,

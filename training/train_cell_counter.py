@@ -41,6 +41,7 @@ from imagezoo.cells import CENTRE, COUNTER_METHODS
 from imagezoo.data import check_label_names, check_splits, load_splits
 from imagezoo.hub import push_folder
 from imagezoo.inference import ImageClassifier
+from imagezoo.predictors.base import resolve_model_folder
 from imagezoo.predictors.cells import CellCounter
 from imagezoo.scripts import (
     add_unet_arguments,
@@ -111,10 +112,22 @@ def check_classifier_split(dataset: DatasetDict, crops_dataset: str) -> None:
                              "datasets with the same split (prepare_ldc.py and prepare_ldc_slides.py, same --seed)")
 
 
+def crop_classifier_folder(model_id: str) -> Path | None:
+    """The folder of design (b)'s crop classifier (a local one, or the Hub snapshot of an ``hf-hub:`` id),
+    copied into the counter's folder when (b) ships; ``None`` when there is none: (b) is then not measured."""
+    if not model_id:
+        return None
+    try:
+        return resolve_model_folder(model_id)[0]
+    except OSError as err:  # no such folder, no config or weights, a Hub id that cannot be fetched
+        logger.warning("no crop classifier at %r (%s)", model_id, err)
+        return None
+
+
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    task = get_task(args.task)
+    task = get_task(args.task).on_dataset(args.dataset)
     recipe = unet_recipe(task, args)
     if args.centre_scale is not None:  # 0 turns the centre channel off
         recipe = dataclasses.replace(recipe, centre_scale=args.centre_scale or None)
@@ -124,14 +137,14 @@ def main(argv: list[str] | None = None) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     logger.info("task %s, recipe %s: %s", task.name, args.recipe, recipe)
 
-    dataset = load_splits(args.dataset or task.dataset)
-    check_splits(dataset, args.dataset or task.dataset)
-    check_label_names(dataset, task.label_names, args.dataset or task.dataset, column="box_labels")
+    dataset = load_splits(task.dataset)
+    check_splits(dataset, task.dataset)
+    check_label_names(dataset, task.label_names, task.dataset, column="box_labels")
     train = Slides.from_rows(subsample(dataset, "train", args.max_train_samples, args.seed))
     validation = Slides.from_rows(dataset["validation"])
     test = Slides.from_rows(dataset["test"])
-    has_classifier = bool(args.classifier) and Path(args.classifier).is_dir()
-    if has_classifier:  # before training, not after it
+    classifier_folder = crop_classifier_folder(args.classifier)
+    if classifier_folder is not None:  # before training, not after it
         check_classifier_split(dataset, get_task(CLASSIFIER_TASK).dataset)
     config = SegmenterConfig(channels=(*task.label_names, *([CENTRE] if centres else [])),
                              **encoder_normalization(recipe.encoder), **serving_settings(task, args),
@@ -155,7 +168,7 @@ def main(argv: list[str] | None = None) -> Path:
     counter = counter_for(model, config)
     val_probs = [counter.probabilities(tensor) for tensor in validation.tensors()]
     test_probs = [counter.probabilities(tensor) for tensor in test.tensors()]
-    classifier = ImageClassifier.from_pretrained(args.classifier) if has_classifier else None
+    classifier = ImageClassifier.from_pretrained(args.classifier) if classifier_folder is not None else None
     candidates = {"unet": counter}
     if classifier is not None:
         candidates["unet+classifier"] = counter_for(model, config, classifier)
@@ -264,7 +277,7 @@ def main(argv: list[str] | None = None) -> Path:
     save_unet(model.cpu(), config, output_dir, card)
     shutil.rmtree(output_dir / CLASSIFIER_FOLDER, ignore_errors=True)
     if shipped.classifier is not None:
-        shutil.copytree(args.classifier, output_dir / CLASSIFIER_FOLDER,
+        shutil.copytree(classifier_folder, output_dir / CLASSIFIER_FOLDER,
                         ignore=shutil.ignore_patterns("*.png", "*.jsonl", "eval_results.json"))
     logger.info("saved %s", output_dir)
     if args.push_to_hub:

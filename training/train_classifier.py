@@ -171,7 +171,7 @@ def compare_with_siblings(output_dir: Path, task_name: str, images, labels, pred
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    task = get_task(args.task)
+    task = get_task(args.task).on_dataset(args.dataset)
     recipe = task.recipe(args.recipe, args.arch).with_overrides(
         epochs=args.epochs, img_size=args.img_size, batch_size=args.batch_size, lr=args.lr,
         class_balance=args.class_balance, layer_decay=args.layer_decay, ema_decay=args.ema_decay,
@@ -185,9 +185,9 @@ def main(argv: list[str] | None = None) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     logger.info("task %s, recipe %s: %s", task.name, recipe_name, recipe)
 
-    dataset = load_splits(args.dataset or task.dataset)
-    check_splits(dataset, args.dataset or task.dataset)
-    check_label_names(dataset, task.label_names, args.dataset or task.dataset)
+    dataset = load_splits(task.dataset)
+    check_splits(dataset, task.dataset)
+    check_label_names(dataset, task.label_names, task.dataset)
     train = load_split(dataset, "train", args.max_train_samples, args.seed)
     validation = load_split(dataset, "validation")
     test = load_split(dataset, "test")
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> Path:
         open_set=open_set,
         runtimes=runtimes,
         runtime=runtime,
-        calibration_images=CALIBRATION_IMAGES,
+        calibration_images=min(CALIBRATION_IMAGES, len(train[0])),
         comparison=comparison,
         has_baseline=any(row["arch"] == "seed_cnn" for row in comparison),
         needs_imagezoo=not recipe.pretrained,

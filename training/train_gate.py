@@ -74,7 +74,7 @@ def split_features(model, dataset, data_config: dict) -> tuple[dict, dict, dict]
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    task = get_task(args.task)
+    task = get_task(args.task).on_dataset(args.dataset)
     recipe = task.recipe(args.recipe)
     accept_label, reject_label = task.model_config[ACCEPT_KEY], task.reject_label
     accept = task.label_names.index(accept_label)
@@ -82,9 +82,9 @@ def main(argv: list[str] | None = None) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
 
-    dataset = load_splits(args.dataset or task.dataset)
-    check_splits(dataset, args.dataset or task.dataset)
-    check_label_names(dataset, task.label_names, args.dataset or task.dataset)
+    dataset = load_splits(task.dataset)
+    check_splits(dataset, task.dataset)
+    check_label_names(dataset, task.label_names, task.dataset)
     model = build_model(recipe, len(task.label_names)).eval()
     data_config = eval_data_config(model, recipe.img_size, recipe.crop_mode, recipe.crop_pct)
     features, labels, sources = split_features(model, dataset, data_config)

@@ -80,14 +80,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    task = get_task(args.task)
+    task = get_task(args.task).on_dataset(args.dataset)
     recipe = unet_recipe(task, args)
     output_dir = output_folder(args, task)
     output_dir.mkdir(parents=True, exist_ok=True)
     logger.info("task %s, recipe %s: %s", task.name, args.recipe, recipe)
 
-    dataset = load_splits(args.dataset or task.dataset)
-    check_splits(dataset, args.dataset or task.dataset)
+    dataset = load_splits(task.dataset)
+    check_splits(dataset, task.dataset)
     train = NucleiImages.from_rows(subsample(dataset, "train", args.max_train_samples, args.seed))
     validation = NucleiImages.from_rows(dataset["validation"])
     test = NucleiImages.from_rows(dataset["test"])

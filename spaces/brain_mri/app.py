@@ -15,12 +15,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from imagezoo.brain_mri import DECISIVE_MARGIN, analyse, load_pipeline, served_facts
+from imagezoo.brain_mri import analyse, load_pipeline, served_facts
 from imagezoo.caching import load_once
 from imagezoo.chat import Chat
-from imagezoo.chat.answer import percent
+from imagezoo.chat.answer import percent, top_two
 from imagezoo.chat.generate import Generator
-from imagezoo.explain import grad_cam, overlay
+from imagezoo.explain import OVERLAY_MAX_SIDE, grad_cam, overlay
 from imagezoo.ui import SPACE_DELETE_CACHE, image_upload, open_upload, show_on_upload
 
 logger = logging.getLogger(__name__)
@@ -59,15 +59,15 @@ def analyse_upload(image):
         verdict = (f"### Refused: this does not look like a brain MRI slice\nThe gate's probability that it is one: "
                    f"{result.gate_score:.3f}. No tumour output is shown for images that are not brain MRI slices.")
         return verdict, None, None, None, result.as_context()
-    heat, _ = grad_cam(pipeline().classifier, picture, result.label)
+    heat, _ = grad_cam(pipeline().classifier, picture, result.label, max_side=OVERLAY_MAX_SIDE)
     verdict = f"### Brain MRI slice (gate probability {result.gate_score:.3f})\n"
     if result.decisive:
         verdict += f"Most likely class: **{result.label}** ({percent(result.probability)})."
     else:
-        (first, p_first), (second, p_second) = sorted(result.probabilities.items(), key=lambda item: -item[1])[:2]
+        (first, p_first), (second, p_second) = top_two(result.probabilities)
         verdict += (f"**Not decisive**: the two most likely classes, {first} ({percent(p_first)}) and {second} "
-                    f"({percent(p_second)}), are within {DECISIVE_MARGIN:.0%} of each other; the model cannot tell "
-                    "them apart on this slice.")
+                    f"({percent(p_second)}), are within {pipeline().classifier.decisive_margin:.0%} of each other; "
+                    "the model cannot tell them apart on this slice.")
     tumour = {"tumour": result.tumour_probability, "no tumour": 1 - result.tumour_probability}
     # no class as the headline of a slice that is not decisive, as the chat names none
     types = gr.Label(result.probabilities, show_heading=result.decisive)

@@ -16,7 +16,7 @@ from pathlib import Path
 import gradio as gr
 
 from imagezoo.caching import load_once
-from imagezoo.explain import feature_layers, feature_maps, grad_cam, overlay
+from imagezoo.explain import OVERLAY_MAX_SIDE, feature_layers, feature_maps, grad_cam, overlay
 from imagezoo.inference import ImageClassifier
 from imagezoo.predictors import load_predictor
 from imagezoo.tasks import CHARACTER_SETS, CHARACTER_TITLES, default_model_id
@@ -43,7 +43,7 @@ def explain(set_name: str, image, target: str, layer: str):
     model = classifier(set_name)
     probs = model.predict([picture])[0]
     # a class of another set (picked before the set changed, or through the API): the predicted one, named below
-    heat, shown = grad_cam(model, picture, target if target in model.label_names else None)
+    heat, shown = grad_cam(model, picture, target if target in model.label_names else None, max_side=OVERLAY_MAX_SIDE)
     layer = layer if layer in feature_layers(model) else feature_layers(model)[-1]
     caption = f"Grad-CAM of **{shown}** at the last stage; feature maps of `{layer}` (its 16 most active channels)."
     return probs, overlay(picture, heat), feature_maps(model, picture, layer), caption

@@ -3,7 +3,8 @@
 The gate runs first; a refused image gets no tumour output at all. The tumour probability is
 ``1 - p(notumor)`` of the type model, which beat a separate yes/no model on the de-duplicated
 yes/no test split (``training/compare_tumor_detection.py``; both model cards give the comparison). A prediction whose top two
-probabilities are close is flagged "not decisive" rather than shown as an answer.
+probabilities are closer than the type model's ``decisive_margin`` (its config.json, from the task registry) is
+flagged "not decisive" rather than shown as an answer.
 """
 
 from __future__ import annotations
@@ -17,9 +18,6 @@ from imagezoo.inference import ImageClassifier
 from imagezoo.predictors.base import local_folder, resolve_model_folder
 from imagezoo.predictors.gated import GatedClassifier
 from imagezoo.tasks import HUB_PREFIX, NO_TUMOUR, default_model_id
-
-#: a top-two probability margin under this is "not decisive"
-DECISIVE_MARGIN = 0.2
 
 
 @dataclass(frozen=True)
@@ -62,13 +60,12 @@ def served_folder(predictor: ImageClassifier) -> Path:
     return local_folder(predictor.model_id)
 
 
-def analyse(pipeline: GatedClassifier, image: ImageSource, margin: float = DECISIVE_MARGIN) -> ScanAnalysis:
+def analyse(pipeline: GatedClassifier, image: ImageSource) -> ScanAnalysis:
     """Gate, then tumour type and yes/no for one image."""
     row = pipeline.predict([image])[0]
     if not row["accepted"]:
         return ScanAnalysis(row["gate"], row["gate_score"], False)
     probabilities = row["probabilities"]
-    ranked = sorted(probabilities.values(), reverse=True)
     label = max(probabilities, key=probabilities.get)
     return ScanAnalysis(
         gate=row["gate"],
@@ -78,5 +75,5 @@ def analyse(pipeline: GatedClassifier, image: ImageSource, margin: float = DECIS
         label=label,
         probability=probabilities[label],
         tumour_probability=1.0 - probabilities[NO_TUMOUR],
-        decisive=ranked[0] - ranked[1] >= margin,
+        decisive=row["decisive"] is not False,  # a type model without a margin names its top class
     )

@@ -31,10 +31,13 @@ def _module(classifier: ImageClassifier, layer: str | None) -> torch.nn.Module:
 
 
 def grad_cam(
-    classifier: ImageClassifier, image: ImageSource, target: str | None = None, layer: str | None = None
+    classifier: ImageClassifier, image: ImageSource, target: str | None = None, layer: str | None = None,
+    max_side: int | None = None,
 ) -> tuple[np.ndarray, str]:
-    """Grad-CAM heat-map in [0, 1] at the image's own size (H, W), for class ``target``
-    (default: the predicted one) at ``layer`` (default: the last stage); returns it with the class."""
+    """Grad-CAM heat-map in [0, 1] at the image's own size (H, W), or shrunk to at most ``max_side`` pixels
+    a side, for class ``target`` (default: the predicted one) at ``layer`` (default: the last stage); returns
+    it with the class. The map is computed at the network's input size, so shrinking it loses nothing an
+    :func:`overlay` shows (pass :data:`OVERLAY_MAX_SIDE`), and a 7000x7000 photo's map is 1024 px, not 196 MB."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -47,7 +50,10 @@ def grad_cam(
     with torch.inference_mode(False), torch.enable_grad():
         with GradCAM(classifier.model, [_module(classifier, layer)]) as cam:
             heat = cam(batch.clone(), targets=[ClassifierOutputTarget(classifier.label_names.index(target))])[0]
-    resized = Image.fromarray(np.float32(heat)).resize(image.size, Image.Resampling.BILINEAR)
+    size = image.size
+    if max_side is not None and max(size) > max_side:
+        size = tuple(max(1, round(side * max_side / max(size))) for side in size)
+    resized = Image.fromarray(np.float32(heat)).resize(size, Image.Resampling.BILINEAR)
     return np.clip(np.asarray(resized), 0, 1), target
 
 

@@ -98,12 +98,17 @@ def push_folder(
 ) -> str:
     """Create ``repo_id`` if needed and upload ``folder`` to it in one commit; returns the commit URL.
     Remote files matching ``delete_patterns`` that the folder no longer holds are deleted in that commit.
+    A ``private`` upload to a repo that already exists as public is refused (``create_repo`` leaves an
+    existing repo's visibility as it is).
 
     The token comes from ``HF_TOKEN`` or ``huggingface-cli login``'s cache, never from
     arguments, so it is never echoed in logs or shell history.
     """
     api = HfApi()
     api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, **create_kwargs)
+    if private and not api.repo_info(repo_id, repo_type=repo_type).private:
+        raise PermissionError(f"{repo_id} is a public {repo_type} repo: refusing to upload what must stay private "
+                              "(make it private on the Hub first)")
     commit = api.upload_folder(
         folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, ignore_patterns=["__pycache__/*", "*.pyc"],
         delete_patterns=delete_patterns,

@@ -41,7 +41,7 @@ from imagezoo.predictors.base import (
     prob_column,
     register_predictor,
 )
-from imagezoo.tasks import CELL_CROP_CONTEXT, DEAD, LIVE
+from imagezoo.tasks import CELL_CROP_CONTEXT, DEAD, DECISIVE_KEY, LIVE
 from imagezoo.viability import viability
 
 BOX_MODES = ("voc",)
@@ -183,6 +183,19 @@ class ImageClassifier(Predictor):
         """The margin its cell crops were cut with (config.json's ``crop_context``, else the registry's)."""
         return self.config.get("crop_context", CELL_CROP_CONTEXT)
 
+    @property
+    def decisive_margin(self) -> float | None:
+        """The top-two probability margin under which a prediction names no class (config
+        ``decisive_margin``); ``None``: the model has none."""
+        return self.config.get(DECISIVE_KEY)
+
+    def decisive(self, probs: np.ndarray) -> bool | None:
+        """Whether one image's class probabilities are at least :attr:`decisive_margin` apart at the top."""
+        if self.decisive_margin is None:
+            return None
+        second, first = np.sort(probs)[-2:]
+        return bool(first - second >= self.decisive_margin)
+
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (N, C, H, W) from :attr:`uint8_transform` -> the model's float input."""
         return Uint8Normalize(tuple(self.data_config["mean"]), tuple(self.data_config["std"]))(batch)
@@ -244,9 +257,10 @@ class ImageClassifier(Predictor):
         """One row per image; with boxes, one per box plus a per-image summary (viability for live/dead)."""
 
         def prediction(row: np.ndarray) -> dict:
-            best = int(row.argmax())
+            best, decisive = int(row.argmax()), self.decisive(row)
             return {"label": self.label_names[best], "score": float(row[best]),
-                    **{prob_column(n): float(p) for n, p in zip(self.label_names, row)}}
+                    **{prob_column(n): float(p) for n, p in zip(self.label_names, row)},
+                    **({} if decisive is None else {"decisive": decisive})}
 
         boxes = item.context.get("boxes")
         if boxes is None:

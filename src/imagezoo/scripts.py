@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from imagezoo.predictors.base import local_folder
-from imagezoo.tasks import HUB_ORG, HUB_PREFIX
+from imagezoo.tasks import HUB_ORG, HUB_PREFIX, get_task
 
 
 def positive_int(text: str) -> int:
@@ -104,8 +104,18 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def output_folder(args: argparse.Namespace, task, suffix: str = "") -> Path:
-    """``--output-dir``, else ``models/<task><suffix>``."""
-    return Path(args.output_dir or f"models/{task.name}{suffix}")
+    """``--output-dir``, else ``models/<task><suffix>``, or ``models/<task><suffix>-<dataset name>`` when trained
+    on another ``--dataset``: a fine-tune must neither replace the model it starts from nor pass for the task's
+    own model (``make`` would serve it). A folder that is the ``--init-from`` model's is refused."""
+    default = f"models/{task.name}{suffix}"
+    dataset = getattr(args, "dataset", None)
+    if dataset and dataset != get_task(task.name).dataset:
+        default += f"-{Path(dataset.rstrip('/')).name}"
+    output = Path(args.output_dir or default)
+    init_from = getattr(args, "init_from", None)
+    if init_from and not init_from.startswith(HUB_PREFIX) and output.resolve() == local_folder(init_from).resolve():
+        raise SystemExit(f"{output} is the --init-from model's folder and would be overwritten: pass another --output-dir")
+    return output
 
 
 def card_repo_id(args: argparse.Namespace, output_dir: Path) -> str:

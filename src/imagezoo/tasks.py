@@ -18,6 +18,9 @@ HUB_PREFIX = "hf-hub:"
 GATE_KEY = "gate"
 #: the model config key naming the label a gate accepts (the others refuse)
 ACCEPT_KEY = "accept_label"
+#: the model config key of the top-two probability margin under which a prediction is "not decisive":
+#: the Space, the chat and the batch job's ``decisive`` column name no class for such an image
+DECISIVE_KEY = "decisive_margin"
 #: The margin around a cell's box when it is cropped, in box sides: the LDC crops are cut with it
 #: (``prepare_ldc.py``), the classifier records it in its config.json, and every inference crop reads it there.
 CELL_CROP_CONTEXT = 0.5
@@ -149,6 +152,21 @@ class Task:
         """The Hub repo the trained model is published to."""
         return f"{HUB_ORG}/{self.name}"
 
+    def on_dataset(self, dataset: str | None) -> "Task":
+        """This task trained on ``dataset`` (a script's ``--dataset``), else itself: the same labels and recipes,
+        and card facts that name that data, where the numbers are measured, instead of the task's."""
+        if not dataset or dataset == self.dataset:
+            return self
+        name = Path(dataset.rstrip("/")).name
+        hub_id = f"{HUB_ORG}/{name}" if Path(dataset).exists() else dataset  # a folder is named as its repo would be
+        return replace(
+            self, dataset=dataset, dataset_repo_id=hub_id, dataset_name=name, dataset_license="not stated",
+            split_description=f"the test split of `{dataset}` (given with `--dataset`)",
+            prepare_command="not recorded (a dataset given with --dataset)",
+            card_facts={**self.card_facts, "data_source": f"`{dataset}`, given with `--dataset` (not the task's own "
+                                                          f"{self.dataset_name})"},
+        )
+
     def recipe(self, name: str = "quick", arch: str | None = None) -> Recipe | SegmentationRecipe:
         """The named recipe, or the own recipe of an ``--arch`` alias such as ``seed-cnn``."""
         if arch in ARCH_RECIPES:
@@ -227,7 +245,8 @@ register_task(
             # the deeper half, and a frozen backbone lets the pretrained ImageNet head veto in the same forward
             # pass. Lite1 at 240 px with a centre crop: cat-vs-dog accuracy of a linear probe on its frozen
             # features, 5-fold over training + validation pets, 0.993 against 0.982 for Lite0 at 192 px squashed
-            # (Lite0 224 px centre 0.991, Lite1 240 px squashed 0.992); ONNX int8 still within the webcam's budget.
+            # (Lite0 224 px centre 0.991, Lite1 240 px squashed 0.992); served ONNX fp32 within the webcam budget on a fast
+            # machine (23.7 ms p95), not on a slow one (28.0 ms: README, "Cat, dog or neither").
             "quick": Recipe(
                 arch="tf_efficientnet_lite1", img_size=240, crop_mode="center", epochs=6, batch_size=32, lr=2e-3,
                 warmup_epochs=1, vflip=0.0, frozen=HEAD_ONLY,
@@ -521,7 +540,8 @@ register_task(
         dataset_repo_id=f"{HUB_ORG}/brain-tumor-type",
         label_names=("glioma", "meningioma", NO_TUMOUR, "pituitary"),
         # served behind the MRI gate by default (load_predictor, the batch job): a cat photo gets no tumour label
-        model_config={GATE_KEY: "brain-mri-gate"},
+        # not decisive under 0.2: 10 of the 827 test slices, right 3 times (README, "Brain MRI")
+        model_config={GATE_KEY: "brain-mri-gate", DECISIVE_KEY: 0.2},
         recipes={"quick": _BRAIN_QUICK, "full": _BRAIN_FULL},  # quick: under 15 minutes on 2 cores
         dataset_name="Brain tumour type MRI slices",
         dataset_license="other",

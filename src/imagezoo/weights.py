@@ -62,7 +62,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
     url = urlparse(hf_constants.ENDPOINT)
     try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+        with socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)), timeout=timeout):
             return True
     except OSError:
         return False

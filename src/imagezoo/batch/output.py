@@ -22,7 +22,7 @@ from imagezoo.predictors import prob_column
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 #: rows per Parquet part (row group) unless the job says otherwise
 ROWS_PER_PART = 1024
 #: Columns every output has, in order; ``prob_<label>`` columns follow ``score``.
@@ -52,6 +52,8 @@ TAIL_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("viability", pa.float32(), "viability: n_live / (n_live + n_dead)"),
     ("gate", pa.string(), "--gate: the gate's verdict (a refused image has no label)"),
     ("gate_score", pa.float32(), "--gate: the gate's probability of its accepting label"),
+    ("decisive", pa.bool_(), "models with a decisive margin (tumour type): false when the top two probabilities "
+     "are closer than it, and the label should not be read as the answer"),
     ("model_id", pa.string(), "the --model argument"),
     ("model_revision", pa.string(), "Hub commit hash, or a SHA-256 prefix of a folder's weights, configs, ONNX"),
     ("error", pa.string(), "why the file could not be scored; null on success"),

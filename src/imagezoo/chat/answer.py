@@ -257,6 +257,12 @@ def percent(probability: float) -> str:
     return "<0.1%" if probability < 0.001 else f"{100 * probability:.1f}%"
 
 
+def top_two(probabilities: dict[str, float]) -> list[tuple[str, float]]:
+    """The two most likely ``(label, probability)`` pairs, most likely first: what a scan that is not
+    decisive is described by, here and in the brain Space."""
+    return sorted(probabilities.items(), key=lambda item: -item[1])[:2]
+
+
 class Chat:
     """The knowledge base, its indexes and the model facts: build once, then ``answer`` many questions."""
 
@@ -385,9 +391,9 @@ class Chat:
         def name(label: str) -> str:
             return LABEL_NAMES.get(label, {}).get(language, label)
 
-        ranked = sorted((scan.get("probabilities") or {}).items(), key=lambda item: -item[1])
-        if not scan.get("decisive", True) and len(ranked) >= 2:  # no class is named as the answer
-            (first, p_first), (second, p_second) = ranked[:2]
+        ranked = top_two(scan.get("probabilities") or {})
+        if not scan.get("decisive", True) and len(ranked) == 2:  # no class is named as the answer
+            (first, p_first), (second, p_second) = ranked
             parts = [SCAN_TEXTS["undecided"][language].format(
                 first=name(first), first_probability=percent(p_first),
                 second=name(second), second_probability=percent(p_second))]

@@ -74,19 +74,22 @@ class GatedClassifier(Predictor):
         return self.gate.predict_tensor(self.gate.normalize(batch))
 
     def predict(self, images: Sequence[ImageSource]) -> list[dict]:
-        """Per image: ``gate`` (verdict), ``gate_score``, ``accepted`` and the classifier's
-        ``probabilities`` (``{label: p}``; ``None`` when refused)."""
+        """Per image: ``gate`` (verdict), ``gate_score``, ``accepted``, the classifier's ``probabilities``
+        (``{label: p}``) and whether they are ``decisive`` (see :meth:`ImageClassifier.decisive`; both
+        ``None`` when refused)."""
         batch = torch.stack([self.classifier.uint8_transform(load_image(image)) for image in images])
         gate = self.gate_probabilities(batch)
         accepted = gate.argmax(axis=1) == self.accept
         probs = self.classifier.predict_tensor(self.classifier.normalize(batch[torch.from_numpy(accepted)]))
         rows, kept = [], iter(probs)
         for scores, ok in zip(gate, accepted):
+            row = next(kept) if ok else None
             rows.append({
                 "gate": self.gate.label_names[int(scores.argmax())],
                 "gate_score": float(scores[self.accept]),
                 "accepted": bool(ok),
-                "probabilities": dict(zip(self.label_names, map(float, next(kept)))) if ok else None,
+                "probabilities": dict(zip(self.label_names, map(float, row))) if ok else None,
+                "decisive": self.classifier.decisive(row) if ok else None,
             })
         return rows
 
