@@ -177,6 +177,23 @@ def test_a_failed_write_leaves_no_file_behind(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
 
 
+def test_a_model_folder_is_replaced_whole_or_not_at_all(tmp_path):
+    from imagezoo.files import replace_folder, staging_folder
+
+    model = tmp_path / "models" / "cats-dogs"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("old")
+    (model / "model.int8.onnx").write_text("an earlier run's export")
+    (staging_folder(model) / "config.json").write_text("new")  # a run that fails after writing its config
+    assert (model / "config.json").read_text() == "old"  # the served model is untouched
+    work = staging_folder(model)  # the next run starts empty
+    assert list(work.iterdir()) == []
+    (work / "config.json").write_text("new")
+    replace_folder(work, model)
+    assert [p.name for p in model.iterdir()] == ["config.json"] and (model / "config.json").read_text() == "new"
+    assert [p.name for p in model.parent.iterdir()] == ["cats-dogs"]  # no staging or old copy left
+
+
 def test_jpeg_cut_inside_its_header_is_a_clear_error(tmp_path):
     import io
 

@@ -103,6 +103,7 @@ def test_training_exports_timm_folder_with_onnx_runtimes_and_an_open_set_card(pe
     assert config["label_names"] == ["cat", "dog", "neither"]
     assert config["runtime"] in ("torch", "onnx", "onnx-int8")
     assert all((pets_model / name).is_file() for name in RUNTIME_FILES.values())
+    assert [p.name for p in pets_model.parent.iterdir()] == ["cats-dogs"]  # written in a staging folder, swapped in
     results = json.loads((pets_model / "eval_results.json").read_text())
     assert {row["runtime"] for row in results["runtimes"]} == {"torch", "onnx", "onnx-int8"}
     for row in results["runtimes"]:  # chosen on validation, reported on test

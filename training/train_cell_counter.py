@@ -39,6 +39,7 @@ from imagezoo.cell_training import (
 )
 from imagezoo.cells import CENTRE, COUNTER_METHODS
 from imagezoo.data import check_label_names, check_splits, load_splits
+from imagezoo.files import replace_folder, staging_folder
 from imagezoo.hub import push_folder
 from imagezoo.inference import ImageClassifier
 from imagezoo.predictors.base import resolve_model_folder
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> Path:
     centres = recipe.centre_scale is not None
     methods = args.methods or ["components", "watershed-distance", *(["watershed-centres"] if centres else [])]
     output_dir = output_folder(args, task)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = staging_folder(output_dir)  # becomes output_dir once everything below is written
     logger.info("task %s, recipe %s: %s", task.name, args.recipe, recipe)
 
     dataset = load_splits(task.dataset)
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> Path:
     if centres:  # validate epochs with the post-processing the centres are for
         config = dataclasses.replace(config, postprocess="watershed-centres")
 
-    log = jsonl_logger(output_dir / "train_log.jsonl")
+    log = jsonl_logger(work_dir / "train_log.jsonl")
     start = time.time()
     targets = train.targets(len(task.label_names), recipe.centre_scale)
     crops = SegmentationCrops(train.images, targets, train_transform(recipe.crop_size, config, recipe.invert),
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> Path:
     metrics = designs[chosen]["test"]
     eval_minutes = (time.time() - start) / 60
     logger.info("serving %s (best on validation); evaluation took %.1f min", chosen, eval_minutes)
-    save_counter_figure(shipped, test, test_probs, output_dir / "test_predictions.png")
+    save_counter_figure(shipped, test, test_probs, work_dir / "test_predictions.png")
 
     summary = {
         "name": output_dir.name,
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> Path:
         "metrics": metrics,
         "designs": designs,
     }
-    (output_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
+    (work_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
 
     overall = metrics["overall"]
     headline = {
@@ -274,11 +275,11 @@ def main(argv: list[str] | None = None) -> Path:
         prepare_command=task.prepare_command,
         command=command,
     )
-    save_unet(model.cpu(), config, output_dir, card)
-    shutil.rmtree(output_dir / CLASSIFIER_FOLDER, ignore_errors=True)
+    save_unet(model.cpu(), config, work_dir, card)
     if shipped.classifier is not None:
-        shutil.copytree(classifier_folder, output_dir / CLASSIFIER_FOLDER,
+        shutil.copytree(classifier_folder, work_dir / CLASSIFIER_FOLDER,
                         ignore=shutil.ignore_patterns("*.png", "*.jsonl", "eval_results.json"))
+    replace_folder(work_dir, output_dir)
     logger.info("saved %s", output_dir)
     if args.push_to_hub:
         push_folder(output_dir, args.push_to_hub)

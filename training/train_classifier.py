@@ -24,6 +24,7 @@ from imagezoo.cards import classifier_card
 from imagezoo.data import check_label_names, check_splits, load_splits
 from imagezoo.evaluation import classification_metrics, paired_bootstrap, save_confusion_matrix
 from imagezoo.export import choose_runtime, compare_runtimes, exportable_copy
+from imagezoo.files import replace_folder, staging_folder
 from imagezoo.gate import MahalanobisScore, pooled_features
 from imagezoo.hub import push_folder, save_model_folder
 from imagezoo.inference import ImageClassifier, eval_transform
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"{task.name}'s refusal rules read ImageNet features: {recipe.arch} has no pretrained weights")
     suffix = f"-{args.arch}" if args.arch else ""
     output_dir = output_folder(args, task, suffix)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = staging_folder(output_dir)  # becomes output_dir once everything below is written
     logger.info("task %s, recipe %s: %s", task.name, recipe_name, recipe)
 
     dataset = load_splits(task.dataset)
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> Path:
     validation = load_split(dataset, "validation")
     test = load_split(dataset, "test")
 
-    log = jsonl_logger(output_dir / "train_log.jsonl")
+    log = jsonl_logger(work_dir / "train_log.jsonl")
     start = time.time()
     result = fit(recipe, train, validation, task.label_names, args.seed, args.num_workers, args.device, log)
     train_minutes = (time.time() - start) / 60
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> Path:
         "test: balanced accuracy %.4f, accuracy %.4f, ROC-AUC %.4f, ECE %.4f",
         metrics["balanced_accuracy"], metrics["accuracy"], metrics["roc_auc"], metrics["ece"],
     )
-    save_confusion_matrix(metrics, task.label_names, output_dir / "confusion_matrix.png", f"{task.name} ({recipe_name})")
+    save_confusion_matrix(metrics, task.label_names, work_dir / "confusion_matrix.png", f"{task.name} ({recipe_name})")
     runtimes, runtime = [], None
     if task.runtimes:
         # a seeded sample of every class: the training rows come in label order (the first 256 cats-dogs rows were all cats)
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> Path:
             "validation": ([inputs for inputs, _ in eval_batches(validation, result.data_config)], validation[1]),
             "test": ([inputs for inputs, _ in test_batches], labels),
         }
-        runtimes = compare_runtimes(exportable, output_dir, recipe.img_size, splits, calibration, task.runtimes)
+        runtimes = compare_runtimes(exportable, work_dir, recipe.img_size, splits, calibration, task.runtimes)
         runtime = choose_runtime(runtimes)  # on validation
         logger.info("serving runtime: %s", runtime)
     summary = {
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> Path:
         "runtimes": runtimes,
         "runtime": runtime,
     }
-    (output_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
+    (work_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
 
     repo_id = card_repo_id(args, output_dir)
     command = script_command("training/train_classifier.py", argv)
@@ -268,8 +269,9 @@ def main(argv: list[str] | None = None) -> Path:
     )
     model_config = {**task.model_config, **({"runtime": runtime} if runtime else {})}
     if backstop is not None:
-        model_config["backstop"] = save_backstop(backstop, output_dir, task.reject_label, open_set["served"])
-    save_model_folder(result.model, output_dir, list(task.label_names), result.data_config, card, model_config)
+        model_config["backstop"] = save_backstop(backstop, work_dir, task.reject_label, open_set["served"])
+    save_model_folder(result.model, work_dir, list(task.label_names), result.data_config, card, model_config)
+    replace_folder(work_dir, output_dir)
     logger.info("saved %s", output_dir)
     if args.push_to_hub:
         push_folder(output_dir, args.push_to_hub)

@@ -24,6 +24,7 @@ from timm.utils.model import unfreeze
 from imagezoo.cards import classifier_card
 from imagezoo.data import SPLITS, check_label_names, check_splits, load_splits
 from imagezoo.evaluation import classification_metrics, save_confusion_matrix
+from imagezoo.files import replace_folder, staging_folder
 from imagezoo.gate import (
     CANDIDATES,
     MahalanobisScore,
@@ -36,7 +37,14 @@ from imagezoo.gate import (
 from imagezoo.hub import push_folder, save_model_folder
 from imagezoo.inference import ImageClassifier, eval_transform
 from imagezoo.open_set import refusal_table, save_backstop
-from imagezoo.scripts import add_hub_arguments, add_recipe_argument, card_repo_id, hardware, output_folder, script_command
+from imagezoo.scripts import (
+    add_hub_arguments,
+    add_recipe_argument,
+    card_repo_id,
+    hardware,
+    output_folder,
+    script_command,
+)
 from imagezoo.tasks import ACCEPT_KEY, GATE_KEY, TASKS, get_task
 from imagezoo.training import ImageLabelDataset, build_model, eval_data_config
 
@@ -79,7 +87,7 @@ def main(argv: list[str] | None = None) -> Path:
     accept_label, reject_label = task.model_config[ACCEPT_KEY], task.reject_label
     accept = task.label_names.index(accept_label)
     output_dir = output_folder(args, task)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = staging_folder(output_dir)  # becomes output_dir once everything below is written
     start = time.time()
 
     dataset = load_splits(task.dataset)
@@ -106,14 +114,14 @@ def main(argv: list[str] | None = None) -> Path:
         score = MahalanobisScore(features["train"][labels["train"] == accept])
         backstop = score.as_backstop(score.max_distance(features["validation"][labels["validation"] == accept], args.keep))
         model_config["backstop"] = save_backstop(
-            backstop, output_dir, reject_label, f"squared Mahalanobis distance to the {accept_label} training "
+            backstop, work_dir, reject_label, f"squared Mahalanobis distance to the {accept_label} training "
             f"features; keeps {args.keep} of the validation {accept_label} images")
 
     # the served model, measured through the same class users load; plain BatchNorm again, as training.fit exports
     if recipe.frozen:
         unfreeze(model, list(recipe.frozen))
-    save_model_folder(model, output_dir, list(task.label_names), data_config, None, model_config)
-    served = ImageClassifier.from_pretrained(str(output_dir))
+    save_model_folder(model, work_dir, list(task.label_names), data_config, None, model_config)
+    served = ImageClassifier.from_pretrained(str(work_dir))
     probs = served.predict_images(dataset["test"]["image"])
     test_labels = labels["test"]
     metrics = classification_metrics(test_labels, probs, task.label_names)
@@ -136,12 +144,12 @@ def main(argv: list[str] | None = None) -> Path:
     }
     logger.info("test: %s accepted %.4f, refused %.4f; balanced accuracy %.4f", accept_label, gate["accepted_mri"],
                 gate["refused_test"], metrics["balanced_accuracy"])
-    save_confusion_matrix(metrics, task.label_names, output_dir / "confusion_matrix.png", task.name)
+    save_confusion_matrix(metrics, task.label_names, work_dir / "confusion_matrix.png", task.name)
     minutes = (time.time() - start) / 60
     summary = {"name": output_dir.name, "task": task.name, "recipe": args.recipe, "arch": recipe.arch,
                "img_size": recipe.img_size, "split": task.split_description, "C": args.C,
                "train_minutes": round(minutes, 2), "metrics": metrics, "gate": gate}
-    (output_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
+    (work_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
 
     repo_id = card_repo_id(args, output_dir)
     card = classifier_card(
@@ -158,7 +166,8 @@ def main(argv: list[str] | None = None) -> Path:
         hardware=hardware("cpu"),
         command=script_command("training/train_gate.py", argv),
     )
-    card.save(output_dir / "README.md")
+    card.save(work_dir / "README.md")
+    replace_folder(work_dir, output_dir)
     logger.info("saved %s", output_dir)
     if args.push_to_hub:
         push_folder(output_dir, args.push_to_hub)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from imagezoo.cards import model_card
 from imagezoo.data import check_splits, load_splits
+from imagezoo.files import replace_folder, staging_folder
 from imagezoo.hub import push_folder
 from imagezoo.instances import POSTPROCESSORS
 from imagezoo.predictors.segmenter import InstanceSegmenter
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> Path:
     task = get_task(args.task).on_dataset(args.dataset)
     recipe = unet_recipe(task, args)
     output_dir = output_folder(args, task)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = staging_folder(output_dir)  # becomes output_dir once everything below is written
     logger.info("task %s, recipe %s: %s", task.name, args.recipe, recipe)
 
     dataset = load_splits(task.dataset)
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> Path:
     config = SegmenterConfig(channels=task.label_names, **encoder_normalization(recipe.encoder),
                              **serving_settings(task, args), scale=recipe.input_scale)
 
-    log = jsonl_logger(output_dir / "train_log.jsonl")
+    log = jsonl_logger(work_dir / "train_log.jsonl")
     start = time.time()
     train_set = SegmentationCrops(train.images, train.targets, train_transform(recipe.crop_size, config, recipe.invert),
                                   config.percentiles, config.scale, zoom_crop_size(recipe.crop_size), recipe.crop_ratios)
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> Path:
     metrics = postprocessing[chosen]["test"]
     eval_minutes = (time.time() - start) / 60
     logger.info("serving %s (best on validation); evaluation took %.1f min", chosen, eval_minutes)
-    save_prediction_figure(test, test_probs, config, output_dir / "test_predictions.png")
+    save_prediction_figure(test, test_probs, config, work_dir / "test_predictions.png")
 
     summary = {
         "name": output_dir.name,
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> Path:
         "metrics": metrics,
         "postprocessing": postprocessing,
     }
-    (output_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
+    (work_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
 
     repo_id = card_repo_id(args, output_dir)
     command = script_command("training/train_segmenter.py", argv)
@@ -190,7 +191,8 @@ def main(argv: list[str] | None = None) -> Path:
         prepare_command=task.prepare_command,
         command=command,
     )
-    save_unet(result.model.cpu(), config, output_dir, card)
+    save_unet(result.model.cpu(), config, work_dir, card)
+    replace_folder(work_dir, output_dir)
     logger.info("saved %s", output_dir)
     if args.push_to_hub:
         push_folder(output_dir, args.push_to_hub)
