@@ -40,7 +40,7 @@ from imagezoo.cell_training import (
 from imagezoo.cells import CENTRE, COUNTER_METHODS
 from imagezoo.data import check_label_names, check_splits, load_splits
 from imagezoo.files import replace_folder, staging_folder
-from imagezoo.hub import push_folder
+from imagezoo.hub import push_model_folder
 from imagezoo.inference import ImageClassifier
 from imagezoo.predictors.base import resolve_model_folder
 from imagezoo.predictors.cells import CellCounter
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> Path:
     replace_folder(work_dir, output_dir)
     logger.info("saved %s", output_dir)
     if args.push_to_hub:
-        push_folder(output_dir, args.push_to_hub)
+        push_model_folder(output_dir, args.push_to_hub)
     return output_dir
 
 

@@ -26,7 +26,7 @@ from imagezoo.evaluation import classification_metrics, paired_bootstrap, save_c
 from imagezoo.export import choose_runtime, compare_runtimes, exportable_copy
 from imagezoo.files import replace_folder, staging_folder
 from imagezoo.gate import MahalanobisScore, pooled_features
-from imagezoo.hub import push_folder, save_model_folder
+from imagezoo.hub import push_model_folder, save_model_folder
 from imagezoo.inference import ImageClassifier, eval_transform
 from imagezoo.open_set import (
     AnyKeeps,
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> Path:
     replace_folder(work_dir, output_dir)
     logger.info("saved %s", output_dir)
     if args.push_to_hub:
-        push_folder(output_dir, args.push_to_hub)
+        push_model_folder(output_dir, args.push_to_hub)
     return output_dir
 
 

@@ -34,7 +34,7 @@ from imagezoo.gate import (
     probe_as_head,
     summarise,
 )
-from imagezoo.hub import push_folder, save_model_folder
+from imagezoo.hub import push_model_folder, save_model_folder
 from imagezoo.inference import ImageClassifier, eval_transform
 from imagezoo.open_set import refusal_table, save_backstop
 from imagezoo.scripts import (
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> Path:
     replace_folder(work_dir, output_dir)
     logger.info("saved %s", output_dir)
     if args.push_to_hub:
-        push_folder(output_dir, args.push_to_hub)
+        push_model_folder(output_dir, args.push_to_hub)
     return output_dir
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from imagezoo.cards import model_card
 from imagezoo.data import check_splits, load_splits
 from imagezoo.files import replace_folder, staging_folder
-from imagezoo.hub import push_folder
+from imagezoo.hub import push_model_folder
 from imagezoo.instances import POSTPROCESSORS
 from imagezoo.predictors.segmenter import InstanceSegmenter
 from imagezoo.scripts import (
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> Path:
     replace_folder(work_dir, output_dir)
     logger.info("saved %s", output_dir)
     if args.push_to_hub:
-        push_folder(output_dir, args.push_to_hub)
+        push_model_folder(output_dir, args.push_to_hub)
     return output_dir
 
 

@@ -117,6 +117,13 @@ def push_folder(
     return commit.commit_url
 
 
+def push_model_folder(folder: str | Path, repo_id: str) -> str:
+    """Upload a trained model folder so that the model repo holds exactly its files: what an earlier run pushed
+    and this one no longer writes (an ONNX export, a backstop, a counter's ``classifier/``) is deleted in the
+    same commit, or ``hf-hub:`` downloads would keep fetching it (the Hub keeps ``.gitattributes``)."""
+    return push_folder(folder, repo_id, delete_patterns=["*"])
+
+
 #: what a Space folder never ships
 SPACE_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc")
 
