@@ -7,6 +7,7 @@ import json
 import pickle
 
 import numpy as np
+import onnx
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -17,7 +18,7 @@ from imagezoo.batch import run_job
 from imagezoo.data import load_splits
 from imagezoo.data.pets import LABEL_NAMES, build_pets_dataset
 from imagezoo.data.synthetic import GENERATORS, synthetic_images
-from imagezoo.export import RUNTIME_FILES, choose_runtime
+from imagezoo.export import RUNTIME_FILES, STEM_PREFIXES, choose_runtime
 from imagezoo.inference import ImageClassifier
 from imagezoo.open_set import open_set_metrics, threshold_keeping, with_threshold
 
@@ -139,9 +140,15 @@ def test_onnx_and_torch_runtimes_agree(pets_model, pets_dataset):
     outputs = int8.runner(torch.stack([int8.preprocess(image) for image in every_test_image]))
     vetoed = outputs.softmax(-1)[:, LABEL_NAMES.index("neither")] > 0.999
     assert vetoed.any() and torch.isfinite(outputs).all()
+    # ... and its stem: every convolution reads int8 weights except the stem's
+    graph = onnx.load(str(pets_model / RUNTIME_FILES["onnx-int8"])).graph
+    dequantized = {output for node in graph.node if node.op_type == "DequantizeLinear" for output in node.output}
+    convs = {node.name: bool(set(node.input) & dequantized) for node in graph.node if node.op_type == "Conv"}
+    assert {name for name, quantized in convs.items() if not quantized} == {
+        name for name in convs if name.startswith(STEM_PREFIXES)} != set()
     # a spawned batch-job worker gets the predictor pickled: the session is rebuilt there, not copied
-    onnx = pickle.loads(pickle.dumps(ImageClassifier.from_pretrained(str(pets_model), runtime="onnx")))
-    np.testing.assert_allclose(onnx.predict_images(images), probs["onnx"], atol=1e-6)
+    unpickled = pickle.loads(pickle.dumps(ImageClassifier.from_pretrained(str(pets_model), runtime="onnx")))
+    np.testing.assert_allclose(unpickled.predict_images(images), probs["onnx"], atol=1e-6)
     with pytest.raises(ValueError, match="known"):
         ImageClassifier.from_pretrained(str(pets_model), runtime="tensorrt")
 
