@@ -245,8 +245,8 @@ register_task(
             # the deeper half, and a frozen backbone lets the pretrained ImageNet head veto in the same forward
             # pass. Lite1 at 240 px with a centre crop: cat-vs-dog accuracy of a linear probe on its frozen
             # features, 5-fold over training + validation pets, 0.993 against 0.982 for Lite0 at 192 px squashed
-            # (Lite0 224 px centre 0.991, Lite1 240 px squashed 0.992); served ONNX fp32 within the webcam budget on a fast
-            # machine (23.7 ms p95), not on a slow one (28.0 ms: README, "Cat, dog or neither").
+            # (Lite0 224 px centre 0.991, Lite1 240 px squashed 0.992); ONNX int8 (stem float32) within the webcam's
+            # budget (README, "Cat, dog or neither").
             "quick": Recipe(
                 arch="tf_efficientnet_lite1", img_size=240, crop_mode="center", epochs=6, batch_size=32, lr=2e-3,
                 warmup_epochs=1, vflip=0.0, frozen=HEAD_ONLY,
