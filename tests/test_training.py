@@ -144,7 +144,8 @@ def test_a_run_on_another_dataset_neither_replaces_the_task_model_nor_the_one_it
     task = get_task("nuclei-unet")
     assert output_folder(train_segmenter.parse_args([]), task) == Path("models/nuclei-unet")
     fine_tune = train_segmenter.parse_args(["--init-from", "models/nuclei-unet", "--dataset", "my-nuclei"])
-    assert output_folder(fine_tune, task) == Path("models/nuclei-unet-my-nuclei")  # the README's command
+    on_it = task.on_dataset(fine_tune.dataset)  # as the training scripts re-point their task
+    assert output_folder(fine_tune, on_it) == Path("models/nuclei-unet-my-nuclei")  # the README's command
     onto_itself = ["--init-from", "local-dir:models/nuclei-unet", "--output-dir", "models/nuclei-unet/"]
     with pytest.raises(SystemExit, match="would be overwritten"):
         output_folder(train_segmenter.parse_args(onto_itself), task)

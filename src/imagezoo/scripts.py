@@ -104,13 +104,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def output_folder(args: argparse.Namespace, task, suffix: str = "") -> Path:
-    """``--output-dir``, else ``models/<task><suffix>``, or ``models/<task><suffix>-<dataset name>`` when trained
-    on another ``--dataset``: a fine-tune must neither replace the model it starts from nor pass for the task's
-    own model (``make`` would serve it). A folder that is the ``--init-from`` model's is refused."""
+    """``--output-dir``, else ``models/<task><suffix>``, or ``models/<task><suffix>-<dataset name>`` for a task
+    re-pointed at another ``--dataset`` (:meth:`~imagezoo.tasks.Task.on_dataset`): a fine-tune must neither
+    replace the model it starts from nor pass for the task's own model (``make`` would serve it). A folder that
+    is the ``--init-from`` model's is refused."""
     default = f"models/{task.name}{suffix}"
-    dataset = getattr(args, "dataset", None)
-    if dataset and dataset != get_task(task.name).dataset:
-        default += f"-{Path(dataset.rstrip('/')).name}"
+    if task.dataset != get_task(task.name).dataset:
+        default += f"-{task.dataset_name}"
     output = Path(args.output_dir or default)
     init_from = getattr(args, "init_from", None)
     if init_from and not init_from.startswith(HUB_PREFIX) and output.resolve() == local_folder(init_from).resolve():
