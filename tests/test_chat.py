@@ -418,3 +418,11 @@ def test_the_rules_read_the_question_alone(chat: Chat):
     assert chat.answer("Do I have a meningioma?", history=history).reason == "diagnostic"
     assert chat.answer("What does my result mean?", SCAN, history=history).kind == "scan"
 
+
+
+@pytest.mark.parametrize("question", ["¿Cómo estás?", "¿Qué tal?"])
+def test_spanish_small_talk_that_shares_no_word_with_the_knowledge_base_is_off_topic(chat: Chat, question: str):
+    """MiniLM knows no Spanish: these scored above the Spanish threshold (0.744 for "¿Cómo estás?") and were
+    answered with a passage about having an MRI."""
+    answer = chat.answer(question)
+    assert (answer.language, answer.reason) == ("es", "off-topic"), answer.text
