@@ -4,6 +4,7 @@ the batch job without box files and the cells Space's whole-image tab."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -22,6 +23,7 @@ from imagezoo.predictors import load_predictor
 from imagezoo.predictors.cells import CellCounter
 from imagezoo.predictors.segmenter import image_tensor
 from imagezoo.segmentation import SegmenterConfig, build_unet, save_unet
+from imagezoo.tasks import get_task
 from imagezoo.ui import SPACE_DELETE_CACHE
 
 pytestmark = pytest.mark.slow
@@ -198,3 +200,13 @@ def test_a_crop_classifier_trained_on_the_counters_test_slides_is_refused(tmp_pa
     with pytest.raises(SystemExit, match="1 test slides gave"):
         check_classifier_split(slides, str(crops))
     check_classifier_split(slides, str(tmp_path / "absent"))  # no crop dataset here: a warning only
+
+
+def test_the_leak_check_reads_the_dataset_the_given_crop_classifier_trained_on(trained_model, tmp_path):
+    """It read the crop task's dataset whatever ``--classifier`` was given (a review, 2026-12-03)."""
+    from train_cell_counter import CLASSIFIER_TASK, classifier_dataset
+
+    recorded = json.loads((trained_model / "eval_results.json").read_text())["dataset"]
+    assert Path(recorded).is_dir() and recorded != get_task(CLASSIFIER_TASK).dataset
+    assert classifier_dataset(trained_model) == recorded
+    assert classifier_dataset(tmp_path) == get_task(CLASSIFIER_TASK).dataset  # a folder that records none

@@ -101,12 +101,13 @@ def test_the_classifier_downloads_by_hub_id_through_timm(hub, tmp_path):
 import json, sys, timm, torch
 from imagezoo.predictors import load_predictor
 sys.path.insert(0, {str(ROOT / "training")!r})
-from train_cell_counter import crop_classifier_folder  # the counter's design (b) can start from a Hub classifier
+from train_cell_counter import crop_classifier  # the counter's design (b) can start from a Hub classifier
 model = timm.create_model("hf-hub:imagezoo/ldc-live-dead").eval()
 classifier = load_predictor("hf-hub:imagezoo/ldc-live-dead")
-folders = [crop_classifier_folder(name) for name in ("hf-hub:imagezoo/ldc-live-dead", "hf-hub:imagezoo/no-such-model", "")]
+found = [crop_classifier(name) for name in ("hf-hub:imagezoo/ldc-live-dead", "hf-hub:imagezoo/no-such-model", "")]
 print(json.dumps({{"classes": model.num_classes, "kind": classifier.kind, "labels": list(classifier.label_names),
-                  "folders": [folder is not None and (folder / "model.safetensors").is_file() for folder in folders]}}))
+                  "folders": [pair is not None and (pair[0] / "model.safetensors").is_file()
+                              and pair[1].label_names == classifier.label_names for pair in found]}}))
 """
     got = run_client(hub, tmp_path, code)
     assert got == {"classes": 2, "kind": "classifier", "labels": ["dead", "live"], "folders": [True, False, False]}

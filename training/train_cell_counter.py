@@ -113,16 +113,26 @@ def check_classifier_split(dataset: DatasetDict, crops_dataset: str) -> None:
                              "datasets with the same split (prepare_ldc.py and prepare_ldc_slides.py, same --seed)")
 
 
-def crop_classifier_folder(model_id: str) -> Path | None:
-    """The folder of design (b)'s crop classifier (a local one, or the Hub snapshot of an ``hf-hub:`` id),
+def crop_classifier(model_id: str) -> tuple[Path, ImageClassifier] | None:
+    """Design (b)'s crop classifier and its folder (a local one, or the Hub snapshot of an ``hf-hub:`` id),
     copied into the counter's folder when (b) ships; ``None`` when there is none: (b) is then not measured."""
     if not model_id:
         return None
     try:
-        return resolve_model_folder(model_id)[0]
+        folder, revision = resolve_model_folder(model_id)
     except OSError as err:  # no such folder, no config or weights, a Hub id that cannot be fetched
-        logger.warning("no crop classifier at %r (%s)", model_id, err)
+        logger.warning("no crop classifier at %r (%s): design (b) is not measured", model_id, err)
         return None
+    config = json.loads((folder / "config.json").read_text())
+    return folder, ImageClassifier.from_folder(folder, config, model_id, revision)
+
+
+def classifier_dataset(folder: Path) -> str:
+    """The dataset a crop classifier trained on, as its ``eval_results.json`` records it; the crop task's
+    for a folder written before it did."""
+    results = folder / "eval_results.json"
+    recorded = json.loads(results.read_text()).get("dataset") if results.is_file() else None
+    return recorded or get_task(CLASSIFIER_TASK).dataset
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -144,9 +154,9 @@ def main(argv: list[str] | None = None) -> Path:
     train = Slides.from_rows(subsample(dataset, "train", args.max_train_samples, args.seed))
     validation = Slides.from_rows(dataset["validation"])
     test = Slides.from_rows(dataset["test"])
-    classifier_folder = crop_classifier_folder(args.classifier)
+    classifier_folder, classifier = crop_classifier(args.classifier) or (None, None)
     if classifier_folder is not None:  # before training, not after it
-        check_classifier_split(dataset, get_task(CLASSIFIER_TASK).dataset)
+        check_classifier_split(dataset, classifier_dataset(classifier_folder))
     config = SegmenterConfig(channels=(*task.label_names, *([CENTRE] if centres else [])),
                              **encoder_normalization(recipe.encoder), **serving_settings(task, args),
                              scale=recipe.input_scale)
@@ -169,12 +179,9 @@ def main(argv: list[str] | None = None) -> Path:
     counter = counter_for(model, config)
     val_probs = [counter.probabilities(tensor) for tensor in validation.tensors()]
     test_probs = [counter.probabilities(tensor) for tensor in test.tensors()]
-    classifier = ImageClassifier.from_pretrained(args.classifier) if classifier_folder is not None else None
     candidates = {"unet": counter}
     if classifier is not None:
         candidates["unet+classifier"] = counter_for(model, config, classifier)
-    else:
-        logger.warning("no crop classifier at %r: design (b) is not measured", args.classifier)
     call_label = args.call_label or task.label_names[0]
     min_probabilities = [(call_label, threshold) for threshold in args.call_thresholds]
     designs, tuned = {}, {}
@@ -213,6 +220,7 @@ def main(argv: list[str] | None = None) -> Path:
     summary = {
         "name": output_dir.name,
         "task": task.name,
+        "dataset": task.dataset,
         "recipe": args.recipe,
         "encoder": recipe.encoder,
         "crop_size": recipe.crop_size,

@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> Path:
     summary = {
         "name": output_dir.name,
         "task": task.name,
+        "dataset": task.dataset,
         "recipe": recipe_name,
         "arch": recipe.arch,
         "img_size": recipe.img_size,

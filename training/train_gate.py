@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> Path:
                 gate["refused_test"], metrics["balanced_accuracy"])
     save_confusion_matrix(metrics, task.label_names, work_dir / "confusion_matrix.png", task.name)
     minutes = (time.time() - start) / 60
-    summary = {"name": output_dir.name, "task": task.name, "recipe": args.recipe, "arch": recipe.arch,
-               "img_size": recipe.img_size, "split": task.split_description, "C": args.C,
+    summary = {"name": output_dir.name, "task": task.name, "dataset": task.dataset, "recipe": args.recipe,
+               "arch": recipe.arch, "img_size": recipe.img_size, "split": task.split_description, "C": args.C,
                "train_minutes": round(minutes, 2), "metrics": metrics, "gate": gate}
     (work_dir / "eval_results.json").write_text(json.dumps(summary, indent=2))
 

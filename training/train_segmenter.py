@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> Path:
     summary = {
         "name": output_dir.name,
         "task": task.name,
+        "dataset": task.dataset,
         "recipe": args.recipe,
         "encoder": recipe.encoder,
         "crop_size": recipe.crop_size,
