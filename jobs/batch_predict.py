@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -61,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # SIGTERM (timeout, Slurm, Kubernetes, `ray job stop`) ends the job as Ctrl-C does: the rows scored so far
+    # are written to a part for --resume; its default ended the process with them in memory
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         summary = run_job(
             args.dir, args.model, args.out, boxes=args.boxes, resume=args.resume, engine=args.engine,
@@ -70,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as err:  # a missing folder or model, an unknown Hub id, no permission
         logger.error("%s", err)
         return 2
+    except KeyboardInterrupt:
+        logger.error("interrupted: the rows scored so far are kept; run again with --resume to score the rest")
+        return 130
     logger.info("%s", summary.text())
     logger.info("wrote %s", args.out)
     return 0

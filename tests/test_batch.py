@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -168,6 +169,76 @@ def test_a_file_name_that_is_not_utf8_is_scored_and_resumed(trained_model, ldc_s
     assert rows["caf\\xe9.png"]["prob_live"] == rows[LDC_SAMPLES["RGB"]]["prob_live"]
     summary = run_job(folder, str(trained_model), out, resume=True, progress=False)
     assert summary.skipped == summary.files == len(LDC_SAMPLES) + 1 and len(read_rows(out)) == summary.files
+
+
+def test_an_error_that_names_a_file_that_is_not_utf8_is_stored(trained_model, ldc_sample_dir, tmp_path):
+    """A cut-off XML beside b"caf\xe9.png": its error quoted the path with surrogates, Arrow could not
+    store the part, and the job ended with no output (a review, 2026-12-03)."""
+    folder = tmp_path / "slides"
+    shutil.copytree(ldc_sample_dir, folder)
+    latin1 = os.fsdecode(b"caf\xe9")
+    shutil.copy(folder / LDC_SAMPLES["RGB"], folder / f"{latin1}.png")
+    (folder / f"{latin1}.xml").write_text("<annotation><object><name>live</name><bndbox>")
+    out = tmp_path / "out.parquet"
+    summary = run_job(folder, str(trained_model), out, boxes="voc", progress=False, num_workers=0)
+    rows = read_rows(out)
+    failed = [row for row in rows if row["error"] is not None]
+    assert [row["path"] for row in failed] == ["caf\\xe9.png"] and "caf\\xe9.xml" in failed[0]["error"]
+    assert summary.scored == len(LDC_SAMPLES) and {row["path"] for row in rows} >= set(LDC_SAMPLES.values())
+
+
+def test_job_settings_out_of_range_are_refused_before_anything_runs(tmp_path):
+    for setting, value in (("batch_size", 0), ("batch_size", -1), ("num_workers", -1), ("rows_per_part", 0)):
+        with pytest.raises(ValueError, match=f"--{setting.replace('_', '-')} must be at least"):
+            run_job(tmp_path / "absent", "absent-model", tmp_path / "out.parquet", **{setting: value})
+
+
+def test_an_engine_whose_package_is_missing_is_refused_with_its_install_command(monkeypatch, tmp_path):
+    from imagezoo.batch import job
+
+    monkeypatch.setitem(job.ENGINE_NEEDS, "ray", ("imagezoo_no_such_module", 'pip install -e ".[ray]"'))
+    with pytest.raises(ValueError, match=r'needs the imagezoo_no_such_module package.*pip install -e "\.\[ray\]"'):
+        run_job(tmp_path, "absent-model", tmp_path / "out.parquet", engine="ray")
+
+
+def test_parts_are_written_as_rows_come_when_they_come_slowly(trained_model, ldc_sample_dir, tmp_path):
+    """A part is written once its first row has waited ``part_seconds`` (0 here: every file), and the
+    output joins them into row groups of ``rows_per_part``."""
+    from imagezoo.batch.output import PartWriter, finalize, parts_dir_for
+
+    schema = output_schema(["dead", "live"])
+    out = tmp_path / "out.parquet"
+    writer = PartWriter(parts_dir_for(out), schema, rows_per_part=1024, part_seconds=0)
+    rows = [{"path": f"{n}.png", "sha256": str(n), "error": None} for n in range(5)]
+    for row in rows:
+        writer.add([row])
+    assert len(writer.written) == 5 and not writer.buffer
+    finalize(out, schema, {}, set(), writer.written, rows_per_group=3)
+    assert [pq.ParquetFile(out).metadata.row_group(g).num_rows for g in range(2)] == [3, 2]
+    assert [row["path"] for row in read_rows(out)] == [row["path"] for row in rows]
+
+
+def test_sigterm_keeps_the_rows_scored_so_far_for_resume(trained_model, many_slides, tmp_path):
+    """``timeout``, Slurm and Kubernetes stop a job with SIGTERM: it ended the process with every row since
+    the last part in memory (all of them, under 1024 rows); now it ends as Ctrl-C does."""
+    out = tmp_path / "out.parquet"
+    args = [*JOB, "--dir", str(many_slides), "--model", str(trained_model), "--out", str(out), "--boxes", "voc",
+            "--batch-size", "8", "--num-workers", "1"]
+    job = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    progress = b""
+    while not re.search(rb"\| *([3-9]\d|\d{3,})/\d+ \[", progress):  # tqdm's "| 31/480 [": some files scored
+        chunk = job.stderr.read1(4096)
+        assert chunk, progress.decode(errors="replace")[-2000:]
+        progress += chunk
+    job.send_signal(signal.SIGTERM)
+    _, rest = job.communicate(timeout=120)
+    assert job.returncode == 130, rest.decode(errors="replace")[-2000:]
+    parts = list(out.with_name(out.name + ".parts").glob("part-*.parquet"))
+    kept = {row["path"] for part in parts for row in pq.read_table(part, columns=["path"]).to_pylist()}
+    assert len(kept) >= 30 and not out.exists()
+    resumed = subprocess.run([*args, "--resume", "--no-progress"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"{len(kept)} reused from a previous run" in resumed.stderr
 
 
 def test_an_escaped_name_that_another_file_has_gets_a_name_of_its_own(tmp_path):

@@ -103,6 +103,24 @@ def test_a_file_that_fails_on_a_rerun_leaves_no_label_image_behind(nuclei_model,
     assert table.num_rows == 0 and table.column_names[0] == "image"
 
 
+def test_names_that_collide_or_are_long_cost_at_most_their_own_file(nuclei_model, dsb_dir, dsb_sample_ids, tmp_path):
+    """``a``'s label image is ``DIR/a.png``, where ``a.png/b.png``'s folder would go: one of them gets an error
+    row, and the job used to end at its clean-up after the Parquet was written, with no ``objects.csv``. A name
+    near the 255-byte limit failed for its temp file's longer name (a review, 2026-12-03)."""
+    folder = tmp_path / "in"
+    (folder / "a.png").mkdir(parents=True)
+    source = dsb_dir / dsb_sample_ids[0] / "images" / f"{dsb_sample_ids[0]}.png"
+    long_name = "x" * 236 + ".png"  # its object table: 252 bytes
+    for name in ("a", "a.png/b.png", long_name):
+        shutil.copy(source, folder / name)
+    out, masks = tmp_path / "out.parquet", tmp_path / "masks"
+    summary = run_job(folder, str(nuclei_model), out, masks_dir=masks, progress=False, num_workers=0)
+    rows = {r["path"]: r for r in pq.read_table(out).to_pylist()}
+    assert summary.scored == 2 and [rows[name]["error"] is None for name in ("a", "a.png/b.png")].count(True) == 1
+    assert rows[long_name]["error"] is None and (masks / f"{long_name}.objects.csv").is_file()
+    assert (masks / "objects.csv").is_file()
+
+
 def test_ray_engine_gives_the_same_rows(nuclei_model, nuclei_folder, tmp_path):
     local, ray_out = tmp_path / "local.parquet", tmp_path / "ray.parquet"
     run_job(nuclei_folder, str(nuclei_model), local, progress=False, num_workers=0)

@@ -3,18 +3,27 @@ final name."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 
+def storable_text(text: str) -> str:
+    """``text`` with the undecodable bytes of a file name written as ``\\xNN``. A name that is not UTF-8
+    (Latin-1 from an old share or zip) reaches Python with surrogates, which Arrow, CSV and JSON cannot store."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def write_atomically(target: str | Path, write: Callable[[Path], object]) -> Path:
-    """``write(tmp)`` to a hidden temp file beside ``target`` (unique per process, so parallel
-    workers never share one), then rename it over ``target``."""
+    """``write(tmp)`` to a hidden temp file beside ``target`` (unique per process and target, so parallel
+    workers never share one), then rename it over ``target``. The temp name has a fixed length: a target
+    whose name is near the file system's 255-byte limit must not fail for its temp file's name."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    digest = hashlib.sha256(os.fsencode(target.name)).hexdigest()[:16]
+    tmp = target.with_name(f".{digest}.{os.getpid()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, target)

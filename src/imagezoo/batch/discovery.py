@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from imagezoo.files import storable_text
+
 
 @dataclass(frozen=True)
 class Listing:
@@ -23,10 +25,9 @@ class Listing:
 
 
 def output_name(relative: str) -> str:
-    """``relative`` as the Parquet, the object CSV and ``--masks-dir`` name it. A file name that is not UTF-8
-    (Latin-1 from an old share or zip) reaches Python with surrogates, which Arrow cannot store: its
-    undecodable bytes are written as ``\\xNN``."""
-    return relative.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """``relative`` as the Parquet, the object CSV and ``--masks-dir`` name it: its undecodable bytes written
+    as ``\\xNN`` (:func:`~imagezoo.files.storable_text`)."""
+    return storable_text(relative)
 
 
 def discover(root: str | Path, exclude: Iterable[str | Path] = ()) -> Listing:

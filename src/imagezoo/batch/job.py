@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import shutil
 import time
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 #: engine name -> ``run(job) -> reused keys``; ``ray`` imports Ray only when it runs
 ENGINES: dict[str, Callable[[JobRun], set[tuple[str, str]]]] = {"local": run_local, "ray": run_ray}
+#: engine name -> (module it needs, how to install it): checked before the model loads or a part is deleted
+ENGINE_NEEDS = {"ray": ("ray", 'pip install -e ".[ray]"')}
 
 
 def run_job(
@@ -52,6 +55,13 @@ def run_job(
     accepts get ``model_id``'s label."""
     if engine not in ENGINES:
         raise ValueError(f"--engine must be one of {sorted(ENGINES)}, not {engine!r}")
+    if engine in ENGINE_NEEDS and importlib.util.find_spec(ENGINE_NEEDS[engine][0]) is None:
+        module, install = ENGINE_NEEDS[engine]
+        raise ValueError(f"--engine {engine} needs the {module} package, not installed here: {install}")
+    for name, value, least in (("--batch-size", batch_size, 1), ("--rows-per-part", rows_per_part, 1),
+                               ("--num-workers", num_workers, 0), ("--threads", threads, 1)):
+        if value is not None and value < least:
+            raise ValueError(f"{name} must be at least {least}, not {value}")
     root, out = Path(directory).resolve(), Path(out).resolve()  # absolute: Ray workers run elsewhere
     masks_dir = None if masks_dir is None else Path(masks_dir).resolve()
     if masks_dir == root:  # a folder inside --dir is left out of the inputs; --dir itself cannot be
@@ -90,7 +100,7 @@ def run_job(
     finally:  # what was scored reaches a part even when the job fails, for --resume
         job.writer.flush()
     job.summary.seconds = time.perf_counter() - start
-    finalize(out, schema, done, reused, job.writer.written)
+    finalize(out, schema, done, reused, job.writer.written, rows_per_part)
     rows = pq.read_table(out, columns=["path", "error"]).to_pylist()
     scored = {row["path"] for row in rows if row["error"] is None}
     predictor.finish_outputs(options, sorted(scored), sorted({row["path"] for row in rows} - scored))

@@ -144,7 +144,7 @@ class LocalRun:
         job = self.job
         if not self.num_workers:
             torch.set_num_threads(self.threads)
-        chunks = [job.files[i:i + job.batch_size] for i in range(0, len(job.files), job.batch_size)]
+        chunks = [job.files[i:i + job.chunk_size] for i in range(0, len(job.files), job.chunk_size)]
         with tqdm(total=len(job.files), unit="img", disable=not job.progress, desc="scoring") as bar:
             for scored in self.scored(chunks):
                 with worker_deaths_deferred():

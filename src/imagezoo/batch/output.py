@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Iterable
@@ -25,6 +26,9 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = "5"
 #: rows per Parquet part (row group) unless the job says otherwise
 ROWS_PER_PART = 1024
+#: a part is also written once its first row has waited this long: a job that gives one row per image
+#: (a segmenter: seconds an image) would otherwise keep its first 1024 images in memory only
+PART_SECONDS = 60.0
 #: Columns every output has, in order; ``prob_<label>`` columns follow ``score``.
 BASE_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("path", pa.string(), "file path relative to --dir, '/'-separated"),
@@ -69,18 +73,23 @@ def output_schema(label_names: Iterable[str]) -> pa.Schema:
 
 
 class PartWriter:
-    """Buffers rows and writes them as complete Parquet parts of ``rows_per_part`` rows."""
+    """Buffers rows and writes them as complete Parquet parts of ``rows_per_part`` rows, or of what came
+    within ``part_seconds``."""
 
-    def __init__(self, parts_dir: Path, schema: pa.Schema, rows_per_part: int = ROWS_PER_PART):
-        self.parts_dir, self.schema, self.rows_per_part = parts_dir, schema, rows_per_part
+    def __init__(self, parts_dir: Path, schema: pa.Schema, rows_per_part: int = ROWS_PER_PART,
+                 part_seconds: float = PART_SECONDS):
+        self.parts_dir, self.schema, self.rows_per_part, self.part_seconds = parts_dir, schema, rows_per_part, part_seconds
         self.run = uuid.uuid4().hex[:8]
         self.buffer: list[dict] = []
         self.written: list[Path] = []
+        self.oldest = 0.0  # when the first buffered row came
         parts_dir.mkdir(parents=True, exist_ok=True)
 
     def add(self, rows: list[dict]) -> None:
+        if not self.buffer:
+            self.oldest = time.monotonic()
         self.buffer.extend(rows)
-        if len(self.buffer) >= self.rows_per_part:
+        if len(self.buffer) >= self.rows_per_part or time.monotonic() - self.oldest >= self.part_seconds:
             self.flush()
 
     def flush(self) -> None:
@@ -135,9 +144,10 @@ def done_keys(sources: list[Path], revision: str) -> dict[tuple[str, str], Path]
 
 
 def finalize(out: Path, schema: pa.Schema, done: dict[tuple[str, str], Path], keep: set[tuple[str, str]],
-             new_parts: list[Path]) -> None:
+             new_parts: list[Path], rows_per_group: int = ROWS_PER_PART) -> None:
     """Merge the reused rows (files in ``keep``, each from its source in ``done``) and this run's parts
-    into ``out``, atomically.
+    into ``out``, atomically; parts written early (:data:`PART_SECONDS`) are joined into row groups of
+    ``rows_per_group``.
 
     ``done``'s sources hold only files written with ``schema`` (see :func:`previous_sources`).
     """
@@ -152,8 +162,14 @@ def finalize(out: Path, schema: pa.Schema, done: dict[tuple[str, str], Path], ke
                     mask = [key in keep and done[key] == source for key in keys]
                     if any(mask):
                         writer.write_table(table.filter(pa.array(mask)))
+            pending: list[pa.Table] = []
             for part in new_parts:
-                writer.write_table(pq.read_table(part))
+                pending.append(pq.read_table(part))
+                if sum(len(table) for table in pending) >= rows_per_group:
+                    writer.write_table(pa.concat_tables(pending))
+                    pending = []
+            if pending:
+                writer.write_table(pa.concat_tables(pending))
 
     write_atomically(out, merge)
     shutil.rmtree(parts_dir_for(out), ignore_errors=True)

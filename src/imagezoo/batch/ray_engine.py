@@ -113,7 +113,7 @@ def run_ray(job: JobRun) -> set[tuple[str, str]]:
     context.enable_progress_bars, context.max_errored_blocks = job.progress, -1
     reused: set[tuple[str, str]] = set()
     try:
-        scored = stream(job, job.files, job.batch_size, None, reused)
+        scored = stream(job, job.files, job.chunk_size, None, reused)
         lost = [name for name in job.files if name not in scored]
         if lost:
             logger.warning("%d files were in blocks whose Ray worker died; scoring them one per block", len(lost))

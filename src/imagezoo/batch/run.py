@@ -65,6 +65,11 @@ class JobRun:
     threads: int | None = None
     progress: bool = True
 
+    @property
+    def chunk_size(self) -> int:
+        """Files a worker is handed at once: the predictor's choice, else the batch size."""
+        return self.predictor.files_per_chunk or self.batch_size
+
     def collect(self, item_path: str, sha256: str | None, skipped: bool, rows: list[dict], reused: set) -> None:
         """Driver side of one scored file: a reuse marker, or rows to record and write."""
         if skipped:

@@ -30,6 +30,7 @@ import torch
 from huggingface_hub import snapshot_download
 from PIL import Image
 
+from imagezoo.files import storable_text
 from imagezoo.images import file_sha256
 from imagezoo.tasks import GATE_KEY, HUB_PREFIX
 
@@ -39,8 +40,9 @@ CONFIG_KEY = "_imagezoo"  # smp ignores config keys starting with "_" when it bu
 
 
 def error_text(err: BaseException) -> str:
-    """A file's ``error`` column: the exception's type and message (what failed, and why)."""
-    return f"{type(err).__name__}: {err}"
+    """A file's ``error`` column: the exception's type and message (what failed, and why), a non-UTF-8 path
+    in the message escaped (:func:`~imagezoo.files.storable_text`): unescaped, Arrow failed on the whole part."""
+    return storable_text(f"{type(err).__name__}: {err}")
 
 
 @dataclass
@@ -115,6 +117,9 @@ class Predictor(ABC):
     kind: ClassVar[str]
     #: classes with a ``prob_<label>`` column in the batch output (empty for segmenters)
     label_names: tuple[str, ...]
+    #: files the batch job hands a worker at once (None: its batch size); a model that scores whole images
+    #: one by one gains nothing from more, and each held image may be tens of megapixels
+    files_per_chunk: ClassVar[int | None] = None
     model_id: str
     revision: str
     config: dict

@@ -9,6 +9,7 @@ job and evaluation all segment alike.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -25,6 +26,8 @@ from imagezoo.images import ImageSource, load_image
 from imagezoo.instances import OBJECT_COLUMNS, encode_rle, object_table
 from imagezoo.predictors.base import Item, JobOptions, Predictor, Preparer, error_text, register_predictor
 from imagezoo.segmentation import SegmenterConfig, load_unet, predict_probabilities
+
+logger = logging.getLogger(__name__)
 
 OBJECTS_CSV = "objects.csv"
 OBJECTS_SCHEMA = pa.schema(
@@ -89,6 +92,7 @@ class InstanceSegmenter(Predictor):
     """An smp U-Net with its post-processing settings (``config.json["_imagezoo"]``) and provenance."""
 
     kind = "segmenter"
+    files_per_chunk = 1
 
     model: nn.Module
     settings: SegmenterConfig
@@ -182,7 +186,10 @@ class InstanceSegmenter(Predictor):
             return
         for path in failed:
             for stale in mask_paths(options.masks_dir, path):
-                stale.unlink(missing_ok=True)
+                try:
+                    stale.unlink(missing_ok=True)
+                except OSError as err:  # a parent is a file, the name is too long: there is no such file
+                    logger.warning("%s not removed (%s)", stale, err)
         convert = pacsv.ConvertOptions(column_types=OBJECTS_SCHEMA)
         tables = [
             pacsv.read_csv(csv, convert_options=convert)
