@@ -1,11 +1,14 @@
 """The cells Space's functions on a real trained model and real LDC slides."""
 
+import re
 
 import gradio as gr
+import numpy as np
 import pytest
 from conftest import LDC_SAMPLES, assert_uploads_reach_the_app, space_app
 from PIL import Image
 
+from imagezoo.cells import CLASS_COLOURS
 from imagezoo.data.voc import read_voc
 from imagezoo.tasks import default_model_id
 
@@ -34,19 +37,41 @@ def test_16bit_upload_is_accepted(app, ldc_dir, tmp_path):
 
 
 def test_whole_slide_scores_every_box_and_reports_viability(app, ldc_dir):
+    """Every box drawn in its class colour on one picture (Gradio's AnnotatedImage made a full-size mask
+    and PNG per box: 1.3 s a box on a 12 MP slide, a review on 2026-12-03)."""
     image_path = ldc_dir / LDC_SAMPLES["RGB"]
     xml_path = image_path.with_suffix(".xml")
-    (image, annotations), text = app.score_slide(str(image_path), str(xml_path))
-    assert len(annotations) == len(read_voc(xml_path)) > 0
-    assert {label for _, label in annotations} <= {"dead", "live"}
-    n_live = sum(label == "live" for _, label in annotations)
-    assert f"{n_live} live" in text and "Viability" in text
+    picture, text = app.score_slide(str(image_path), str(xml_path))
+    image = np.asarray(Image.open(image_path).convert("RGB"))
+    boxes = read_voc(xml_path)
+    assert picture.shape == image.shape and len(boxes) > 0
+    counts = {label: int(n) for n, label in re.findall(r"(\d+) (live|dead)", text)}
+    assert counts["live"] + counts["dead"] == len(boxes) and f"of {len(boxes)} annotated cells" in text
+    for box in boxes:  # each box's top edge is drawn in class colours (another box may cross it)
+        edge = {tuple(pixel) for pixel in picture[box.ymin, box.xmin:box.xmax]}
+        assert edge <= set(CLASS_COLOURS.values())
 
 
 def test_slide_without_cells_says_so(app, ldc_dir):
     image_path = ldc_dir / LDC_SAMPLES["no_boxes"]
-    (_, annotations), text = app.score_slide(str(image_path), str(image_path.with_suffix(".xml")))
-    assert annotations == [] and "No annotated cell" in text
+    picture, text = app.score_slide(str(image_path), str(image_path.with_suffix(".xml")))
+    np.testing.assert_array_equal(picture, np.asarray(Image.open(image_path).convert("RGB")))
+    assert "No annotated cell" in text
+
+
+def test_an_annotation_of_another_image_or_not_voc_is_refused(app, ldc_dir, tmp_path):
+    """Both gave a viability: the boxes of a 220x220 slide on a 40x40 copy ("0 live, 1 dead"), and an HTML
+    page "No annotated cell on this slide" (a review, 2026-12-03)."""
+    image_path = ldc_dir / LDC_SAMPLES["RGB"]
+    small = tmp_path / "small.png"
+    Image.open(image_path).resize((40, 40)).save(small)
+    width, height = Image.open(image_path).size
+    with pytest.raises(gr.Error, match=f"annotates a {width}x{height} image, not this 40x40 one"):
+        app.score_slide(str(small), str(image_path.with_suffix(".xml")))
+    page = tmp_path / "page.xml"
+    page.write_text("<html><body>hello</body></html>")
+    with pytest.raises(gr.Error, match="not a Pascal-VOC annotation"):
+        app.score_slide(str(image_path), str(page))
 
 
 def test_bad_inputs_become_gradio_errors(app, bad_files):

@@ -16,7 +16,7 @@ import gradio as gr
 import numpy as np
 
 from imagezoo.caching import load_once
-from imagezoo.cells import CLASS_COLOURS
+from imagezoo.cells import draw_boxes
 from imagezoo.data.voc import AnnotationError, read_voc
 from imagezoo.images import ImageError, load_image
 from imagezoo.inference import ImageClassifier
@@ -79,20 +79,21 @@ def score_slide(image_path: str | None, xml_path: str | None):
         raise gr.Error("Upload both the slide image and its Pascal-VOC XML file.")
     try:
         image = load_image(image_path)
-        boxes = read_voc(xml_path)
+        boxes = read_voc(xml_path, image.size)
     except (ImageError, AnnotationError) as err:
         raise gr.Error(str(err)) from err
     scores = score_boxes(classifier(), image, boxes)
     summary = viability([s.label for s in scores])
-    annotations = [((s.box.xmin, s.box.ymin, s.box.xmax, s.box.ymax), s.label) for s in scores]
     if summary["viability"] is None:
         text = "No annotated cell on this slide."
     else:
         text = (
-            f"**Viability {summary['viability']:.1%}**: {summary['n_live']} live, {summary['n_dead']} dead "
-            f"(of {len(scores)} annotated cells)."
+            f"**Viability {summary['viability']:.1%}**: {summary['n_live']} live (green), {summary['n_dead']} dead "
+            f"(red), of {len(scores)} annotated cells."
         )
-    return (image, annotations), text
+    if len(scores) < len(boxes):
+        text += f" {len(boxes) - len(scores)} boxes lie outside the image and were not scored."
+    return draw_boxes(np.asarray(image), [(s.box, s.label) for s in scores]), text
 
 
 def build_demo() -> gr.Blocks:
@@ -120,8 +121,7 @@ def build_demo() -> gr.Blocks:
                 slide = gr.File(label="Slide image", file_types=["image"], type="filepath")
                 xml = gr.File(label="Pascal-VOC XML", file_types=[".xml"], type="filepath")
             button = gr.Button("Score all cells", variant="primary")
-            colours = {name: "#%02x%02x%02x" % rgb for name, rgb in CLASS_COLOURS.items()}  # as the "Whole image" tab
-            annotated = gr.AnnotatedImage(label="Cells", color_map=colours)
+            annotated = gr.Image(label="Cells: live green, dead red", format="png")
             report = gr.Markdown()
             button.click(score_slide, [slide, xml], [annotated, report], api_name="score_slide")
     return demo

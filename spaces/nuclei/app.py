@@ -41,6 +41,9 @@ DISCLAIMER = (
 )
 #: our label images and tables; folders are deleted after SPACE_DELETE_CACHE's age, as Gradio's cache is
 SCRATCH = Path(tempfile.mkdtemp(prefix="nuclei-space-"))
+#: a session's image and probabilities (float32, 16 bytes a pixel with the image) are kept this long after its
+#: last segmentation for the slider; unbounded, a 50-megapixel upload's 800 MB outlived the visit
+STATE_SECONDS = 1800
 
 
 def download_folder() -> Path:
@@ -57,14 +60,14 @@ def segmenter() -> InstanceSegmenter:
     return load_predictor(MODEL_ID)
 
 
-def render(image: np.ndarray, probabilities: np.ndarray, threshold: float):
-    """Overlay, summary and downloadable files for one threshold."""
+def render(name: str, image: np.ndarray, probabilities: np.ndarray, threshold: float):
+    """Overlay, summary and downloadable files (named after the upload ``name``) for one threshold."""
     result = Segmentation(segmenter().instances(probabilities, threshold=threshold), probabilities)
     folder = download_folder()
-    label_png, table_csv = folder / "labels.png", folder / "objects.csv"
-    write_objects_csv(table_csv, "upload", result.labels, image)
-    text = (f"**{result.n_objects} nuclei** (threshold {threshold:.2f}); foreground {result.foreground_fraction:.1%} "
-            "of the image.")
+    label_png, table_csv = folder / f"{name}.labels.png", folder / f"{name}.objects.csv"
+    write_objects_csv(table_csv, name, result.labels, image)
+    count = f"{result.n_objects} nucleus" if result.n_objects == 1 else f"{result.n_objects} nuclei"
+    text = f"**{count}** (threshold {threshold:.2f}); foreground {result.foreground_fraction:.1%} of the image."
     if result.n_objects > MAX_LABEL:
         text += f" No label image: a 16-bit PNG numbers at most {MAX_LABEL:,} objects (the table lists every one)."
         return overlay(image, result.labels), text, [str(table_csv)]
@@ -73,18 +76,17 @@ def render(image: np.ndarray, probabilities: np.ndarray, threshold: float):
 
 
 def segment(image_path: str | None, threshold: float):
-    """Segment an upload; keep the image and probabilities in the session for the slider."""
+    """Segment an upload; keep its name, image and probabilities in the session for the slider."""
     picture = open_upload(image_path, "a microscopy image")
-    image, probabilities = np.asarray(picture), segmenter().probabilities(picture)
-    return *render(image, probabilities, threshold), (image, probabilities)
+    state = Path(image_path).stem, np.asarray(picture), segmenter().probabilities(picture)
+    return *render(*state, threshold), state
 
 
 def rethreshold(threshold: float, state):
     """Re-run only the post-processing at a new threshold."""
     if state is None:
-        raise gr.Error("Upload a microscopy image first.")
-    image, probabilities = state
-    return *render(image, probabilities, threshold), state
+        raise gr.Error(f"Upload a microscopy image first (a segmentation is kept {STATE_SECONDS // 60} minutes).")
+    return *render(*state, threshold), state
 
 
 #: the outputs before an image is segmented: no overlay, count or downloads, no probabilities for the slider
@@ -94,7 +96,7 @@ NO_SEGMENTATION = (None, "", None, None)
 def build_demo() -> gr.Blocks:
     with gr.Blocks(title="Nuclei segmentation", delete_cache=SPACE_DELETE_CACHE) as demo:
         gr.Markdown(f"# Find and count cell nuclei\n\n{DISCLAIMER}\n\nModel: `{MODEL_ID}`")
-        state = gr.State(None)
+        state = gr.State(None, time_to_live=STATE_SECONDS)
         with gr.Row():
             upload = image_upload(label="Microscopy image")
             result = gr.Image(label="Nuclei (one colour each)", format="png")
@@ -105,7 +107,10 @@ def build_demo() -> gr.Blocks:
         # one queue: a slider moved during a segmentation re-renders the session's probabilities once they
         # are the new image's (Gradio reads a gr.State when the event runs, not when it is sent)
         show_on_upload(upload, segment, outputs, NO_SEGMENTATION, [threshold], api_name="segment", concurrency_id="segment")
-        threshold.release(rethreshold, [threshold, state], outputs, api_name="rethreshold", concurrency_id="segment")
+        # always_last: a release while the last one waits in the queue is run after it, not dropped (Gradio's
+        # default for release, "once", left the slider at one value and the results at another)
+        threshold.release(rethreshold, [threshold, state], outputs, api_name="rethreshold", concurrency_id="segment",
+                          trigger_mode="always_last")
         if EXAMPLES:
             gr.Examples(EXAMPLES, inputs=upload)
     return demo

@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 from skimage.draw import ellipse
 from skimage.measure import regionprops
 from skimage.segmentation import find_boundaries, relabel_sequential
 
+from imagezoo.data.voc import Box
 from imagezoo.instances import postprocess
 from imagezoo.tasks import DEAD, LIVE
 from imagezoo.viability import viability_fraction
@@ -157,6 +159,18 @@ def outline(image: np.ndarray, labels: np.ndarray, classes: dict[int, str]) -> n
     coloured = drawn[owner]  # label 0 (no outline) is never drawn
     picture[coloured] = colours[owner[coloured]]
     return picture
+
+
+def draw_boxes(image: np.ndarray, boxes: list[tuple[Box, str]]) -> np.ndarray:
+    """uint8 RGB ``image`` with each (box, class name) drawn in the class colour, as :func:`outline` colours
+    cells; lines 1 pixel wide per 500 pixels of the image's longer side, so they show when it is shrunk."""
+    picture = Image.fromarray(image)
+    draw = ImageDraw.Draw(picture)
+    width = max(1, round(max(picture.size) / 500))
+    for box, name in boxes:
+        draw.rectangle((box.xmin, box.ymin, box.xmax - 1, box.ymax - 1), outline=CLASS_COLOURS.get(name, (255, 255, 0)),
+                       width=width)
+    return np.asarray(picture)
 
 
 def match_centres(centres: np.ndarray, boxes: np.ndarray) -> int:

@@ -117,7 +117,7 @@ class CropPreparer:
         if sidecar is None or not sidecar.is_file():
             item.inputs = self.transform(image).unsqueeze(0)
             return
-        kept = clip_boxes(read_voc(sidecar), image)
+        kept = clip_boxes(read_voc(sidecar, image.size), image)
         item.context["boxes"] = [[index, box.name, box.xmin, box.ymin, box.xmax, box.ymax] for index, box in kept]
         if kept:
             item.inputs = cell_inputs(image, [box for _, box in kept], self.transform, self.crop_context)

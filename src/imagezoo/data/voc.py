@@ -34,8 +34,13 @@ class Box:
         return Box(self.name, xmin, ymin, xmax, ymax)
 
 
-def read_voc(path: str | Path) -> list[Box]:
-    """Parse the ``<object>`` boxes of one VOC XML file (an image with no cells gives [])."""
+def read_voc(path: str | Path, image_size: tuple[int, int] | None = None) -> list[Box]:
+    """Parse the ``<object>`` boxes of one VOC XML file (an image with no cells gives []).
+
+    ``image_size`` (width, height): the image the boxes go with; an annotation whose ``<size>`` names
+    another (a resized or rotated copy of the image, another image's file) is refused rather than read
+    as boxes in the wrong places. A ``<size>`` of 0 or none says nothing (some tools write no size).
+    """
     path = Path(path)
     if not path.is_file():
         raise AnnotationError(f"{path}: annotation file not found")
@@ -43,6 +48,12 @@ def read_voc(path: str | Path) -> list[Box]:
         root = ET.parse(path).getroot()
     except ET.ParseError as err:
         raise AnnotationError(f"{path}: not valid XML ({err})") from err
+    if root.tag != "annotation":
+        raise AnnotationError(f"{path}: not a Pascal-VOC annotation (its root element is <{root.tag}>, not <annotation>)")
+    stated = annotated_size(root)
+    if image_size is not None and stated is not None and stated != tuple(image_size):
+        raise AnnotationError(f"{path}: annotates a {stated[0]}x{stated[1]} image, not this {image_size[0]}x"
+                              f"{image_size[1]} one")
     boxes = []
     for obj in root.iter("object"):
         bndbox = obj.find("bndbox")
@@ -52,6 +63,15 @@ def read_voc(path: str | Path) -> list[Box]:
             raise AnnotationError(f"{path}: object without a numeric bndbox") from err
         boxes.append(Box((obj.findtext("name") or "").strip(), *coords))
     return boxes
+
+
+def annotated_size(root: ET.Element) -> tuple[int, int] | None:
+    """The (width, height) an annotation's ``<size>`` states, None when it states none."""
+    try:
+        size = int(float(root.findtext("size/width"))), int(float(root.findtext("size/height")))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return size if all(size) else None
 
 
 def voc_sibling(image_path: str | Path) -> Path:
