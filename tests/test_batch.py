@@ -187,6 +187,23 @@ def test_an_error_that_names_a_file_that_is_not_utf8_is_stored(trained_model, ld
     assert summary.scored == len(LDC_SAMPLES) and {row["path"] for row in rows} >= set(LDC_SAMPLES.values())
 
 
+def test_a_sidecar_that_is_not_the_slides_annotation_is_its_error(trained_model, ldc_sample_dir, tmp_path):
+    """An HTML page named like the slide read as "no cell"; the boxes of a 220x220 slide on a resized copy
+    were scored where they do not lie."""
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    source = ldc_sample_dir / LDC_SAMPLES["RGB"]
+    shutil.copy(source, folder / "page.png")
+    (folder / "page.xml").write_text("<html><body>hello</body></html>")
+    load_image(source).resize((40, 40)).save(folder / "small.png")
+    shutil.copy(source.with_suffix(".xml"), folder / "small.xml")
+    out = tmp_path / "out.parquet"
+    run_job(folder, str(trained_model), out, boxes="voc", progress=False, num_workers=0)
+    rows = {row["path"]: row for row in read_rows(out)}
+    assert "not a Pascal-VOC annotation" in rows["page.png"]["error"]
+    assert "not this 40x40 one" in rows["small.png"]["error"]
+
+
 def test_job_settings_out_of_range_are_refused_before_anything_runs(tmp_path):
     for setting, value in (("batch_size", 0), ("batch_size", -1), ("num_workers", -1), ("rows_per_part", 0)):
         with pytest.raises(ValueError, match=f"--{setting.replace('_', '-')} must be at least"):
