@@ -69,10 +69,10 @@ def base_row(item: Item, predictor: Predictor) -> dict:
     )
 
 
-def lost_file(preprocess: Preprocessor, predictor: Predictor, name: str, reason: str) -> tuple[Item, list[dict]]:
+def lost_file(preprocess: Preprocessor, predictor: Predictor, name: str, error: str) -> tuple[Item, list[dict]]:
     """The error row of a file whose worker process died scoring it alone (out of memory, most likely):
-    the engines record it instead of ending the job or retrying it forever."""
-    item = Item(name, error=f"the worker scoring this file alone ended ({reason}): most likely out of memory")
+    the engines record it, with their ``error`` text, instead of ending the job or retrying it forever."""
+    item = Item(name, error=error)
     try:  # the hash only, for the row's provenance; decoding is what may not fit
         item.sha256 = preprocess.digest(preprocess.path(name), name)
     except (OSError, ValueError):  # gone, or not a regular file: the error row says enough

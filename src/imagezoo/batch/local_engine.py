@@ -138,7 +138,8 @@ class LocalRun:
             suspect, names = names[received], names[received + 1:]
             if (yield from self.attempt([[suspect]], 1)) is not None:
                 logger.warning("%s: %s when scored alone; recorded as the file's error", suspect, self.death)
-                yield [lost_file(self.job.preprocess, self.job.predictor, suspect, self.death)]
+                error = f"the worker scoring this file alone ended ({self.death}): most likely out of memory"
+                yield [lost_file(self.job.preprocess, self.job.predictor, suspect, error)]
 
     def run(self) -> set[tuple[str, str]]:
         job = self.job

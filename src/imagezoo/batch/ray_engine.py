@@ -90,6 +90,11 @@ class ScoreActor:
         return pa.Table.from_pylist(files, schema=self.schema)
 
 
+#: the error row of a file whose block failed twice: Ray Data skips the block whatever failed (its worker
+#: died, out of memory most likely, or code outside the file's own scoring raised), so the cause is Ray's log
+RAY_LOST = ("its Ray task failed twice, scoring this file alone: its worker died (most likely out of memory) or "
+            "raised outside the file's own scoring; the Ray logs have the cause")
+
 #: times Ray re-runs a task, or a model actor's batch, whose worker process died; Ray Data's default is
 #: forever, so a file whose decoding the out-of-memory killer ends would hang the job
 RETRIES = 1
@@ -120,7 +125,7 @@ def run_ray(job: JobRun) -> set[tuple[str, str]]:
             scored = stream(job, lost, 1, len(lost), reused)
         for name in lost:
             if name not in scored:
-                item, rows = lost_file(job.preprocess, job.predictor, name, "its Ray task failed twice")
+                item, rows = lost_file(job.preprocess, job.predictor, name, RAY_LOST)
                 job.collect(item.path, item.sha256, item.skipped, rows, reused)
     finally:
         context.enable_progress_bars, context.max_errored_blocks = settings
