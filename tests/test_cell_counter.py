@@ -169,6 +169,19 @@ def test_space_whole_image_tab_outlines_counts_and_tabulates(app, ldc_dir, cell_
     assert app.build_demo().delete_cache == SPACE_DELETE_CACHE  # uploads are not kept
 
 
+def test_space_counts_a_large_slide_with_one_pass_and_says_so(app, ldc_dir, monkeypatch):
+    """Test-time augmentation's 8 passes held the Space's queue for minutes on a photo of a few megapixels."""
+    path = ldc_dir / LDC_SAMPLES["P"]
+    assert app.counter().settings.tta and not app.one_pass_counter().settings.tta
+    assert app.one_pass_counter().model is app.counter().model
+    assert "one pass" not in app.count_cells(str(path))[1]
+    monkeypatch.setattr(app, "TTA_MAX_PIXELS", 100)  # this slide counts as large
+    picture, text, table = app.count_cells(str(path))
+    one_pass = app.one_pass_counter().segment(load_image(path))
+    assert "one pass of the network" in text and len(table) == len(one_pass.cells)
+    np.testing.assert_array_equal(picture, one_pass.outlined(np.asarray(load_image(path))))
+
+
 def test_space_whole_image_tab_rejects_bad_uploads(app, bad_files):
     import gradio as gr
 

@@ -10,6 +10,7 @@ trained folder under ``models/`` when present and to its Hub id otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import gradio as gr
@@ -32,6 +33,10 @@ COUNTER_ID = default_model_id("ldc-viability", HERE.parents[1] / "models", env="
 EXAMPLES = sorted(str(p) for p in (HERE / "examples").glob("*.png"))
 SLIDE_EXAMPLES = sorted(str(p) for p in (HERE / "examples" / "slides").glob("*.png"))
 CELL_COLUMNS = ["cell", "label", "score", "center_x", "center_y", "xmin", "ymin", "xmax", "ymax"]
+#: above this many pixels a slide is counted with one pass of the network, not test-time augmentation's 8:
+#: LDC slides are about 0.05 megapixels, and at 8 passes a 4-megapixel photo held the Space's one queue
+#: for minutes on 2 CPU cores (a review, 2026-12-03)
+TTA_MAX_PIXELS = 1_000_000
 DISCLAIMER = (
     "For teaching and exploration only: this model has not been validated for laboratory or clinical "
     "decisions. Its accuracy on the LDC test split is in the model card; your microscope and stain may differ."
@@ -53,10 +58,18 @@ def counter() -> CellCounter:
     return load_predictor(COUNTER_ID)
 
 
+@load_once
+def one_pass_counter() -> CellCounter:
+    """The counter without test-time augmentation (the same network), for slides over :data:`TTA_MAX_PIXELS`."""
+    model = counter()
+    return dataclasses.replace(model, settings=dataclasses.replace(model.settings, tta=False))
+
+
 def count_cells(image_path: str | None):
     """Every cell of a slide found, outlined by class, counted; viability and a per-cell table."""
     image = open_upload(image_path, "a slide image")
-    result = counter().segment(image)
+    large = counter().settings.tta and image.width * image.height > TTA_MAX_PIXELS
+    result = (one_pass_counter() if large else counter()).segment(image)
     summary = result.summary
     if summary["viability"] is None:
         text = "**No cell found** on this slide: viability is undefined."
@@ -65,6 +78,9 @@ def count_cells(image_path: str | None):
             f"**Viability {summary['viability']:.1%}**: {summary['n_live']} live (green), "
             f"{summary['n_dead']} dead (red) cells found."
         )
+    if large:
+        text += (f" Counted with one pass of the network: the mean over 8 flips and turns, which the model card's "
+                 f"numbers use, runs on slides up to {TTA_MAX_PIXELS / 1e6:g} megapixels here.")
     table = [
         [cell.label_id, result.cell_label(cell), round(result.cell_score(cell), 3),
          round(cell.centre[0], 1), round(cell.centre[1], 1), *cell.box]
