@@ -172,7 +172,7 @@ def test_a_file_name_that_is_not_utf8_is_scored_and_resumed(trained_model, ldc_s
 
 
 def test_an_error_that_names_a_file_that_is_not_utf8_is_stored(trained_model, ldc_sample_dir, tmp_path):
-    """A cut-off XML beside b"caf\xe9.png": its error quoted the path with surrogates, Arrow could not
+    """A cut-off XML beside b"caf\\xe9.png": its error quoted the path with surrogates, Arrow could not
     store the part, and the job ended with no output (a review, 2026-12-03)."""
     folder = tmp_path / "slides"
     shutil.copytree(ldc_sample_dir, folder)
@@ -188,8 +188,8 @@ def test_an_error_that_names_a_file_that_is_not_utf8_is_stored(trained_model, ld
 
 
 def test_a_sidecar_that_is_not_the_slides_annotation_is_its_error(trained_model, ldc_sample_dir, tmp_path):
-    """An HTML page named like the slide read as "no cell"; the boxes of a 220x220 slide on a resized copy
-    were scored where they do not lie."""
+    """An HTML page named like the slide read as "no cell"; a slide's boxes on a resized copy of it were
+    scored where they do not lie."""
     folder = tmp_path / "slides"
     folder.mkdir()
     source = ldc_sample_dir / LDC_SAMPLES["RGB"]
@@ -218,7 +218,7 @@ def test_an_engine_whose_package_is_missing_is_refused_with_its_install_command(
         run_job(tmp_path, "absent-model", tmp_path / "out.parquet", engine="ray")
 
 
-def test_parts_are_written_as_rows_come_when_they_come_slowly(trained_model, ldc_sample_dir, tmp_path):
+def test_parts_are_written_as_rows_come_when_they_come_slowly(tmp_path):
     """A part is written once its first row has waited ``part_seconds`` (0 here: every file), and the
     output joins them into row groups of ``rows_per_part``."""
     from imagezoo.batch.output import PartWriter, finalize, parts_dir_for
@@ -243,7 +243,7 @@ def test_sigterm_keeps_the_rows_scored_so_far_for_resume(trained_model, many_sli
             "--batch-size", "8", "--num-workers", "1"]
     job = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     progress = b""
-    while not re.search(rb"\| *([3-9]\d|\d{3,})/\d+ \[", progress):  # tqdm's "| 31/480 [": some files scored
+    while not re.search(rb"\| *([3-9]\d|\d{3,})/\d+ \[", progress):  # tqdm's "| 31/240 [": some files scored
         chunk = job.stderr.read1(4096)
         assert chunk, progress.decode(errors="replace")[-2000:]
         progress += chunk
