@@ -18,6 +18,7 @@ from imagezoo.cells import (
     outline,
     viability_metrics,
 )
+from imagezoo.viability import viability_percent
 
 LABELS = ("dead", "live")
 
@@ -173,6 +174,14 @@ def test_a_slide_without_cells_where_none_is_found_scores_no_error():
     assert metrics["overall"]["viability_mae"] == 0.0 and metrics["overall"]["min_class_f1"] == 1.0
     without = metrics["without_cells"]
     assert without["viability_mae"] == 0.0 and without["fraction_with_no_cell_found"] == 1.0
+
+
+def test_viability_reads_100_or_0_percent_only_when_every_cell_has_one_class():
+    assert viability_percent(3, 0) == "100%" and viability_percent(0, 3) == "0%"
+    assert viability_percent(1999, 1) == ">99.9%" and viability_percent(1, 2999) == "<0.1%"
+    assert viability_percent(2, 1) == "66.7%" and viability_percent(999, 1) == "99.9%"
+    with pytest.raises(ValueError, match="undefined"):
+        viability_percent(0, 0)
 
 
 def test_image_counts_of_a_perfect_prediction():

@@ -122,6 +122,9 @@ def test_training_exports_timm_folder_with_onnx_runtimes_and_an_open_set_card(pe
     assert len(results["open_set"]["candidates"]) == 5
     card = (pets_model / "README.md").read_text()
     assert "| `characters-anime` | yes |" in card and "(**served**)" in card
+    assert "model-index above, are the PyTorch weights' (`model.safetensors`, what timm loads)" in card
+    served_row = next(row for row in results["runtimes"] if row["runtime"] == config["runtime"])
+    assert (config["runtime"] == "torch") != (f"test accuracy is {served_row['test_accuracy']:.4f}" in card)
     assert "ImageNet head mass on our classes" in card
     # trained on the fixture's --dataset: the card says so instead of naming the task's data
     assert f"`{pets_dataset}`, given with `--dataset`" in card and f"the test split of `{pets_dataset}`" in card

@@ -14,6 +14,7 @@ from scipy import ndimage as ndi
 from skimage.draw import disk
 from skimage.segmentation import find_boundaries
 
+from imagezoo.inference import ImageClassifier
 from imagezoo.predictors import load_predictor
 from imagezoo.predictors.base import predictor_name
 from imagezoo.scripts import unet_base_model
@@ -161,6 +162,20 @@ def test_fine_tuning_a_unet_of_another_shape_is_refused(tmp_path, random_unet):
         load_unet_weights(build_unet(ENCODER, pretrained=False, classes=2), str(folder))
 
 
+def test_a_folder_of_another_kind_is_refused_with_what_it_is(tmp_path, random_unet):
+    """A plain smp folder and a U-Net loaded as a classifier failed inside timm with ``KeyError: 'architecture'``."""
+    plain = tmp_path / "plain"
+    random_unet.save_pretrained(str(plain))
+    with pytest.raises(ValueError, match="plain segmentation_models_pytorch folder: .*save_unet"):
+        load_predictor(str(plain))
+    folder = save_unet(random_unet, SegmenterConfig(), tmp_path / "unet")
+    with pytest.raises(ValueError, match="is a 'segmenter' model, not a 'classifier' one"):
+        ImageClassifier.from_pretrained(str(folder))
+    (plain / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="neither a timm nor an imagezoo model folder"):
+        load_predictor(str(plain))
+
+
 def test_a_folder_with_only_a_pickle_is_refused(tmp_path, random_unet):
     folder = tmp_path / "pickled"
     folder.mkdir()
@@ -228,6 +243,27 @@ def test_test_time_augmentation_is_the_mean_over_the_eight_orientations(random_u
         odd = np.random.default_rng(5).integers(0, 256, (height, width, 3), dtype=np.uint8)
         probs = predict_probabilities(random_unet, odd, SegmenterConfig(tile_size=tile_size, tta=True))
         assert probs.shape == (2, height, width) and 0 <= probs.min() and probs.max() <= 1
+
+
+def test_a_strip_longer_than_a_tile_is_tiled_without_padding_its_short_side(random_unet):
+    """A 40 x 2000 strip went through 256 x 256 tiles, its short side padded to 256: 6.4 times the pixels
+    (a 16 x 62500 strip at the served tile size: 64 times, out of memory in a Space)."""
+    inputs = []
+
+    class Recorded(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unet = random_unet
+
+        def forward(self, x):
+            inputs.append(tuple(x.shape[2:]))
+            return self.unet(x)
+
+    image = np.random.default_rng(6).integers(0, 256, (40, 2000, 3), dtype=np.uint8)
+    probs = predict_probabilities(Recorded(), image, SegmenterConfig(tile_size=256))
+    assert probs.shape == (2, 40, 2000) and 0 <= probs.min() and probs.max() <= 1
+    assert inputs and all(tile == (64, 256) for tile in inputs)  # the height only to the stride's multiple
+    assert sum(h * w for h, w in inputs) <= 2.5 * 64 * 2016  # overlap 0.5: about twice the padded strip
 
 
 def test_training_crops_of_a_scaled_model_resize_images_and_keep_targets_binary():
@@ -324,6 +360,10 @@ def test_tiled_and_whole_image_predictions_agree(blob_unet):
     tiled = predict_probabilities(model, image, dataclasses.replace(config, tile_size=256))
     assert foreground_iou(labels, whole[0] > config.threshold) > 0.8  # the model really segments
     assert foreground_iou(whole[0] > config.threshold, tiled[0] > config.threshold) >= 0.99
+    strip = image[:48]  # tiles as short as the strip
+    tiled_strip = predict_probabilities(model, strip, dataclasses.replace(config, tile_size=128))
+    whole_strip = predict_probabilities(model, strip, config)
+    assert foreground_iou(whole_strip[0] > config.threshold, tiled_strip[0] > config.threshold) >= 0.99
 
 
 def test_lovasz_loss_is_zero_for_a_confident_right_answer_and_counts_each_channel_alike():

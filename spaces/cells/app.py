@@ -25,7 +25,7 @@ from imagezoo.predictors import load_predictor
 from imagezoo.predictors.cells import CellCounter
 from imagezoo.tasks import default_model_id
 from imagezoo.ui import SPACE_DELETE_CACHE, image_upload, open_upload, show_on_upload
-from imagezoo.viability import score_boxes, viability
+from imagezoo.viability import score_boxes, viability, viability_percent
 
 HERE = Path(__file__).resolve().parent
 MODEL_ID = default_model_id("ldc-live-dead", HERE.parents[1] / "models")
@@ -75,7 +75,7 @@ def count_cells(image_path: str | None):
         text = "**No cell found** on this slide: viability is undefined."
     else:
         text = (
-            f"**Viability {summary['viability']:.1%}**: {summary['n_live']} live (green), "
+            f"**Viability {viability_percent(summary['n_live'], summary['n_dead'])}**: {summary['n_live']} live (green), "
             f"{summary['n_dead']} dead (red) cells found."
         )
     if large:
@@ -104,8 +104,8 @@ def score_slide(image_path: str | None, xml_path: str | None):
         text = "No annotated cell on this slide."
     else:
         text = (
-            f"**Viability {summary['viability']:.1%}**: {summary['n_live']} live (green), {summary['n_dead']} dead "
-            f"(red), of {len(scores)} annotated cells."
+            f"**Viability {viability_percent(summary['n_live'], summary['n_dead'])}**: {summary['n_live']} live "
+            f"(green), {summary['n_dead']} dead (red), of {len(scores)} annotated cells."
         )
     if len(scores) < len(boxes):
         text += f" {len(boxes) - len(scores)} boxes lie outside the image and were not scored."

@@ -205,9 +205,9 @@ def predict_probabilities_batch(model: nn.Module, images: np.ndarray | torch.Ten
 
     Each image is contrast-stretched (``config.percentiles``, over the whole image, so tiles
     agree), resized by ``config.scale`` (the maps come back at the image's size), mirrored at
-    the bottom/right edge up to a multiple of ``config.stride`` (and at least one tile) and
-    cropped back. Images up to ``tile_size`` go through the network whole; larger ones in
-    ``tile_size`` tiles overlapping by ``tile_overlap``, blended with a Gaussian that
+    the bottom/right edge up to a multiple of ``config.stride`` and cropped back. Images up to
+    ``tile_size`` go through the network whole; larger ones in tiles of ``tile_size`` (or the
+    padded side, where it is shorter) overlapping by ``tile_overlap``, blended with a Gaussian that
     down-weights tile borders, where the network sees least context. With ``config.tta`` every
     forward pass is :func:`d4_mean`'s eight.
     """
@@ -215,10 +215,8 @@ def predict_probabilities_batch(model: nn.Module, images: np.ndarray | torch.Ten
     original_size = batch.shape[1:3]
     batch = rescale(batch, config.scale)
     height, width = batch.shape[1:3]
-    tiled = max(height, width) > config.tile_size
-    minimum = config.tile_size if tiled else 0
-    padded_height = max(height + (-height) % config.stride, minimum)
-    padded_width = max(width + (-width) % config.stride, minimum)
+    padded_height = height + (-height) % config.stride
+    padded_width = width + (-width) % config.stride
     # numpy's reflect handles pads wider than the image (torch's does not)
     batch = np.pad(batch, ((0, 0), (0, padded_height - height), (0, padded_width - width), (0, 0)), mode="reflect")
     device = next(model.parameters()).device
@@ -228,11 +226,13 @@ def predict_probabilities_batch(model: nn.Module, images: np.ndarray | torch.Ten
     x = (x - mean) / std
     model.eval()
     forward = partial(d4_mean, model) if config.tta else lambda batch: model(batch).sigmoid()
-    if tiled:
+    if max(height, width) > config.tile_size:
         from monai.inferers import sliding_window_inference
 
+        # a side shorter than a tile is not padded up to one: a 16 x 60000 strip stays a strip
+        tile = (min(config.tile_size, padded_height), min(config.tile_size, padded_width))
         probs = sliding_window_inference(
-            x, config.tile_size, sw_batch_size=1, predictor=forward, overlap=config.tile_overlap, mode="gaussian",
+            x, tile, sw_batch_size=1, predictor=forward, overlap=config.tile_overlap, mode="gaussian",
         )
     else:
         probs = forward(x)

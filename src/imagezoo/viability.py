@@ -46,6 +46,17 @@ def viability_fraction(n_live: int, n_dead: int) -> float | None:
     return n_live / (n_live + n_dead) if n_live + n_dead else None
 
 
+def viability_percent(n_live: int, n_dead: int) -> str:
+    """Viability with one decimal, "100%" or "0%" only when every cell has one class: 1999 live and 1 dead
+    cell read "100.0%" with plain rounding, which hides the dead cell."""
+    if not n_live + n_dead:
+        raise ValueError("viability is undefined without a cell")
+    if not n_dead or not n_live:
+        return "100%" if n_live else "0%"
+    percent = f"{100 * n_live / (n_live + n_dead):.1f}"
+    return {"100.0": ">99.9%", "0.0": "<0.1%"}.get(percent, f"{percent}%")
+
+
 def viability(labels: list[str]) -> dict:
     """``n_live``, ``n_dead`` and live / (live + dead), None when no cell was scored."""
     n_live, n_dead = labels.count(LIVE), labels.count(DEAD)

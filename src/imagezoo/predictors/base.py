@@ -136,7 +136,9 @@ class Predictor(ABC):
         folder's config picks the class."""
         folder, resolved = resolve_model_folder(model_id, revision)
         config = json.loads((folder / "config.json").read_text())
-        target = predictor_class(config) if cls is Predictor else cls
+        target = predictor_class(config, model_id)
+        if cls is not Predictor and not issubclass(target, cls):
+            raise ValueError(f"{model_id} is a {target.kind!r} model, not a {cls.kind!r} one: load it with load_predictor")
         return target.from_folder(folder, config, model_id, resolved, **options)
 
     @classmethod
@@ -198,13 +200,20 @@ def register_predictor(cls: type[Predictor]) -> type[Predictor]:
     return cls
 
 
-def predictor_name(config: dict) -> str:
+def predictor_name(config: dict, model_id: str = "the model folder") -> str:
     """The predictor a model folder's config asks for; timm folders without the key are classifiers."""
-    return (config.get(CONFIG_KEY) or {}).get("predictor") or "classifier"
+    name = (config.get(CONFIG_KEY) or {}).get("predictor")
+    if name:
+        return name
+    if "architecture" in config:
+        return "classifier"
+    what = ("a plain segmentation_models_pytorch folder: imagezoo.segmentation.save_unet adds the settings a U-Net "
+            "is served with" if "_model_class" in config else "neither a timm nor an imagezoo model folder")
+    raise ValueError(f"{model_id}: config.json names no timm 'architecture' and no {CONFIG_KEY!r} predictor; {what}")
 
 
-def predictor_class(config: dict) -> type[Predictor]:
-    name = predictor_name(config)
+def predictor_class(config: dict, model_id: str = "the model folder") -> type[Predictor]:
+    name = predictor_name(config, model_id)
     if name not in PREDICTORS and name in BUILTIN_PREDICTORS:
         importlib.import_module(BUILTIN_PREDICTORS[name])
     try:
