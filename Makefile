@@ -37,7 +37,7 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-data/ldc-crops/README.md: $(VENV)/.installed training/prepare_ldc.py $(addprefix $(DATA)/,__init__.py ldc.py splits.py voc.py)
+data/ldc-crops/README.md: $(VENV)/.installed training/prepare_ldc.py $(addprefix $(DATA)/,__init__.py ldc.py near_duplicates.py splits.py voc.py)
 	$(PY) training/prepare_ldc.py --ldc-dir "$(LDC_DIR)" --out data/ldc-crops --examples-dir spaces/cells/examples
 
 data: data/ldc-crops/README.md
@@ -52,7 +52,7 @@ model: $(MODEL)/model.safetensors
 baseline: data/ldc-crops/README.md
 	$(PY) training/train_classifier.py --task ldc-live-dead --arch seed-cnn
 
-data/ldc-slides/README.md: $(VENV)/.installed training/prepare_ldc_slides.py $(addprefix $(DATA)/,__init__.py ldc.py splits.py voc.py)
+data/ldc-slides/README.md: $(VENV)/.installed training/prepare_ldc_slides.py $(addprefix $(DATA)/,__init__.py ldc.py near_duplicates.py splits.py voc.py)
 	$(PY) training/prepare_ldc_slides.py --ldc-dir "$(LDC_DIR)" --out data/ldc-slides --examples-dir spaces/cells/examples/slides
 
 viability-data: data/ldc-slides/README.md

@@ -119,13 +119,33 @@ def nuclei_model(tmp_path_factory, dsb_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ldc_subset_dir(tmp_path_factory, ldc_dir) -> Path:
-    """The first 160 LDC slides (with their XML) in an LDC-layout folder."""
+def ldc_subset_dir(tmp_path_factory, ldc_dir, ldc_crops) -> Path:
+    """The first 160 LDC slides (with their XML) in an LDC-layout folder that have no near-copy among the
+    other slides of the full crop dataset: a near-copy's split follows its group, which a subset cuts, and
+    the counter's training refuses a crop classifier trained on a near-copy of a slide it tests on."""
+    import imagehash
+
+    from imagezoo.data import load_splits
+    from imagezoo.data.ldc import NEAR_DUPLICATE_BITS
+    from imagezoo.data.near_duplicates import near_copies
+    from imagezoo.images import load_image
+
+    crops = load_splits(str(ldc_crops))
+    hashes = {row["source"]: row["image_phash"] for split in crops.values()
+              for row in split.select_columns(["source", "image_phash"])}
     folder = tmp_path_factory.mktemp("ldc_subset")
-    for xml in sorted(ldc_dir.glob("*.xml"))[:160]:
-        for path in (xml, xml.with_suffix(".png")):
+    kept = 0
+    for xml in sorted(ldc_dir.glob("*.xml")):
+        image = xml.with_suffix(".png")
+        others = [phash for source, phash in hashes.items() if source != image.name]
+        if near_copies(others, [str(imagehash.phash(load_image(image)))], NEAR_DUPLICATE_BITS):
+            continue
+        for path in (xml, image):
             shutil.copy(path, folder / path.name)
-    return folder
+        kept += 1
+        if kept == 160:
+            return folder
+    raise AssertionError("fewer than 160 LDC slides without a near-copy")
 
 
 @pytest.fixture(scope="session")

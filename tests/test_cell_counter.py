@@ -201,16 +201,19 @@ def test_a_crop_classifier_trained_on_the_counters_test_slides_is_refused(tmp_pa
     from datasets import Dataset, DatasetDict
     from train_cell_counter import check_classifier_split
 
-    slides = DatasetDict({split: Dataset.from_dict({"image_sha256": [f"{split}-a", f"{split}-b"]})
-                          for split in ("train", "validation", "test")})
+    phash = {"train": "00000000ffffffff", "validation": "ffffffff00000000", "test": "0f0f0f0f0f0f0f0f"}
+    slides = DatasetDict({split: Dataset.from_dict({"image_phash": [phash[split]]}) for split in phash})
     crops = tmp_path / "crops"
     (crops / "data").mkdir(parents=True)
-    pq.write_table(Dataset.from_dict({"image_sha256": ["train-a", "train-b", "train-a"]}).data.table,
-                   crops / "data" / "train-00000-of-00001.parquet")
+    shard = crops / "data" / "train-00000-of-00001.parquet"
+    pq.write_table(Dataset.from_dict({"image_phash": [phash["train"]] * 3}).data.table, shard)
     check_classifier_split(slides, str(crops))  # the same split: fine
-    pq.write_table(Dataset.from_dict({"image_sha256": ["train-a", "test-b"]}).data.table,
-                   crops / "data" / "train-00000-of-00001.parquet")
-    with pytest.raises(SystemExit, match="1 test slides gave"):
+    near_copy = f"{int(phash['test'], 16) ^ 0b10101:016x}"  # 3 bits off a test slide's hash
+    pq.write_table(Dataset.from_dict({"image_phash": [phash["train"], near_copy]}).data.table, shard)
+    with pytest.raises(SystemExit, match="1 test slides or near-copies of them gave"):
+        check_classifier_split(slides, str(crops))
+    pq.write_table(Dataset.from_dict({"image_sha256": ["a"]}).data.table, shard)  # an older cut: no hashes to compare
+    with pytest.raises(SystemExit, match="prepared before near-copies"):
         check_classifier_split(slides, str(crops))
     check_classifier_split(slides, str(tmp_path / "absent"))  # no crop dataset here: a warning only
 

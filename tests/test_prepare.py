@@ -2,12 +2,13 @@
 
 import shutil
 
+import imagehash
 import numpy as np
 import pytest
 from conftest import LDC_SAMPLES
 
 from imagezoo.data import check_label_names, load_splits
-from imagezoo.data.ldc import LABEL_NAMES, build_ldc_dataset
+from imagezoo.data.ldc import LABEL_NAMES, build_ldc_dataset, build_ldc_slides
 from imagezoo.data.splits import assign_split, pixel_sha256
 from imagezoo.data.voc import AnnotationError, read_voc
 from imagezoo.images import load_image
@@ -44,6 +45,23 @@ def test_labels_follow_the_voc_names(ldc_sample_dir):
     voc = {b.name for p in ldc_sample_dir.glob("*.xml") for b in read_voc(p)}
     labels = {names[r["label"]] for split in dataset.values() for r in split}
     assert labels == {"live" if "Living" in v else "dead" for v in voc}
+
+
+def test_near_copies_of_a_slide_share_its_split(tmp_path, ldc_dir):
+    """``b (1857).png`` and ``ncell (41).png`` are one field, re-exposed and boxed again a few pixels off:
+    split by pixel hash alone, the first was trained on and the second tested (a review, 2026-12-03)."""
+    names = ("b (1857)", "ncell (41)")
+    for name in names:
+        for suffix in (".png", ".xml"):
+            shutil.copy(ldc_dir / f"{name}{suffix}", tmp_path / f"{name}{suffix}")
+    slides, report = build_ldc_slides(tmp_path)
+    assert report.n_images == 2 and report.duplicates == 0 and report.near_copies == 2
+    rows = {row["source"]: (split, row) for split in slides for row in slides[split]}
+    (first_split, first), (second_split, second) = rows[f"{names[0]}.png"], rows[f"{names[1]}.png"]
+    assert first["image_sha256"] != second["image_sha256"] and first_split == second_split
+    assert first["image_phash"] == str(imagehash.phash(first["image"]))
+    crops, _ = build_ldc_dataset(tmp_path)
+    assert {split for split in crops for _ in crops[split]} == {first_split}
 
 
 def test_splits_are_grouped_by_slide_content(ldc_crops):

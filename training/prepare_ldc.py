@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from imagezoo.data import SPLITS
-from imagezoo.data.ldc import LABEL_NAMES, build_ldc_dataset
+from imagezoo.data.ldc import LABEL_NAMES, NEAR_DUPLICATE_BITS, build_ldc_dataset
 from imagezoo.hub import save_prepared_dataset
 from imagezoo.tasks import CELL_CROP_CONTEXT, get_task
 
@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
         n_images=report.n_images,
         n_images_without_cells=report.n_images_without_cells,
         duplicates=report.duplicates,
+        near_copies=report.near_copies,
+        near_duplicate_bits=NEAR_DUPLICATE_BITS,
         context=1 + 2 * CELL_CROP_CONTEXT,
         seed=args.seed,
         split_rows=[(s, report.crops[s, "dead"], report.crops[s, "live"]) for s in SPLITS],

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from imagezoo.data import SPLITS
-from imagezoo.data.ldc import build_ldc_slides
+from imagezoo.data.ldc import NEAR_DUPLICATE_BITS, build_ldc_slides
 from imagezoo.hub import save_prepared_dataset
 from imagezoo.tasks import get_task
 
@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
         n_images=report.n_images,
         n_images_without_cells=report.n_images_without_cells,
         duplicates=report.duplicates,
+        near_copies=report.near_copies,
+        near_duplicate_bits=NEAR_DUPLICATE_BITS,
         seed=args.seed,
         split_rows=[(s, report.slides[s], report.crops[s, "dead"], report.crops[s, "live"]) for s in SPLITS],
         skipped=len(report.skipped),

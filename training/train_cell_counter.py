@@ -39,6 +39,8 @@ from imagezoo.cell_training import (
 )
 from imagezoo.cells import CENTRE, COUNTER_METHODS
 from imagezoo.data import check_label_names, check_splits, load_splits
+from imagezoo.data.ldc import NEAR_DUPLICATE_BITS
+from imagezoo.data.near_duplicates import near_copies
 from imagezoo.files import replace_folder, staging_folder
 from imagezoo.hub import push_model_folder
 from imagezoo.inference import ImageClassifier
@@ -99,18 +101,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def check_classifier_split(dataset: DatasetDict, crops_dataset: str) -> None:
-    """Refuse when a slide the counter validates or tests on gave the crop classifier training cells
-    (both datasets split slides by content hash with the same seed; a prepare step re-run with another
-    seed would silently leak them into design (b)'s numbers). Checked when the crop dataset is here."""
+    """Refuse when a slide the counter validates or tests on, or a near-copy of it, gave the crop classifier
+    training cells (both datasets keep near-copies in one split, by content hash with the same seed; a
+    prepare step re-run with another seed or an older cut would leak them into design (b)'s numbers).
+    Checked when the crop dataset is here."""
     if not Path(crops_dataset).is_dir():
         logger.warning("no crop dataset at %s: the crop classifier's split is not checked", crops_dataset)
         return
-    trained_on = set(load_splits(crops_dataset)["train"]["image_sha256"])
+    train = load_splits(crops_dataset)["train"]
+    if "image_phash" not in train.column_names:
+        raise SystemExit(f"{crops_dataset} was prepared before near-copies of a slide were kept in one split: "
+                         "re-run prepare_ldc.py and retrain the crop classifier")
+    trained_on = sorted(set(train["image_phash"]))
     for split in ("validation", "test"):
-        shared = trained_on.intersection(dataset[split]["image_sha256"])
+        shared = near_copies(trained_on, dataset[split]["image_phash"], NEAR_DUPLICATE_BITS)
         if shared:
-            raise SystemExit(f"{len(shared)} {split} slides gave {crops_dataset}'s training crops: prepare both "
-                             "datasets with the same split (prepare_ldc.py and prepare_ldc_slides.py, same --seed)")
+            raise SystemExit(f"{len(shared)} {split} slides or near-copies of them gave {crops_dataset}'s training "
+                             "crops: prepare both datasets with the same split (prepare_ldc.py and "
+                             "prepare_ldc_slides.py, same --seed)")
 
 
 def crop_classifier(model_id: str) -> tuple[Path, ImageClassifier] | None:

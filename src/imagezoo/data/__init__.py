@@ -22,10 +22,15 @@ def load_splits(dataset_id: str) -> "DatasetDict":
     one) share that record, and the rows were just read from the files. ``datasets`` is imported
     here, not at module level, so serving code that reads annotations never loads it.
     """
-    from datasets import load_dataset
+    import pyarrow.parquet as pq
+    from datasets import Features, load_dataset
 
     if Path(dataset_id).is_dir():
-        return load_dataset(dataset_id, download_mode="force_redownload", verification_mode="no_checks")
+        # the files' own features, which also key the cache: the cached record of a folder of that name
+        # otherwise supplies its features, and a column added since fails the cast
+        shards = sorted(Path(dataset_id).glob("**/*.parquet"))
+        features = Features.from_arrow_schema(pq.read_schema(shards[0])) if shards else None
+        return load_dataset(dataset_id, features=features, download_mode="force_redownload", verification_mode="no_checks")
     return load_dataset(dataset_id)
 
 

@@ -38,3 +38,13 @@ def keep_groups_together(splits: Sequence[str], groups: Sequence[int], order: Se
     for split, group in zip(splits, groups):
         first[group] = min(first.get(group, len(order)), order.index(split))
     return [order[first[group]] for group in groups]
+
+
+def near_copies(reference: Sequence[str], queries: Sequence[str], max_bits: int) -> list[int]:
+    """Indices of ``queries`` (phash hex strings) within ``max_bits`` of any of ``reference``: the
+    check that no test image has a near-copy among the training images of another dataset."""
+    if not reference or not queries:
+        return []
+    packed = np.array([int(h, 16) for h in reference], dtype=np.uint64)
+    return [i for i, query in enumerate(queries)
+            if np.bitwise_count(packed ^ np.uint64(int(query, 16))).min() <= max_bits]
