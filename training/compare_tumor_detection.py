@@ -1,11 +1,12 @@
-"""Tumour yes/no: a separate detector against ``1 - p(notumor)`` of the type model, on the yes/no test split.
+"""Tumour yes/no: a separate detector against ``1 - p(notumor)`` of the type model, on the yes/no splits.
 
     python training/compare_tumor_detection.py      # after training brain-tumor-type and brain-tumor-detect
 
-Both models are scored on the de-duplicated yes/no test split (its near-duplicate groups are in
-the test split of the type set too, so the type model never trained on them). The winner is the
-higher balanced accuracy at 0.5, then ROC-AUC; on a tie the type model, which serves type and
-yes/no in one pass. The result goes to ``tumor_detection.json`` and a section of both model cards.
+Both models are scored on the de-duplicated yes/no validation and test splits (their near-duplicate
+groups are in the same split of the type set too, so the type model never trained on them). The
+winner is the higher validation balanced accuracy at 0.5, then ROC-AUC; on a tie the type model,
+which serves type and yes/no in one pass. The test split only reports. The result goes to
+``tumor_detection.json`` and a section of both model cards.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def scores(y_true: np.ndarray, p_tumour: np.ndarray) -> dict:
 
 
 def section(result: dict) -> str:
+    validation = result["validation"]
+    chosen_by = ", ".join(f"{name} {row['balanced_accuracy']:.4f}" for name, row in validation["models"].items())
     rows = "\n".join(
         f"| {name}{' (**shipped**)' if name == result['shipped'] else ''} | {r['roc_auc']:.4f} | "
         f"{r['balanced_accuracy']:.4f} | {r['accuracy']:.4f} | {r['sensitivity']:.4f} | {r['specificity']:.4f} |"
@@ -62,31 +65,41 @@ def section(result: dict) -> str:
         f"Both on the de-duplicated yes/no test split ({result['n']} slices, {result['n_tumour']} with a tumour; "
         f"none of their near-duplicate groups was trained on by either model). Threshold {THRESHOLD}.\n\n"
         "| model | ROC-AUC | balanced accuracy | accuracy | sensitivity | specificity |\n|---|---|---|---|---|---|\n"
-        f"{rows}\n\nShipped: **{result['shipped']}** ({result['reason']}). Balanced accuracy of the type model minus "
+        f"{rows}\n\nShipped: **{result['shipped']}** ({result['reason']} on the {validation['n']} validation "
+        f"slices: {chosen_by}). Test balanced accuracy of the type model minus "
         f"the detector: {result['versus']['difference']:+.4f} (95% paired bootstrap interval {low:+.4f} to "
         f"{high:+.4f}); with {result['n']} test slices, differences of a few points are within noise.\n\n"
         f"Reproduce: `{result['command']}`\n<!-- /tumor-detection -->\n"
     )
 
 
+def probabilities(type_model: ImageClassifier, detector: ImageClassifier, split) -> tuple[np.ndarray, ...]:
+    """Truth (1: tumour), the type model's ``1 - p(notumor)`` and the detector's ``p(tumor)`` on ``split``."""
+    y_true = (np.asarray(split["label"]) == split.features["label"].names.index(TUMOUR)).astype(int)
+    p_type = 1 - type_model.predict_images(split["image"])[:, type_model.label_names.index(NO_TUMOUR)]
+    p_detect = detector.predict_images(split["image"])[:, detector.label_names.index(TUMOUR)]
+    return y_true, p_type, p_detect
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    test = load_splits(args.dataset)["test"]
-    names = test.features["label"].names
-    y_true = (np.asarray(test["label"]) == names.index(TUMOUR)).astype(int)
+    dataset = load_splits(args.dataset)
     type_model = ImageClassifier.from_pretrained(args.type_model)
     detector = ImageClassifier.from_pretrained(args.detect_model)
-    p_type = 1 - type_model.predict_images(test["image"])[:, type_model.label_names.index(NO_TUMOUR)]
-    p_detect = detector.predict_images(test["image"])[:, detector.label_names.index(TUMOUR)]
-    models = {"type model, 1 - p(notumor)": scores(y_true, p_type), "separate detector, p(tumor)": scores(y_true, p_detect)}
-    (type_name, type_row), (detect_name, detect_row) = models.items()
+    names = ("type model, 1 - p(notumor)", "separate detector, p(tumor)")
+    y_val, *p_val = probabilities(type_model, detector, dataset["validation"])
+    chosen_on = dict(zip(names, (scores(y_val, p) for p in p_val)))
+    y_true, p_type, p_detect = probabilities(type_model, detector, dataset["test"])
+    models = dict(zip(names, (scores(y_true, p) for p in (p_type, p_detect))))
     key = ("balanced_accuracy", "roc_auc")
-    detector_wins = tuple(detect_row[k] for k in key) > tuple(type_row[k] for k in key)
+    type_name, detect_name = names
+    detector_wins = tuple(chosen_on[detect_name][k] for k in key) > tuple(chosen_on[type_name][k] for k in key)
     result = {
         "n": int(len(y_true)),
         "n_tumour": int(y_true.sum()),
         "models": models,
+        "validation": {"n": int(len(y_val)), "n_tumour": int(y_val.sum()), "models": chosen_on},
         "shipped": detect_name if detector_wins else type_name,
         "reason": "higher balanced accuracy, then ROC-AUC" + ("" if detector_wins else "; a tie goes to the type model"),
         "versus": paired_bootstrap(y_true, (p_type >= THRESHOLD).astype(int), (p_detect >= THRESHOLD).astype(int)),
