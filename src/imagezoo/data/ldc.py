@@ -145,7 +145,7 @@ def read_slides(root: str | Path, report: PrepReport, seed: int = 0) -> list[Sli
         slides.append(Slide(relative, image, digest, str(imagehash.phash(image)), kept))
     if not slides:
         return slides
-    groups = near_duplicate_groups([imagehash.hex_to_hash(slide.phash) for slide in slides], NEAR_DUPLICATE_BITS)
+    groups = near_duplicate_groups([slide.phash for slide in slides], NEAR_DUPLICATE_BITS)
     keys: dict[int, str] = {}
     for slide, group in zip(slides, groups):
         keys[group] = min(keys.get(group, slide.digest), slide.digest)

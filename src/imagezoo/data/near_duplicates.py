@@ -15,18 +15,23 @@ from scipy.sparse.csgraph import connected_components
 from imagezoo.data import SPLITS
 
 
-def near_duplicate_groups(hashes: Sequence[imagehash.ImageHash], max_bits: int) -> np.ndarray:
+def packed(hashes: Sequence[imagehash.ImageHash | str]) -> np.ndarray:
+    """64-bit perceptual hashes (``imagehash`` objects or their hex strings, as datasets store them) as uint64."""
+    return np.array([int(str(h), 16) for h in hashes], dtype=np.uint64)
+
+
+def near_duplicate_groups(hashes: Sequence[imagehash.ImageHash | str], max_bits: int) -> np.ndarray:
     """Group index per image: connected components of "perceptual hashes within ``max_bits``"."""
-    packed = np.array([int(str(h), 16) for h in hashes], dtype=np.uint64)
+    packed_hashes = packed(hashes)
     rows, cols = [], []
-    for start in range(0, len(packed), 1024):  # blocks keep the pairwise table small
-        block = np.bitwise_count(packed[start:start + 1024, None] ^ packed[None, :])
+    for start in range(0, len(packed_hashes), 1024):  # blocks keep the pairwise table small
+        block = np.bitwise_count(packed_hashes[start:start + 1024, None] ^ packed_hashes[None, :])
         i, j = np.nonzero(block <= max_bits)
         keep = start + i < j
         rows.append(start + i[keep])
         cols.append(j[keep])
     rows, cols = np.concatenate(rows), np.concatenate(cols)
-    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(packed), len(packed)))
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(packed_hashes), len(packed_hashes)))
     return connected_components(graph, directed=False)[1]
 
 
@@ -45,6 +50,6 @@ def near_copies(reference: Sequence[str], queries: Sequence[str], max_bits: int)
     check that no test image has a near-copy among the training images of another dataset."""
     if not reference or not queries:
         return []
-    packed = np.array([int(h, 16) for h in reference], dtype=np.uint64)
-    return [i for i, query in enumerate(queries)
-            if np.bitwise_count(packed ^ np.uint64(int(query, 16))).min() <= max_bits]
+    reference_hashes = packed(reference)
+    return [i for i, query in enumerate(packed(queries))
+            if np.bitwise_count(reference_hashes ^ query).min() <= max_bits]
